@@ -1,0 +1,1 @@
+"""Companion web app for the phone, served on the home LAN (paired)."""

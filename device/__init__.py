@@ -1,0 +1,1 @@
+"""VRM box daemon and command line."""

@@ -1,0 +1,1 @@
+"""Board profiles, wiring notes and the MicroPython peripheral."""

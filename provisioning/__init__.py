@@ -1,0 +1,1 @@
+"""First boot and install on Raspberry Pi OS: secrets, broker config, systemd units."""

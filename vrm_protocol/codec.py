@@ -1,0 +1,231 @@
+"""Sign and verify VRM messages: compact JWS (RFC 7515), EdDSA over Ed25519 (RFC 8037).
+
+Pure: no clock, no network, no disk. The caller passes `now` and, for replay protection,
+a ReplayGuard it keeps.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import warnings
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+from .didkey import Identity, did_from_kid, public_bytes_from_did
+from .errors import ProtocolError
+from .messages import BODY_TYPES, VERSION, Body, body_to_dict, check_id, parse_dataclass
+
+MAX_MESSAGE_BYTES = 64 * 1024
+CLOCK_SKEW = 120                      # seconds of tolerated clock difference
+MAX_LIFETIME = 366 * 24 * 3600        # exp - iat may not exceed a year
+ALG = "EdDSA"
+ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    v: int
+    type: str
+    id: str
+    iss: str
+    iat: int
+    exp: int
+
+
+@dataclass(frozen=True)
+class Message:
+    """A verified message: who signed it (envelope.iss), what it says (body), the raw token."""
+
+    envelope: Envelope
+    body: Body
+    token: str
+
+    @property
+    def id(self) -> str:
+        return self.envelope.id
+
+    @property
+    def hash(self) -> str:
+        return token_hash(self.token)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(segment: str) -> bytes:
+    if "=" in segment:
+        raise ProtocolError("bad_encoding", "base64url segments carry no padding")
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ProtocolError("bad_encoding", "segment is not base64url") from exc
+
+
+def token_hash(token: str) -> str:
+    """Unpadded base64url SHA-256 of a compact token: agreement ids, offer hashes."""
+    return _b64url(hashlib.sha256(token.encode("ascii")).digest())
+
+
+def new_id() -> str:
+    """A fresh 128-bit random message id."""
+    return secrets.token_urlsafe(16)
+
+
+def _okp_private(identity: Identity) -> OKPKey:
+    return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": _b64url(identity.public_bytes),
+                              "d": _b64url(identity.seed)})
+
+
+def _okp_public(raw: bytes) -> OKPKey:
+    return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)})
+
+
+def sign(identity: Identity, body: Body, *, now: float, ttl: int, msg_id: str | None = None) -> str:
+    """Sign `body` as a compact JWS valid from `now` for `ttl` seconds."""
+    iat = int(now)
+    payload = {"v": VERSION, "type": body.TYPE, "id": msg_id or new_id(), "iss": identity.did,
+               "iat": iat, "exp": iat + int(ttl), **body_to_dict(body)}
+    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    header = {"alg": ALG, "kid": identity.kid, "typ": "vrm+jws"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc flags RFC 8037 'EdDSA' as superseded by RFC 9864
+        token = jws.serialize_compact(header, raw, _okp_private(identity), algorithms=[ALG])
+    if len(token) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversize", f"signed message is {len(token)} bytes")
+    return token
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_json", f"{what} is not JSON") from exc
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", f"{what} is not a JSON object")
+    return obj
+
+
+def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
+    """Cheap first look: size, shape, header and signer did, without verifying anything."""
+    if len(token) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversize", f"{len(token)} bytes > {MAX_MESSAGE_BYTES}")
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_encoding", "a compact JWS is ASCII") from exc
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts):
+        raise ProtocolError("bad_encoding", "a compact JWS has three non-empty segments")
+    header = _json_object(_b64url_decode(parts[0]), "header")
+    if header.get("alg") != ALG:
+        raise ProtocolError("bad_alg", f"alg must be {ALG}, got {str(header.get('alg'))[:20]!r}")
+    if "crit" in header:
+        raise ProtocolError("bad_header", "no critical header extensions are understood")
+    for k in ("jwk", "jku", "x5u", "x5c"):  # the key comes from the did:key, never from the message
+        if k in header:
+            raise ProtocolError("bad_header", f"header parameter {k} is not allowed")
+    if "kid" not in header:
+        raise ProtocolError("bad_header", "kid is required")
+    return token, header
+
+
+def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = None,
+           expect: type[T] | None = None) -> Message:
+    """Verify and parse one message, or raise ProtocolError with a reason code.
+
+    Checks, in order: size, shape, header (alg must be EdDSA), did:key, signature,
+    payload JSON, version, type, fields, kid/iss match, lifetime, freshness, replay.
+    """
+    token, header = read_header(token)
+    did = did_from_kid(header["kid"])
+    key = _okp_public(public_bytes_from_did(did))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obj = jws.deserialize_compact(token, key, algorithms=[ALG])
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise ProtocolError("bad_signature", type(exc).__name__) from exc
+    payload = _json_object(obj.payload, "payload")
+
+    if payload.get("v") != VERSION or isinstance(payload.get("v"), bool):
+        raise ProtocolError("unknown_version", f"v={str(payload.get('v'))[:20]}")
+    cls = BODY_TYPES.get(payload.get("type")) if isinstance(payload.get("type"), str) else None
+    if cls is None:
+        raise ProtocolError("unknown_type", f"type={str(payload.get('type'))[:40]}")
+    if expect is not None and cls is not expect:
+        raise ProtocolError("wrong_type", f"expected {expect.TYPE}, got {cls.TYPE}")  # type: ignore[attr-defined]
+    env = {}
+    for k in ENVELOPE:
+        if k not in payload:
+            raise ProtocolError("bad_field", f"missing field {k}")
+        env[k] = payload.pop(k)
+    for k in ("iat", "exp"):
+        if not isinstance(env[k], int) or isinstance(env[k], bool):
+            raise ProtocolError("bad_field", f"{k} must be an integer")
+    if not isinstance(env["id"], str) or not isinstance(env["iss"], str):
+        raise ProtocolError("bad_field", "id and iss must be strings")
+    check_id(env["id"], "id")
+    if env["iss"] != did:
+        raise ProtocolError("key_mismatch", "iss is not the did:key that signed")
+    body = parse_dataclass(cls, payload)
+    envelope = Envelope(**env)
+
+    if envelope.exp <= envelope.iat or envelope.exp - envelope.iat > MAX_LIFETIME:
+        raise ProtocolError("bad_lifetime", "exp must be after iat and within a year of it")
+    if envelope.iat > now + CLOCK_SKEW:
+        raise ProtocolError("not_yet_valid", "iat is in the future")
+    if envelope.exp < now - CLOCK_SKEW:
+        raise ProtocolError("expired", "exp has passed")
+    if replay is not None:
+        replay.check_and_remember(envelope.id, envelope.exp, now)
+    return Message(envelope, body, token)
+
+
+class ReplayGuard:
+    """Message ids seen, kept until they expire (an expired message is refused anyway).
+
+    In-memory and bounded; the box also keeps stored message ids unique in its store.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._seen: dict[str, int] = {}
+        self._max = max_entries
+
+    def __contains__(self, msg_id: str) -> bool:
+        return msg_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check_and_remember(self, msg_id: str, exp: int, now: float) -> None:
+        if msg_id in self._seen:
+            raise ProtocolError("replay", f"message id {msg_id} seen before")
+        if len(self._seen) >= self._max:
+            self.prune(now)
+            if len(self._seen) >= self._max:  # still full: forget the oldest-expiring
+                oldest = min(self._seen, key=self._seen.__getitem__)
+                del self._seen[oldest]
+        self._seen[msg_id] = exp
+
+    def remember(self, msg_id: str, exp: int) -> None:
+        """Seed from the store after a restart."""
+        self._seen[msg_id] = exp
+
+    def prune(self, now: float) -> None:
+        cutoff = now - CLOCK_SKEW
+        self._seen = {k: v for k, v in self._seen.items() if v >= cutoff}

@@ -1,0 +1,402 @@
+"""Message bodies of VRM protocol v1, as plain frozen data classes.
+
+The annotations *are* the schema: `parse_body` checks a decoded JSON object against them
+(no extra keys, no missing required keys, exact JSON types), so there is one place for
+each message's fields. docs/protocol.md describes the same classes for other languages.
+"""
+from __future__ import annotations
+
+import math
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar, Literal, Union
+
+from .errors import ProtocolError
+
+VERSION = 1
+MAX_STR = 2000          # longest free-text string field
+MAX_LIST = 100          # longest list field
+MAX_ATTRS = 50          # most keys in an attribute map
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+_HASH_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url, unpadded, of a SHA-256 digest
+
+Scalar = Union[str, int, float, bool]
+Attributes = dict[str, Any]  # str -> scalar or list of scalars (checked in _check_attributes)
+
+
+def _bad(detail: str) -> ProtocolError:
+    return ProtocolError("bad_field", detail)
+
+
+def check_id(value: str, name: str) -> None:
+    if not _ID_RE.match(value):
+        raise _bad(f"{name} must be 8-64 characters of [A-Za-z0-9_-]")
+
+
+def check_slug(value: str, name: str) -> None:
+    if not _SLUG_RE.match(value):
+        raise _bad(f"{name} must be a lower-case slug ([a-z0-9._-], at most 63)")
+
+
+def check_hash(value: str, name: str) -> None:
+    if not _HASH_RE.match(value):
+        raise _bad(f"{name} must be an unpadded base64url SHA-256 digest")
+
+
+def check_currency(value: str, name: str = "currency") -> None:
+    if not _CURRENCY_RE.match(value):
+        raise _bad(f"{name} must be an ISO 4217 code such as EUR")
+
+
+# ---------------------------------------------------------------------------- shared parts
+@dataclass(frozen=True)
+class Terms:
+    """Terms the person proffers (IEEE 7012 spirit): an id plus the SHA-256 of the terms text."""
+
+    id: str
+    sha256: str
+    uri: str | None = None
+
+    def check(self) -> None:
+        check_slug(self.id, "terms.id")
+        check_hash(self.sha256, "terms.sha256")
+
+
+@dataclass(frozen=True)
+class TermsResponse:
+    """A vendor's explicit answer to the proffered terms."""
+
+    id: str
+    sha256: str
+    decision: Literal["accept", "reject"]
+
+    def check(self) -> None:
+        check_slug(self.id, "terms_response.id")
+        check_hash(self.sha256, "terms_response.sha256")
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    sku: str | None = None
+    brand: str | None = None
+    description: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    """An X25519 public key as an RFC 8037 JWK, for JWE ECDH-ES disclosures."""
+
+    kty: Literal["OKP"]
+    crv: Literal["X25519"]
+    x: str
+
+    def check(self) -> None:
+        if not re.match(r"^[A-Za-z0-9_-]{43}$", self.x):
+            raise _bad("enc_key.x must be 32 bytes, base64url")
+
+    def as_jwk(self) -> dict[str, str]:
+        return {"kty": self.kty, "crv": self.crv, "x": self.x}
+
+
+# ---------------------------------------------------------------------------- bodies
+@dataclass(frozen=True)
+class VendorProfile:
+    """A vendor's public profile, retained on its profile topic."""
+
+    TYPE: ClassVar[str] = "vendor_profile"
+    vendor: str
+    name: str
+    categories: list[str]
+    enc_key: EncryptionKey
+    url: str | None = None
+    accreditations: list[str] = field(default_factory=list)
+
+    def check(self) -> None:
+        check_slug(self.vendor, "vendor")
+        for c in self.categories:
+            check_slug(c, "categories[]")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What the person is in the market for, signed by a fresh key used for this intent only."""
+
+    TYPE: ClassVar[str] = "intent"
+    intent: str
+    category: str
+    terms: Terms
+    description: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+
+    def check(self) -> None:
+        check_id(self.intent, "intent")
+        check_slug(self.category, "category")
+
+
+@dataclass(frozen=True)
+class IntentWithdrawal:
+    TYPE: ClassVar[str] = "intent_withdrawal"
+    intent: str
+    category: str
+
+    def check(self) -> None:
+        check_id(self.intent, "intent")
+        check_slug(self.category, "category")
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A vendor's answer to an intent, signed by the key in the vendor's profile."""
+
+    TYPE: ClassVar[str] = "offer"
+    intent: str
+    vendor: str
+    item: Item
+    price: float
+    currency: str
+    valid_until: int
+    terms_response: TermsResponse
+    delivery_days: int | None = None
+    region: str | None = None
+
+    def check(self) -> None:
+        check_id(self.intent, "intent")
+        check_slug(self.vendor, "vendor")
+        check_currency(self.currency)
+        if self.price < 0:
+            raise _bad("price must not be negative")
+        if self.delivery_days is not None and self.delivery_days < 0:
+            raise _bad("delivery_days must not be negative")
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """The person's terms + the offer + exactly what is disclosed, why and for how long.
+
+    Signed by the intent key; its id is the hash of the signed token (see codec.token_hash).
+    """
+
+    TYPE: ClassVar[str] = "agreement"
+    intent: str
+    offer: str            # the offer message id
+    offer_hash: str       # token_hash of the offer token
+    vendor: str
+    vendor_did: str
+    terms: Terms
+    fields: list[str]
+    purpose: str
+    duration_days: int
+
+    def check(self) -> None:
+        check_id(self.intent, "intent")
+        check_id(self.offer, "offer")
+        check_hash(self.offer_hash, "offer_hash")
+        check_slug(self.vendor, "vendor")
+        for f in self.fields:
+            check_slug(f, "fields[]")
+        if not 0 < self.duration_days <= 3650:
+            raise _bad("duration_days must be 1..3650")
+
+
+@dataclass(frozen=True)
+class Countersignature:
+    """The vendor's signature over an agreement id: both sides now hold the same record."""
+
+    TYPE: ClassVar[str] = "countersignature"
+    agreement: str
+    intent: str
+
+    def check(self) -> None:
+        check_hash(self.agreement, "agreement")
+        check_id(self.intent, "intent")
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """The agreed fields, as a compact JWE (ECDH-ES, A256GCM) to the vendor's enc_key."""
+
+    TYPE: ClassVar[str] = "disclosure"
+    agreement: str
+    intent: str
+    jwe: str
+
+    def check(self) -> None:
+        check_hash(self.agreement, "agreement")
+        check_id(self.intent, "intent")
+        if self.jwe.count(".") != 4:
+            raise _bad("jwe must be a compact JWE")
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """The person ends an agreement; with delete=true the vendor must delete the disclosed data."""
+
+    TYPE: ClassVar[str] = "revocation"
+    agreement: str
+    intent: str
+    delete: bool
+    reason: str | None = None
+
+    def check(self) -> None:
+        check_hash(self.agreement, "agreement")
+        check_id(self.intent, "intent")
+
+
+@dataclass(frozen=True)
+class RevocationAck:
+    """The vendor's signed acknowledgement of a revocation (and of deletion)."""
+
+    TYPE: ClassVar[str] = "revocation_ack"
+    agreement: str
+    intent: str
+    revocation: str       # id of the revocation message acknowledged
+    deleted: bool
+
+    def check(self) -> None:
+        check_hash(self.agreement, "agreement")
+        check_id(self.intent, "intent")
+        check_id(self.revocation, "revocation")
+
+
+BODY_TYPES: dict[str, type] = {
+    cls.TYPE: cls
+    for cls in (VendorProfile, Intent, IntentWithdrawal, Offer, Agreement, Countersignature,
+                Disclosure, Revocation, RevocationAck)
+}
+Body = Union[VendorProfile, Intent, IntentWithdrawal, Offer, Agreement, Countersignature,
+             Disclosure, Revocation, RevocationAck]
+
+
+# ---------------------------------------------------------------------------- validation
+def _check_scalar(value: Any, where: str) -> None:
+    if isinstance(value, str):
+        if len(value) > MAX_STR:
+            raise _bad(f"{where} is longer than {MAX_STR}")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _bad(f"{where} must be finite")
+    elif not isinstance(value, (int, bool)):
+        raise _bad(f"{where} must be a string, number or boolean")
+
+
+def _check_attributes(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(f"{where} must be an object")
+    if len(value) > MAX_ATTRS:
+        raise _bad(f"{where} has more than {MAX_ATTRS} keys")
+    for k, v in value.items():
+        if len(k) > 64:
+            raise _bad(f"{where} key is longer than 64")
+        if isinstance(v, list):
+            if len(v) > MAX_LIST:
+                raise _bad(f"{where}.{k} has more than {MAX_LIST} items")
+            for item in v:
+                _check_scalar(item, f"{where}.{k}[]")
+        else:
+            _check_scalar(v, f"{where}.{k}")
+    return dict(value)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, where)
+    if origin is Literal:
+        if value not in typing.get_args(tp) or not isinstance(value, str):
+            raise _bad(f"{where} must be one of {list(typing.get_args(tp))}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise _bad(f"{where} must be a list")
+        if len(value) > MAX_LIST:
+            raise _bad(f"{where} has more than {MAX_LIST} items")
+        (inner,) = typing.get_args(tp)
+        return [_convert(inner, v, f"{where}[]") for v in value]
+    if origin is dict:
+        return _check_attributes(value, where)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _bad(f"{where} must be a string")
+        if len(value) > MAX_STR:
+            raise _bad(f"{where} is longer than {MAX_STR}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _bad(f"{where} must be a boolean")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _bad(f"{where} must be an integer")
+        if abs(value) > 2**53:
+            raise _bad(f"{where} is out of range")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _bad(f"{where} must be a number")
+        if not math.isfinite(value) or abs(value) > 1e15:
+            raise _bad(f"{where} is out of range")
+        return float(value)
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return parse_dataclass(tp, value, where)
+    raise TypeError(f"unsupported annotation {tp!r}")  # programming error
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        _HINTS[cls] = {k: v for k, v in typing.get_type_hints(cls).items()
+                       if typing.get_origin(v) is not ClassVar}
+    return _HINTS[cls]
+
+
+def parse_dataclass(cls: type, data: Any, where: str = "") -> Any:
+    """Build `cls` from a decoded JSON object, or raise ProtocolError('bad_field')."""
+    if not isinstance(data, dict):
+        raise _bad(f"{where or cls.__name__} must be an object")
+    hints = _hints(cls)
+    extra = set(data) - set(hints)
+    if extra:
+        raise _bad(f"unknown field(s) {sorted(extra)[:5]} in {where or cls.__name__}")
+    kwargs = {}
+    for f in fields(cls):
+        name = f"{where}.{f.name}" if where else f.name
+        if f.name in data:
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], name)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise _bad(f"missing field {name}")
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if check:
+        check()
+    for f in fields(cls):  # nested objects check themselves
+        v = getattr(obj, f.name)
+        if hasattr(v, "check") and v is not obj:
+            v.check()
+    return obj
+
+
+def body_to_dict(body: Any) -> dict[str, Any]:
+    """JSON-ready dict of a body (or nested part), omitting None-valued optional fields."""
+    out: dict[str, Any] = {}
+    for f in fields(body):
+        v = getattr(body, f.name)
+        if v is None:
+            continue
+        if hasattr(v, "__dataclass_fields__"):
+            v = body_to_dict(v)
+        elif isinstance(v, list):
+            v = [body_to_dict(x) if hasattr(x, "__dataclass_fields__") else x for x in v]
+        out[f.name] = v
+    return out
