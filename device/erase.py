@@ -1,0 +1,120 @@
+"""Erase the box (ETSI EN 303 645 provision 5.11): tell vendors first, then destroy data and keys.
+
+Order, and why:
+1. While the keys still exist, sign a `Revocation(delete=True)` with each active agreement's
+   intent key and queue it (plus the withdrawal of every active intent) in the outbox.
+   The tokens are complete signed messages, so the keys are not needed to send them later.
+2. Shred the key files. From here on the sealed rows are unreadable even if a later step
+   is interrupted (crypto-erase); re-running `erase` finishes the job.
+3. Delete every row except unsent outbox rows, drop the old audit log, VACUUM and truncate the
+   WAL (secure_delete is on), so not even ciphertext stays behind.
+4. Open a new, empty store (new data key, new device key); its log starts with one "erase"
+   entry recording how many deletion requests were queued.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vrm_protocol import IntentWithdrawal, Revocation, sign, topics
+
+from . import keystore
+from .store import DB_FILE, TABLES, Store
+
+log = logging.getLogger(__name__)
+
+REVOCATION_TTL = 30 * 24 * 3600   # vendors may be offline for a while; the request stays valid
+ERASABLE_AGREEMENTS = ("confirmed", "active")
+
+
+@dataclass(frozen=True)
+class EraseResult:
+    deletion_requests: int
+    withdrawals: int
+    old_device_did: str | None
+    new_device_did: str
+
+
+def queue_deletion_requests(store: Store, now: float) -> tuple[int, int]:
+    """Step 1: signed deletion requests for active agreements, withdrawals for active intents."""
+    requests = withdrawals = 0
+    for a in store.list_agreements():
+        if a.status not in ERASABLE_AGREEMENTS:
+            continue
+        intent = store.get_intent(a.intent_id)
+        if intent is None:
+            log.warning("agreement %s has no intent key; cannot sign its deletion request", a.agreement_id)
+            continue
+        token = sign(intent.identity, Revocation(agreement=a.agreement_id, intent=a.intent_id, delete=True,
+                                                 reason="erase"), now=now, ttl=REVOCATION_TTL)
+        store.queue_outbox(topics.revocations(a.vendor), token, retain=False)
+        requests += 1
+    for i in store.list_intents(status="active"):
+        token = sign(i.identity, IntentWithdrawal(intent=i.intent_id, category=i.category), now=now,
+                     ttl=REVOCATION_TTL)
+        store.queue_outbox(topics.intent(i.category, i.intent_id), "", retain=True)  # clear retained
+        store.queue_outbox(topics.withdrawal(i.category, i.intent_id), token, retain=False)
+        withdrawals += 1
+    return requests, withdrawals
+
+
+def _wipe_database(db: Path) -> None:
+    """Step 3: keep only unsent outbox rows; drop everything else and compact the file."""
+    if not db.exists():
+        return
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        conn.execute("PRAGMA secure_delete=ON")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+        for table in list(TABLES) + ["audit", "audit_head", "meta"]:
+            if table == "outbox":
+                conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL")
+            else:
+                conn.execute(f"DELETE FROM {table}")
+        conn.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
+                     "SELECT RAISE(ABORT, 'audit is append-only'); END")
+        conn.execute("COMMIT")
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+def _shred_keys(data_dir: Path) -> None:
+    kdir = data_dir / keystore.KEYS_DIR
+    for name in (keystore.DATA_KEY_FILE, keystore.DEVICE_KEY_FILE,
+                 keystore.DEVICE_KEY_FILE + keystore.PENDING_SUFFIX):
+        keystore.shred_file(kdir / name)
+
+
+def erase(data_dir: Path, clock: Callable[[], float] = time.time) -> EraseResult:
+    """Erase everything in `data_dir` (the caller has asked for confirmation)."""
+    data_dir = Path(data_dir)
+    requests = withdrawals = 0
+    old_did: str | None = None
+    if (data_dir / DB_FILE).exists():
+        try:
+            store = Store.open(data_dir, clock=clock)
+        except (keystore.KeyFileError, sqlite3.DatabaseError, ValueError) as exc:
+            # keys already gone (an interrupted erase) or unreadable: nothing can be signed
+            log.warning("store cannot be opened (%s); erasing without deletion requests", exc)
+        else:
+            try:
+                old_did = store.device_identity.did
+                requests, withdrawals = queue_deletion_requests(store, clock())
+            finally:
+                store.close()
+    _shred_keys(data_dir)
+    _wipe_database(data_dir / DB_FILE)
+    with Store.open(data_dir, clock=clock) as fresh:
+        fresh.record_event("erase", {"deletion_requests_queued": requests,
+                                     "intent_withdrawals_queued": withdrawals,
+                                     "erased_device": old_did})
+        new_did = fresh.device_identity.did
+    log.info("erased the box; %d deletion requests queued", requests)
+    return EraseResult(requests, withdrawals, old_did, new_did)
