@@ -157,7 +157,8 @@ class Store:
         keystore.ensure_private_dir(data_dir)
         db = data_dir / DB_FILE
         fresh_file = not db.exists()
-        conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+        # One thread at a time, but not always the opener: the daemon hands the store to its worker.
+        conn = sqlite3.connect(db, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             if fresh_file:
                 os.chmod(db, 0o600)
@@ -219,6 +220,10 @@ class Store:
         except BaseException:
             self._conn.execute("ROLLBACK")
             raise
+
+    def transaction(self) -> Any:
+        """Group several store calls (and their audit entries) into one atomic commit."""
+        return self._tx()
 
     def _seal(self, table: str, column: str, key: tuple[Any, ...], value: Any) -> bytes:
         return self._cipher.seal_json(value, _aad(table, column, key))

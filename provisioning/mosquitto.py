@@ -19,13 +19,16 @@ MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 def mosquitto_conf(*, port: int, data_dir: Path, bind: str = "127.0.0.1",
                    password_file: Path | None = None, acl_file: Path | None = None,
-                   tls: dict[str, Path] | None = None) -> str:
+                   tls: dict[str, Path] | None = None, user: str | None = None) -> str:
     """Text of a mosquitto.conf. Without password_file the broker allows anonymous clients:
     only tests use that, and only on loopback."""
     if password_file is None and bind not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError("anonymous access is only allowed on loopback")
     lines = [
         "per_listener_settings false",
+        # When started as root Mosquitto drops to `user` (default "mosquitto"), which must be
+        # able to write persistence_location; tests run it as their own user.
+        *([f"user {user}"] if user else []),
         f"persistence true",
         f"persistence_location {data_dir}/",
         "autosave_interval 1",

@@ -1,6 +1,7 @@
 """A real Mosquitto broker for tests, on a free loopback port, with the project's own config."""
 from __future__ import annotations
 
+import getpass
 import os
 import shutil
 import socket
@@ -29,7 +30,8 @@ class Broker:
         self.proc: subprocess.Popen | None = None
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(mosquitto_conf(port=self.port, data_dir=workdir / "data"))
+        self.conf.write_text(mosquitto_conf(port=self.port, data_dir=workdir / "data",
+                                            user=getpass.getuser()))
         self.log = workdir / "mosquitto.log"
 
     @property

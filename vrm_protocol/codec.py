@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import secrets
 import warnings
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ CLOCK_SKEW = 120                      # seconds of tolerated clock difference
 MAX_LIFETIME = 366 * 24 * 3600        # exp - iat may not exceed a year
 ALG = "EdDSA"
 ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+HEADER_PARAMS = frozenset({"alg", "kid", "typ"})  # anything else is refused (bad_header)
 
 T = TypeVar("T")
 
@@ -65,10 +68,15 @@ def _b64url(data: bytes) -> str:
 def _b64url_decode(segment: str) -> bytes:
     if "=" in segment:
         raise ProtocolError("bad_encoding", "base64url segments carry no padding")
+    if not _B64URL_RE.match(segment):  # Python's decoder would silently skip stray characters
+        raise ProtocolError("bad_encoding", "segment is not base64url")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError("bad_encoding", "segment is not base64url") from exc
+    if _b64url(data) != segment:  # unused trailing bits set: one encoding per byte string
+        raise ProtocolError("bad_encoding", "segment is not canonical base64url")
+    return data
 
 
 def token_hash(token: str) -> str:
@@ -109,14 +117,48 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _check_text(value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \uD8xx escape
+        raise ValueError("string is not valid Unicode") from exc
+
+
+def _check_values(value: Any) -> None:
+    if isinstance(value, str):
+        _check_text(value)
+    elif isinstance(value, list):
+        for v in value:
+            _check_values(v)
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """I-JSON (RFC 7493): no duplicate member names (parsers disagree on which one wins)
+    and no lone surrogates (they cannot be stored or re-encoded as UTF-8)."""
+    obj: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in obj:
+            raise ValueError(f"duplicate member name {k[:40]!r}")
+        _check_text(k)
+        _check_values(v)
+        obj[k] = v
+    return obj
+
+
+def parse_json_object(data: bytes) -> dict[str, Any]:
+    """Strict UTF-8 I-JSON object, or ValueError (RecursionError for absurd nesting)."""
+    obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
+                     object_pairs_hook=_strict_object)
+    if not isinstance(obj, dict):
+        raise ValueError("not a JSON object")
+    return obj
+
+
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant)
+        return parse_json_object(data)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError("bad_json", f"{what} is not JSON") from exc
-    if not isinstance(obj, dict):
-        raise ProtocolError("bad_json", f"{what} is not a JSON object")
-    return obj
+        raise ProtocolError("bad_json", f"{what} is not a JSON object: {exc}"[:200]) from exc
 
 
 def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
@@ -129,8 +171,10 @@ def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
         except UnicodeDecodeError as exc:
             raise ProtocolError("bad_encoding", "a compact JWS is ASCII") from exc
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
-        raise ProtocolError("bad_encoding", "a compact JWS has three non-empty segments")
+    if len(parts) != 3:
+        raise ProtocolError("bad_encoding", "a compact JWS has three segments")
+    if not all(_B64URL_RE.match(p) for p in parts):
+        raise ProtocolError("bad_encoding", "segments are unpadded base64url")
     header = _json_object(_b64url_decode(parts[0]), "header")
     if header.get("alg") != ALG:
         raise ProtocolError("bad_alg", f"alg must be {ALG}, got {str(header.get('alg'))[:20]!r}")
@@ -141,6 +185,11 @@ def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
             raise ProtocolError("bad_header", f"header parameter {k} is not allowed")
     if "kid" not in header:
         raise ProtocolError("bad_header", "kid is required")
+    if "typ" in header and not isinstance(header["typ"], str):
+        raise ProtocolError("bad_header", "typ must be a string")
+    extra = set(header) - HEADER_PARAMS
+    if extra:
+        raise ProtocolError("bad_header", f"header parameter(s) {sorted(extra)[:3]} not allowed")
     return token, header
 
 
@@ -152,6 +201,8 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     payload JSON, version, type, fields, kid/iss match, lifetime, freshness, replay.
     """
     token, header = read_header(token)
+    for segment in token.split(".")[1:]:  # payload and signature: encoding errors are bad_encoding
+        _b64url_decode(segment)
     did = did_from_kid(header["kid"])
     key = _okp_public(public_bytes_from_did(did))
     try:
@@ -162,7 +213,7 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("bad_signature", type(exc).__name__) from exc
     payload = _json_object(obj.payload, "payload")
 
-    if payload.get("v") != VERSION or isinstance(payload.get("v"), bool):
+    if type(payload.get("v")) is not int or payload["v"] != VERSION:  # not 1.0, not true
         raise ProtocolError("unknown_version", f"v={str(payload.get('v'))[:20]}")
     cls = BODY_TYPES.get(payload.get("type")) if isinstance(payload.get("type"), str) else None
     if cls is None:
@@ -229,3 +280,11 @@ class ReplayGuard:
     def prune(self, now: float) -> None:
         cutoff = now - CLOCK_SKEW
         self._seen = {k: v for k, v in self._seen.items() if v >= cutoff}
+
+
+def unverified_payload(token: str) -> dict[str, Any]:
+    """The payload of a token *we* signed and stored (e.g. to read its id). Never use it on input."""
+    try:
+        return _json_object(_b64url_decode(token.split(".")[1]), "payload")
+    except (IndexError, ProtocolError):
+        return {}

@@ -9,6 +9,7 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
+from .codec import parse_json_object
 from .errors import ProtocolError
 from .messages import EncryptionKey
 
@@ -41,9 +42,9 @@ def encrypt_json(data: dict[str, Any], recipient: EncryptionKey) -> str:
 def decrypt_json(token: str, key: DecryptionKey) -> dict[str, Any]:
     try:
         obj = jwe.decrypt_compact(token, OKPKey.import_key(key.jwk), algorithms=[JWE_ALG, JWE_ENC])
-        data = json.loads(obj.plaintext.decode("utf-8"))
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise ProtocolError("bad_encryption", type(exc).__name__) from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("bad_encryption", "plaintext is not a JSON object")
-    return data
+    try:  # the same strict I-JSON rules as message payloads
+        return parse_json_object(obj.plaintext or b"")
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError("bad_encryption", "plaintext is not a JSON object") from exc

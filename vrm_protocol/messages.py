@@ -13,10 +13,12 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal, Union
 
+from .didkey import public_bytes_from_did
 from .errors import ProtocolError
 
 VERSION = 1
 MAX_STR = 2000          # longest free-text string field
+MAX_JWE = 60 * 1024     # longest Disclosure.jwe (the whole message is at most 64 KiB)
 MAX_LIST = 100          # longest list field
 MAX_ATTRS = 50          # most keys in an attribute map
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -198,6 +200,10 @@ class Agreement:
         check_id(self.offer, "offer")
         check_hash(self.offer_hash, "offer_hash")
         check_slug(self.vendor, "vendor")
+        try:
+            public_bytes_from_did(self.vendor_did)
+        except ProtocolError as exc:
+            raise _bad("vendor_did must be an Ed25519 did:key") from exc
         for f in self.fields:
             check_slug(f, "fields[]")
         if not 0 < self.duration_days <= 3650:
@@ -224,7 +230,7 @@ class Disclosure:
     TYPE: ClassVar[str] = "disclosure"
     agreement: str
     intent: str
-    jwe: str
+    jwe: str = field(metadata={"max_len": MAX_JWE})  # bounded by the message size, not MAX_STR
 
     def check(self) -> None:
         check_hash(self.agreement, "agreement")
@@ -303,14 +309,14 @@ def _check_attributes(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
+def _convert(tp: Any, value: Any, where: str, max_len: int = MAX_STR) -> Any:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where)
+        return _convert(inner, value, where, max_len)
     if origin is Literal:
         if value not in typing.get_args(tp) or not isinstance(value, str):
             raise _bad(f"{where} must be one of {list(typing.get_args(tp))}")
@@ -327,8 +333,8 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise _bad(f"{where} must be a string")
-        if len(value) > MAX_STR:
-            raise _bad(f"{where} is longer than {MAX_STR}")
+        if len(value) > max_len:
+            raise _bad(f"{where} is longer than {max_len}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -373,7 +379,7 @@ def parse_dataclass(cls: type, data: Any, where: str = "") -> Any:
     for f in fields(cls):
         name = f"{where}.{f.name}" if where else f.name
         if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], name)
+            kwargs[f.name] = _convert(hints[f.name], data[f.name], name, f.metadata.get("max_len", MAX_STR))
         elif f.default is MISSING and f.default_factory is MISSING:
             raise _bad(f"missing field {name}")
     obj = cls(**kwargs)

@@ -75,3 +75,35 @@ def vendor_inbox(vendor: str, share_group: str | None = None) -> str:
 def availability(box_id: str) -> str:
     """The box's online/offline state (last will)."""
     return f"{PREFIX}/status/{box_id}"
+
+
+# --- reading topics back (the box and vendors route by topic; spelled here, next to the builders)
+def parse_box_topic(topic: str) -> tuple[str, str] | None:
+    """`vrm/v1/box/<intent>/<kind>` -> (intent, kind) with kind offers|countersignatures|acks."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/box" and parts[4] in BOX_KINDS:
+        return parts[3], parts[4]
+    return None
+
+
+def parse_vendor_topic(topic: str) -> tuple[str, str] | None:
+    """`vrm/v1/vendor/<vendor>/<kind>` -> (vendor, kind) with kind agreements|disclosures|revocations,
+    and `vrm/v1/vendors/<vendor>/profile` -> (vendor, "profile")."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/vendor" and parts[4] in VENDOR_KINDS:
+        return parts[3], parts[4]
+    if len(parts) == 5 and "/".join(parts[:3]) == f"{PREFIX}/vendors" and parts[4] == "profile":
+        return parts[3], "profile"
+    return None
+
+
+def parse_intent_topic(topic: str) -> tuple[str, str, str] | None:
+    """`vrm/v1/intents/<cat>/<id>` -> ("intent", cat, id); withdrawals -> ("withdrawal", cat, id)."""
+    parts = topic.split("/")
+    if len(parts) == 5 and "/".join(parts[:2]) == PREFIX and parts[2] in ("intents", "withdrawals"):
+        return ("intent" if parts[2] == "intents" else "withdrawal"), parts[3], parts[4]
+    return None
+
+
+BOX_KINDS = ("offers", "countersignatures", "acks")
+VENDOR_KINDS = ("agreements", "disclosures", "revocations")

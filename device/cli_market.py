@@ -1,0 +1,281 @@
+"""`vrmbox` subcommands for the market: run, intent, offers, offer, agreement(s), revoke, rules,
+vendors, rejections, events, status.
+
+Why thin: each command is one operation of the local interface (device/control.py). With the
+daemon running it goes over the control socket (so the daemon publishes at once); without it,
+the same operation runs here on the store and its messages wait in the outbox for the daemon.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .control import ControlError, call, dispatch, subscribe
+from .keystore import KeyFileError
+from .market import Market, MarketError
+from .migrations import SchemaError
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--data-dir", type=Path, default=None, help="box data directory")
+    p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+    return p
+
+
+def _config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = str(args.data_dir)
+    if getattr(args, "broker", None):
+        overrides["broker.url"] = args.broker
+    return load_config(args.config, overrides)
+
+
+def _print(args: argparse.Namespace, result: Any, text: Any) -> None:
+    """`text` is a string or a function of the result (only called for human output)."""
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, sort_keys=True, default=str))
+    else:
+        print(text(result) if callable(text) else text)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
+    """Through the running daemon if there is one, else directly on the store."""
+    cfg = _config(args)
+    sock = Path(cfg.control.socket)
+    if sock.exists():
+        try:
+            return call(sock, op, op_args)
+        except ControlError as exc:
+            if "not running" not in str(exc):
+                raise MarketError(str(exc)) from exc
+    from .daemon import market_settings
+    with Store.open(cfg.data_dir) as store:
+        market = Market(store, market_settings(cfg))
+        return dispatch(market, op, op_args)
+
+
+def _run_op(args: argparse.Namespace, op: str, op_args: dict[str, Any],
+            text: Any = lambda r: json.dumps(r, indent=2, default=str)) -> int:
+    try:
+        result = operate(args, op, op_args)
+    except (MarketError, StoreError, ConfigError, KeyFileError, SchemaError, sqlite3.DatabaseError,
+            OSError, ValueError) as exc:
+        return _fail(args, str(exc))
+    _print(args, result, text)
+    return 0
+
+
+def _attrs(pairs: list[str]) -> dict[str, Any]:
+    """k=v pairs; v is parsed as JSON when it can be (numbers, booleans), else kept as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MarketError(f"attribute {pair!r} must look like key=value")
+        k, v = pair.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+# ------------------------------------------------------------------ text renderers
+def _offers_text(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "no offers"
+    lines = []
+    for i, r in enumerate(rows, 1):
+        flag = "" if r["eligible"] else "  (filtered out)"
+        lines.append(f"{i:>2}. {r['score']:6.3f}  {r['vendor']}: {r['item']} — {r['price']} {r['currency']}"
+                     f"  [{r['offer']}]{flag}")
+        ex = r["explanation"]
+        for name, c in ex.get("contributions", {}).items():
+            lines.append(f"      {name:<16} {c:+.3f}")
+        for why in ex.get("failed", []):
+            lines.append(f"      failed: {why}")
+    return "\n".join(lines)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    return "\n".join("  ".join(str(r.get(c, "")) for c in cols) for r in rows)
+
+
+# ------------------------------------------------------------------ commands
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args)
+    except ConfigError as exc:
+        return _fail(args, str(exc))
+    from .daemon import Daemon
+    try:
+        daemon = Daemon(cfg)
+    except (KeyFileError, SchemaError, sqlite3.DatabaseError, OSError) as exc:
+        return _fail(args, f"cannot start: {exc}")
+    return daemon.run()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args)
+        result = call(cfg.control.socket, "status")
+    except (ControlError, ConfigError) as exc:
+        return _fail(args, str(exc))
+    _print(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    try:
+        cfg = _config(args)
+        for event in subscribe(cfg.control.socket):
+            print(json.dumps(event, default=str), flush=True)
+    except (OSError, ConfigError) as exc:
+        return _fail(args, str(exc))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_rules_set(args: argparse.Namespace) -> int:
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        rules = json.loads(text)
+    except (OSError, ValueError) as exc:
+        return _fail(args, f"cannot read rules from {args.file}: {exc}")
+    return _run_op(args, "rules_set", {"rules": rules})
+
+
+def register(sub: Any) -> None:
+    c = _common()
+    p = sub.add_parser("run", parents=[c], help="run the box daemon (speaks MQTT)")
+    p.add_argument("--broker", help="broker URL, e.g. mqtt://127.0.0.1:1883 (overrides broker.url)")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("status", parents=[c], help="is the daemon running and connected?")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("events", parents=[c], help="stream the daemon's events as JSON lines")
+    p.set_defaults(func=cmd_events)
+
+    intent = sub.add_parser("intent", help="what you are in the market for").add_subparsers(
+        dest="intent_cmd", metavar="ACTION", required=True)
+    p = intent.add_parser("add", parents=[c], help="cast an intent")
+    p.add_argument("category")
+    p.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                   help="a coarse attribute you choose to reveal (repeatable)")
+    p.add_argument("--description")
+    p.add_argument("--ttl", type=int, help="seconds until it expires")
+    p.set_defaults(func=lambda a: _guard(a, lambda: _run_op(a, "intent_add", {
+        "category": a.category, "attributes": _attrs(a.attr), "description": a.description, "ttl": a.ttl},
+        lambda r: f"intent {r['intent']} cast ({r['category']}), expires {r['expires_at']}")))
+    p = intent.add_parser("preset", parents=[c], help="cast a saved preset")
+    p.add_argument("name")
+    p.set_defaults(func=lambda a: _run_op(a, "intent_preset", {"name": a.name},
+                                          lambda r: f"intent {r['intent']} cast ({r['category']})"))
+    p = intent.add_parser("list", parents=[c])
+    p.add_argument("--status", choices=["active", "withdrawn", "expired"])
+    p.set_defaults(func=lambda a: _run_op(a, "intents", {"status": a.status}, lambda r: _table(
+        r, ["intent", "category", "status", "offers", "expires_at"])))
+    p = intent.add_parser("withdraw", parents=[c])
+    p.add_argument("intent")
+    p.set_defaults(func=lambda a: _run_op(a, "intent_withdraw", {"intent": a.intent},
+                                          lambda r: f"intent {r['intent']} withdrawn"))
+
+    p = sub.add_parser("offers", parents=[c], help="offers ranked by your rules, with explanations")
+    p.add_argument("--intent")
+    p.add_argument("--all", action="store_true", help="include filtered-out and handled offers")
+    p.set_defaults(func=lambda a: _run_op(a, "offers", {"intent": a.intent, "all": a.all}, _offers_text))
+
+    offer = sub.add_parser("offer", help="act on one offer").add_subparsers(
+        dest="offer_cmd", metavar="ACTION", required=True)
+    p = offer.add_parser("accept", parents=[c], help="make an agreement (sent after you confirm on the box)")
+    p.add_argument("offer")
+    p.add_argument("--fields", required=True, help="comma-separated profile fields to disclose")
+    p.add_argument("--purpose")
+    p.add_argument("--days", type=int, help="how long the vendor may keep them")
+    p.set_defaults(func=lambda a: _run_op(a, "offer_accept", {
+        "offer": a.offer, "fields": [f for f in a.fields.split(",") if f], "purpose": a.purpose,
+        "duration_days": a.days},
+        lambda r: f"agreement {r['agreement']} waits for your confirmation on the box\n"
+                  f"  discloses {', '.join(r['fields'])} to {r['vendor']} for '{r['purpose']}', "
+                  f"{r['duration_days']} days"))
+    p = offer.add_parser("decline", parents=[c])
+    p.add_argument("offer")
+    p.set_defaults(func=lambda a: _run_op(a, "offer_decline", {"offer": a.offer},
+                                          lambda r: f"offer {r['offer']} declined"))
+    p = offer.add_parser("snooze", parents=[c])
+    p.add_argument("offer")
+    p.add_argument("--hours", type=float, default=24.0)
+    p.set_defaults(func=lambda a: _run_op(a, "offer_snooze", {"offer": a.offer,
+                                                              "seconds": int(a.hours * 3600)},
+                                          lambda r: f"offer {r['offer']} snoozed until {r['snooze_until']}"))
+
+    agr = sub.add_parser("agreement", help="confirm or cancel a pending agreement").add_subparsers(
+        dest="agreement_cmd", metavar="ACTION", required=True)
+    p = agr.add_parser("confirm", parents=[c],
+                       help="confirm on the box (the call the box's button makes)")
+    p.add_argument("agreement")
+    p.set_defaults(func=lambda a: _run_op(a, "confirm", {"agreement": a.agreement, "source": "button"},
+                                          lambda r: f"agreement {r['agreement']} confirmed and sent"))
+    p = agr.add_parser("cancel", parents=[c])
+    p.add_argument("agreement")
+    p.set_defaults(func=lambda a: _run_op(a, "cancel", {"agreement": a.agreement},
+                                          lambda r: f"agreement {r['agreement']} cancelled"))
+    p = sub.add_parser("agreements", parents=[c], help="your agreements")
+    p.set_defaults(func=lambda a: _run_op(a, "agreements", {}, lambda r: _table(
+        r, ["agreement", "vendor", "status", "fields", "revocation"])))
+    p = sub.add_parser("revoke", parents=[c], help="end an agreement and ask the vendor to delete")
+    p.add_argument("agreement")
+    p.add_argument("--reason")
+    p.set_defaults(func=lambda a: _run_op(a, "revoke", {"agreement": a.agreement, "reason": a.reason},
+                                          lambda r: f"agreement {r['agreement']} revoked; "
+                                                    "waiting for the vendor's acknowledgement"))
+
+    rules = sub.add_parser("rules", help="your filters and preferences").add_subparsers(
+        dest="rules_cmd", metavar="ACTION", required=True)
+    p = rules.add_parser("show", parents=[c])
+    p.set_defaults(func=lambda a: _run_op(a, "rules", {}))
+    p = rules.add_parser("set", parents=[c], help="replace the rules with a JSON file ('-' for stdin)")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_rules_set)
+
+    p = sub.add_parser("vendors", parents=[c], help="vendors seen, their keys and rejections")
+    p.set_defaults(func=lambda a: _run_op(a, "vendors", {}, lambda r: _table(
+        r, ["vendor", "status", "key_changed", "rejections"])))
+    vendor = sub.add_parser("vendor", help="allow, block or trust a vendor").add_subparsers(
+        dest="vendor_cmd", metavar="ACTION", required=True)
+    for status, verb in (("allowed", "allow"), ("blocked", "block"), ("trusted", "trust")):
+        p = vendor.add_parser(verb, parents=[c])
+        p.add_argument("vendor")
+        p.set_defaults(func=lambda a, s=status: _run_op(a, "vendor_status", {"vendor": a.vendor, "status": s},
+                                                        lambda r: f"{r['vendor']}: {r['status']}"))
+    p = sub.add_parser("rejections", parents=[c], help="refused messages, by reason and vendor")
+    p.set_defaults(func=lambda a: _run_op(a, "rejections", {}, lambda r: _table(
+        r, ["reason", "vendor", "count"])))
+
+
+def _guard(args: argparse.Namespace, fn: Any) -> int:
+    try:
+        return fn()
+    except MarketError as exc:
+        return _fail(args, str(exc))

@@ -1,0 +1,312 @@
+"""`vrmbox run`: the one process that speaks MQTT.
+
+Threads: paho's network thread runs the cheap intake checks and queues the rest; one worker
+thread owns the store (verification, storing, ranking, the outbox, control requests); the
+control socket has its own accept thread that hands requests to the worker. Messages addressed
+to the box are acknowledged (manual PUBACK) only after they are stored, and the session is
+persistent, so an offer is never lost to a crash, a restart or a broker outage.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+import sdnotify
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from vrm_protocol import topics
+from vrm_protocol.codec import unverified_payload
+
+from .config import Config
+from .control import READ_ONLY_OPS, ControlServer, dispatch
+from .events import EventBus
+from .intake import Intake, Outcome, Pre, Rejection
+from .market import Market, MarketSettings
+from .ratelimit import RateLimiter
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+
+
+@dataclass
+class _Inbound:
+    pre: Pre
+    mid: int
+    qos: int
+
+
+def market_settings(cfg: Config) -> MarketSettings:
+    return MarketSettings(terms_id=cfg.intents.terms_id, terms_text=cfg.intents.terms_text,
+                          intent_ttl_s=cfg.intents.default_ttl_s,
+                          default_duration_days=cfg.agreements.default_duration_days,
+                          presets=tuple({"name": p.name, "category": p.category,
+                                         "description": p.description,
+                                         "attributes": dict(p.attributes)} for p in cfg.presets))
+
+
+class Daemon:
+    def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.clock = clock
+        self.store = Store.open(cfg.data_dir, clock=clock)
+        self.market = Market(self.store, market_settings(cfg), clock=clock)
+        if cfg.agreements.companion_only_confirmation and \
+                self.store.get_setting("companion_only_confirmation") is None:
+            self.store.set_setting("companion_only_confirmation", True)
+        self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
+                                                              cfg.intake.per_vendor_burst),
+                             max_bytes=cfg.intake.max_message_bytes, clock=clock)
+        self.events = EventBus()
+        self.box_id = self._box_id()
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
+        self._stop = threading.Event()
+        self._connected = threading.Event()
+        self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
+        self._subscribed: set[str] = set()
+        self._lock = threading.Lock()
+        self.client = self._make_client()
+        self.control = ControlServer(cfg.control.socket, self.submit, self.events, self.status)
+
+    # ---------------------------------------------------------------- setup
+    def _box_id(self) -> str:
+        """A random id for the availability topic and client id; it is not linked to any intent."""
+        box_id = self.store.get_setting("box_id")
+        if not box_id:
+            box_id = "box-" + os.urandom(8).hex()
+            self.store.set_setting("box_id", box_id)
+        return box_id
+
+    def _make_client(self) -> mqtt.Client:
+        b = self.cfg.broker
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id or self.box_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        if b.username:
+            client.username_pw_set(b.username, b.password)
+        if b.tls:
+            client.tls_set(ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file)
+        client.reconnect_delay_set(b.reconnect_min, b.reconnect_max)
+        client.will_set(topics.availability(self.box_id), "offline", qos=1, retain=True)
+        client.max_inflight_messages_set(50)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    # ---------------------------------------------------------------- paho callbacks (network thread)
+    def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+        if rc.is_failure:
+            log.error("broker refused the connection: %s", rc)
+            return
+        log.info("connected to %s:%s (session present: %s)", self.cfg.broker.host, self.cfg.broker.port,
+                 getattr(_flags, "session_present", None))
+        client.publish(topics.availability(self.box_id), "online", qos=1, retain=True)
+        with self._lock:
+            self._subscribed.clear()
+            self._inflight.clear()
+        self._connected.set()
+        self._put(("connected", None))
+
+    def _on_disconnect(self, _c: Any, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+        self._connected.clear()
+        if not self._stop.is_set():
+            log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
+
+    def _on_publish(self, _c: Any, _ud: Any, mid: int, _rc: Any, _props: Any) -> None:
+        with self._lock:
+            outbox_id = self._inflight.pop(mid, None)
+        if outbox_id is not None:
+            self._put(("sent", outbox_id))
+
+    def _on_message(self, client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            result = self.intake.precheck(msg.topic, msg.payload)
+        except Exception:  # a bug must not take the network thread down
+            log.exception("precheck failed on %s", msg.topic)
+            result = Rejection("bad_encoding", None, "internal error")
+        if isinstance(result, Pre):
+            self._put(_Inbound(result, msg.mid, msg.qos))
+            return
+        if isinstance(result, Rejection):
+            self._put(("count", result))
+        self._ack(msg.mid, msg.qos)
+
+    def _ack(self, mid: int, qos: int) -> None:
+        if qos > 0:
+            self.client.ack(mid, qos)
+
+    def _put(self, item: Any) -> None:
+        """Blocks when full: backpressure to the broker (which keeps queuing for our session)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    # ---------------------------------------------------------------- worker thread
+    def submit(self, op: str, args: dict[str, Any]) -> Future:
+        """Run a control request on the worker thread (the store's owner)."""
+        fut: Future = Future()
+        self._put(("control", (op, args, fut)))
+        return fut
+
+    def _work(self) -> None:
+        last_tick = 0.0
+        while not self._stop.is_set() or not self._queue.empty():
+            try:
+                item = self._queue.get(timeout=TICK_S)
+            except queue.Empty:
+                item = None
+            try:
+                if item is not None:
+                    self._handle(item)
+                if time.monotonic() - last_tick >= TICK_S:
+                    last_tick = time.monotonic()
+                    self._tick()
+            except Exception:  # never let one bad item stop the box
+                log.exception("worker error on %r", type(item).__name__)
+
+    def _handle(self, item: Any) -> None:
+        if isinstance(item, _Inbound):
+            outcome = self.intake.handle(item.pre)
+            if isinstance(outcome, Rejection):
+                self.intake.count(outcome)
+                self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
+            elif isinstance(outcome, Outcome) and outcome.event:
+                if outcome.kind == "profile":
+                    self._sync_subscriptions()
+                self.events.publish(outcome.event)
+            self._ack(item.mid, item.qos)  # only now: the result is committed
+            return
+        kind, value = item
+        if kind == "count":
+            self.intake.count(value)
+        elif kind == "sent":
+            self.store.mark_sent(value)
+        elif kind == "connected":
+            self._sync_subscriptions()
+            self._republish_intents()
+            self._flush_outbox()
+        elif kind == "control":
+            op, args, fut = value
+            try:
+                result = dispatch(self.market, op, args)
+                if op not in READ_ONLY_OPS:
+                    self.intake.refresh()
+                    self._sync_subscriptions()
+                    self._flush_outbox()
+                    self.events.publish({"type": "changed", "op": op})
+                fut.set_result(result)
+            except Exception as exc:  # reported to the caller, not fatal
+                fut.set_exception(exc)
+
+    def _tick(self) -> None:
+        if self.market.expire_intents():
+            self.intake.refresh()
+        self._flush_outbox()
+
+    def status(self) -> dict[str, Any]:
+        """Called from the control thread: memory only, never the store."""
+        return {"box_id": self.box_id, "connected": self._connected.is_set(),
+                "queue": self._queue.qsize(), "inflight": len(self._inflight)}
+
+    def _sync_subscriptions(self) -> None:
+        if not self._connected.is_set():
+            return
+        wanted = {topics.vendor_profiles()} | {topics.box_inbox(i) for i in self.intake.subscribed_intents}
+        with self._lock:
+            new = wanted - self._subscribed
+            self._subscribed |= new
+        for t in sorted(new):
+            self.client.subscribe(t, qos=1)
+
+    def _republish_intents(self) -> None:
+        """After a reconnect, put live intents back (same signed token, remaining expiry)."""
+        now = int(self.clock())
+        for rec in self.store.list_intents("active"):
+            if rec.expires_at > now:
+                self._publish(topics.intent(rec.category, rec.intent_id), rec.token, retain=True)
+
+    def _flush_outbox(self) -> None:
+        if not self._connected.is_set():
+            return
+        for rec in self.store.pending_outbox():
+            with self._lock:
+                if rec.id in self._inflight.values():
+                    continue
+            info = self._publish(rec.topic, rec.payload, retain=rec.retain)
+            if info is not None:
+                with self._lock:
+                    self._inflight[info.mid] = rec.id
+
+    def _publish(self, topic: str, payload: str, retain: bool) -> mqtt.MQTTMessageInfo | None:
+        props = None
+        if payload:
+            exp = unverified_payload(payload).get("exp")
+            if isinstance(exp, int):
+                remaining = exp - int(self.clock())
+                if remaining <= 0:
+                    log.info("not publishing an expired message to %s", topic)
+                    return None
+                props = Properties(PacketTypes.PUBLISH)
+                props.MessageExpiryInterval = remaining
+        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            log.warning("publish to %s not queued: %s", topic, info.rc)
+            return None
+        return info
+
+    # ---------------------------------------------------------------- lifecycle
+    def connect(self) -> None:
+        b = self.cfg.broker
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = b.session_expiry
+        self.client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=False,
+                                  properties=props)
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns an exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        self.control.start()
+        worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
+        worker.start()
+        self.connect()
+        self.client.loop_start()
+        _notify("READY=1")
+        log.info("vrmbox running as %s (data dir %s)", self.box_id, self.cfg.data_dir)
+        print("READY", flush=True)
+        try:
+            while not self._stop.wait(1.0):
+                _notify("WATCHDOG=1")
+        finally:
+            _notify("STOPPING=1")
+            self.control.stop()
+            if self._connected.is_set():
+                self.client.publish(topics.availability(self.box_id), "offline", qos=1, retain=True)
+                time.sleep(0.2)
+            self.client.disconnect()
+            self.client.loop_stop()
+            worker.join(timeout=10)
+            self.store.flush_rejections()
+            self.store.close()
+        return 0
+
+
+def _notify(state: str) -> None:
+    """systemd notify (Type=notify, WatchdogSec): a no-op when not run by systemd."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        sdnotify.SystemdNotifier().notify(state)

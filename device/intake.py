@@ -1,0 +1,248 @@
+"""Everything vendors send the box, checked in an order where cheap checks protect the dear one.
+
+size -> parse (header only) -> known intent -> vendor known / blocked / rate limit -> JWS
+verification -> schema, freshness, replay -> vendor checks (pinned key, names itself) -> store
+-> rank -> event. `precheck` is the cheap half (memory only, safe on the network thread);
+`handle` is the rest (store access, on the one worker thread). Every refusal is a `Rejection`
+with a reason code, counted per vendor in the store; nothing here raises on bad input.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vrm_protocol import (Countersignature, Offer, ProtocolError, ReplayGuard, RevocationAck,
+                          VendorProfile, read_header, topics, verify)
+from vrm_protocol.codec import unverified_payload
+from vrm_protocol.didkey import did_from_kid
+from vrm_protocol.messages import body_to_dict
+
+from .market import Market, MarketError
+from .ratelimit import RateLimiter
+from .store import StoreError
+
+log = logging.getLogger(__name__)
+
+# Reasons the box adds to the protocol's own (vrm_protocol.errors.REASONS).
+INTAKE_REASONS = (
+    "unknown_topic", "unknown_intent", "intent_closed", "unknown_vendor", "blocked_vendor",
+    "rate_limited", "vendor_key_changed", "vendor_mismatch", "topic_mismatch",
+    "unknown_agreement", "wrong_state", "queue_full", "store_error",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: str
+    vendor: str | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Pre:
+    """A message that passed the cheap checks, waiting for verification."""
+
+    topic: str
+    payload: bytes
+    kind: str                # offers | countersignatures | acks | profile
+    intent: str | None
+    vendor: str | None       # from the pinned-key cache (None for profiles)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str                # offer | duplicate | countersignature | ack | profile | rejected | ignored
+    event: dict[str, Any] = field(default_factory=dict)
+
+
+class Intake:
+    def __init__(self, market: Market, *, limiter: RateLimiter, max_bytes: int,
+                 clock: Callable[[], float]) -> None:
+        self.market = market
+        self.store = market.store
+        self.limiter = limiter
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.replay = ReplayGuard()
+        self._lock = threading.Lock()
+        self._open_intents: frozenset[str] = frozenset()      # offers accepted for these
+        self._known_intents: frozenset[str] = frozenset()     # acks/countersignatures for these
+        self._vendors_by_did: dict[str, tuple[str, str]] = {}  # did -> (vendor, status)
+        self._pending_dids: dict[str, str] = {}               # a changed, unaccepted key -> vendor
+        self.refresh()
+        for msg_id, exp in self.store.seen_message_ids(int(clock())):
+            self.replay.remember(msg_id, exp)
+
+    # ---------------------------------------------------------------- caches (worker thread)
+    def refresh(self) -> None:
+        """Reload what the cheap checks need; call after any change to intents or vendors."""
+        intents = self.store.list_intents()
+        vendors = self.store.list_vendors()
+        with self._lock:
+            self._open_intents = frozenset(i.intent_id for i in intents if i.status == "active")
+            self._known_intents = frozenset(i.intent_id for i in intents)
+            self._vendors_by_did = {v.did: (v.vendor, v.status) for v in vendors}
+            self._pending_dids = {v.pending_did: v.vendor for v in vendors if v.pending_did}
+
+    @property
+    def subscribed_intents(self) -> frozenset[str]:
+        return self._known_intents
+
+    # ---------------------------------------------------------------- cheap half (any thread)
+    def precheck(self, topic: str, payload: bytes) -> Pre | Rejection | None:
+        """Memory-only checks; None means "nothing to do" (e.g. a cleared retained profile)."""
+        if len(payload) > self.max_bytes:
+            return Rejection("oversize", None, f"{len(payload)} bytes")
+        box = topics.parse_box_topic(topic)
+        vend = topics.parse_vendor_topic(topic)
+        if vend and vend[1] == "profile":
+            if not payload:
+                return None
+            try:
+                _, header = read_header(payload)
+                did = did_from_kid(header["kid"])
+            except ProtocolError as exc:
+                return Rejection(exc.reason, None, exc.detail)
+            if not self.limiter.allow("profile:" + did, self.clock()):
+                return Rejection("rate_limited", None, "vendor profile flood")
+            return Pre(topic, payload, "profile", None, None)
+        if not box:
+            return Rejection("unknown_topic", None, topic[:100])
+        intent, kind = box
+        try:
+            _, header = read_header(payload)
+            did = did_from_kid(header["kid"])
+        except ProtocolError as exc:
+            return Rejection(exc.reason, None, exc.detail)
+        with self._lock:
+            known = intent in self._known_intents
+            open_ = intent in self._open_intents
+            vendor = self._vendors_by_did.get(did)
+            pending = self._pending_dids.get(did)
+        if not known:
+            return Rejection("unknown_intent", None, intent[:64])
+        if kind == "offers" and not open_:
+            return Rejection("intent_closed", vendor[0] if vendor else None, intent)
+        if vendor is None:
+            if pending:
+                return Rejection("vendor_key_changed", pending, "signed by a key you have not accepted")
+            # Its profile may be just ahead in the queue: decide on the worker, rate-limited by key.
+            if not self.limiter.allow("did:" + did, self.clock()):
+                return Rejection("rate_limited", None, "unknown key")
+            return Pre(topic, payload, kind, intent, None)
+        name, status = vendor
+        if status == "blocked":
+            return Rejection("blocked_vendor", name)
+        if kind == "offers" and not self.limiter.allow(name, self.clock()):
+            return Rejection("rate_limited", name)
+        return Pre(topic, payload, kind, intent, name)
+
+    # ---------------------------------------------------------------- dear half (worker thread)
+    def handle(self, pre: Pre) -> Outcome | Rejection:
+        if pre.vendor is None and pre.kind != "profile":
+            again = self.precheck(pre.topic, pre.payload)  # caches are current on the worker
+            if not isinstance(again, Pre) or again.vendor is None:
+                return again if isinstance(again, Rejection) else Rejection("unknown_vendor", None)
+            pre = again
+        try:
+            if pre.kind == "profile":
+                return self._profile(pre)
+            if pre.kind == "offers":
+                return self._offer(pre)
+            if pre.kind == "countersignatures":
+                return self._countersignature(pre)
+            return self._ack(pre)
+        except ProtocolError as exc:
+            return Rejection(exc.reason, pre.vendor, exc.detail)
+        except (StoreError, MarketError) as exc:
+            log.warning("could not apply %s from %s: %s", pre.kind, pre.vendor, exc)
+            return Rejection("store_error", pre.vendor, str(exc)[:200])
+
+    def count(self, rej: Rejection) -> None:
+        log.info("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
+        try:
+            self.store.count_rejection(rej.reason, rej.vendor)
+        except StoreError as exc:  # counting must never take the box down
+            log.warning("could not count a rejection: %s", exc)
+
+    def _verify(self, pre: Pre, expect: type) -> Any:
+        msg = verify(pre.payload, now=self.clock(), replay=None, expect=expect)
+        if msg.id in self.replay:
+            raise ProtocolError("replay", f"message id {msg.id} seen before")
+        return msg
+
+    def _remember(self, msg: Any) -> None:
+        self.replay.check_and_remember(msg.id, msg.envelope.exp, self.clock())
+
+    def _profile(self, pre: Pre) -> Outcome | Rejection:
+        msg = verify(pre.payload, now=self.clock(), expect=VendorProfile)  # retained: may repeat
+        name = topics.parse_vendor_topic(pre.topic)[0]  # type: ignore[index]
+        if msg.body.vendor != name:
+            return Rejection("topic_mismatch", name, "profile names another vendor")
+        result = self.store.upsert_vendor_profile(name, msg.envelope.iss, msg.token, body_to_dict(msg.body))
+        self.refresh()
+        if result == "key_changed":
+            log.warning("vendor %s published a new key %s: flagged, not accepted", name, msg.envelope.iss)
+        return Outcome("profile", {"type": "vendor_" + result, "vendor": name})
+
+    def _offer(self, pre: Pre) -> Outcome | Rejection:
+        msg = verify(pre.payload, now=self.clock(), replay=None, expect=Offer)
+        rec = self.store.get_offer(msg.id)
+        if rec is not None and rec.token == msg.token:
+            # A QoS 1 redelivery of an offer already stored (e.g. killed before the ack).
+            return Outcome("duplicate", {"offer": msg.id})
+        if msg.id in self.replay:
+            raise ProtocolError("replay", f"message id {msg.id} seen before")
+        body: Offer = msg.body
+        if body.intent != pre.intent:
+            return Rejection("topic_mismatch", pre.vendor, "offer names another intent")
+        if body.vendor != pre.vendor:
+            return Rejection("vendor_mismatch", pre.vendor, f"offer claims to be from {body.vendor}")
+        intent = self.store.get_intent(body.intent)
+        stored = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
+                                      body_to_dict(body), int(self.clock()))
+        self._remember(msg)
+        if not stored:
+            return Outcome("duplicate", {"offer": msg.id})
+        ranked = self.market.ranked_offers(body.intent, include_ineligible=True)
+        mine = next((r for r in ranked if r["offer"] == msg.id), None)
+        position = [r["offer"] for r in ranked if r["eligible"]].index(msg.id) + 1 \
+            if mine and mine["eligible"] else None
+        return Outcome("offer", {"type": "offer", "offer": msg.id, "intent": body.intent,
+                                 "category": intent.category if intent else None,
+                                 "vendor": body.vendor, "item": body.item.name, "price": body.price,
+                                 "currency": body.currency, "eligible": bool(mine and mine["eligible"]),
+                                 "score": mine["score"] if mine else None, "position": position})
+
+    def _countersignature(self, pre: Pre) -> Outcome | Rejection:
+        msg = self._verify(pre, Countersignature)
+        body: Countersignature = msg.body
+        rec = self.store.get_agreement(body.agreement)
+        if rec is None or rec.intent_id != pre.intent or body.intent != pre.intent:
+            return Rejection("unknown_agreement", pre.vendor, body.agreement)
+        if rec.vendor != pre.vendor:
+            return Rejection("vendor_mismatch", pre.vendor, "countersigned by another vendor")
+        self._remember(msg)
+        if rec.status != "confirmed":
+            return Rejection("wrong_state", pre.vendor, f"agreement is {rec.status}")
+        result = self.market.countersigned(body.agreement, msg.token)
+        return Outcome("countersignature", {"type": "agreement_active", **result, "vendor": rec.vendor})
+
+    def _ack(self, pre: Pre) -> Outcome | Rejection:
+        msg = self._verify(pre, RevocationAck)
+        body: RevocationAck = msg.body
+        rec = self.store.get_agreement(body.agreement)
+        if rec is None or rec.intent_id != pre.intent or body.intent != pre.intent:
+            return Rejection("unknown_agreement", pre.vendor, body.agreement)
+        if rec.vendor != pre.vendor:
+            return Rejection("vendor_mismatch", pre.vendor, "acknowledged by another vendor")
+        self._remember(msg)
+        if not rec.revocation_token or rec.revocation_ack:
+            return Rejection("wrong_state", pre.vendor, "no pending revocation")
+        if body.revocation != unverified_payload(rec.revocation_token).get("id"):
+            return Rejection("unknown_agreement", pre.vendor, "acknowledges another revocation")
+        self.store.ack_revocation(body.agreement, msg.token, body.deleted)
+        return Outcome("ack", {"type": "revocation_acknowledged", "agreement": body.agreement,
+                               "vendor": rec.vendor, "deleted": body.deleted})

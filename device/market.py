@@ -1,0 +1,324 @@
+"""What the person can do in the market: cast and withdraw intents, see ranked offers, accept,
+decline, snooze, confirm, revoke, set rules.
+
+Why one layer: the CLI, the control socket, the buttons and the phone app all call these same
+methods, so a rule (e.g. "releasing data needs a press on the box") is enforced in one place.
+Everything to be sent goes into the store's outbox in the same transaction as the state change;
+the daemon publishes the outbox, so nothing is lost if it is down or restarting.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from vrm_protocol import EncryptionKey, ProtocolError, Terms, topics
+from vrm_protocol.messages import parse_dataclass
+
+from . import agreements as agr
+from .intents import build_intent, build_withdrawal, terms_for
+from .ranking import rank
+from .records import IntentRecord, OfferRecord
+from .rules import Context, OfferFacts, compile_rules, default_rules, reputation_from, validate_rules
+from .store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+CONFIRM_SOURCES = ("button", "companion")
+COMPANION_ONLY_SETTING = "companion_only_confirmation"
+
+
+class MarketError(ValueError):
+    """A request the person made cannot be done as asked; the message says why."""
+
+
+@dataclass(frozen=True)
+class MarketSettings:
+    """The parts of the config the market needs (kept plain so tests build it directly)."""
+
+    terms_id: str = "vrm-basic-1"
+    terms_text: str = ("No tracking. No resale. Use my data only for the purpose agreed. "
+                       "Delete it when the agreement ends.")
+    intent_ttl_s: int = 7 * 24 * 3600
+    default_duration_days: int = 30
+    default_purpose: str = "fulfil the offer"
+    presets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+class Market:
+    def __init__(self, store: Store, settings: MarketSettings | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.store = store
+        self.settings = settings or MarketSettings()
+        self._clock = clock or store.now
+        self._compiled: tuple[Any, Any] | None = None  # (rules dict, compiled) cache
+
+    def now(self) -> int:
+        return int(self._clock())
+
+    # ---------------------------------------------------------------- intents
+    def add_intent(self, category: str, attributes: dict[str, Any] | None = None,
+                   description: str | None = None, ttl: int | None = None) -> dict[str, Any]:
+        terms = terms_for(self.settings.terms_id, self.settings.terms_text)
+        ttl = int(ttl or self.settings.intent_ttl_s)
+        try:
+            built = build_intent(category, terms, attributes or {}, description, now=self.now(), ttl=ttl)
+        except ProtocolError as exc:
+            raise MarketError(f"intent not valid: {exc.detail or exc.reason}") from exc
+        with self.store.transaction():
+            self.store.add_intent(built.intent_id, category, built.identity.seed, built.token,
+                                  built.body, built.expires_at)
+            self.store.queue_outbox(topics.intent(category, built.intent_id), built.token, retain=True)
+        log.info("intent %s (%s) cast", built.intent_id, category)
+        return {"intent": built.intent_id, "category": category, "expires_at": built.expires_at}
+
+    def add_intent_from_preset(self, name: str) -> dict[str, Any]:
+        for p in self.settings.presets:
+            if p.get("name") == name:
+                return self.add_intent(p["category"], dict(p.get("attributes") or {}),
+                                       p.get("description"), p.get("ttl_s"))
+        raise MarketError(f"no preset named {name!r}")
+
+    def _intent(self, intent_id: str) -> IntentRecord:
+        rec = self.store.get_intent(intent_id)
+        if rec is None:
+            raise MarketError(f"no intent {intent_id}")
+        return rec
+
+    def withdraw_intent(self, intent_id: str) -> dict[str, Any]:
+        rec = self._intent(intent_id)
+        if rec.status != "active":
+            raise MarketError(f"intent {intent_id} is {rec.status}, not active")
+        token = build_withdrawal(rec.identity, intent_id, rec.category, now=self.now())
+        with self.store.transaction():
+            self.store.set_intent_status(intent_id, "withdrawn")
+            self.store.queue_outbox(topics.withdrawal(rec.category, intent_id), token)
+            self.store.queue_outbox(topics.intent(rec.category, intent_id), "", retain=True)
+        return {"intent": intent_id, "status": "withdrawn"}
+
+    def expire_intents(self) -> list[str]:
+        """Mark intents past their expiry; the broker drops the retained copy by itself."""
+        now, done = self.now(), []
+        for rec in self.store.list_intents("active"):
+            if rec.expires_at <= now:
+                self.store.set_intent_status(rec.intent_id, "expired")
+                done.append(rec.intent_id)
+        return done
+
+    def list_intents(self, status: str | None = None) -> list[dict[str, Any]]:
+        return [{"intent": r.intent_id, "category": r.category, "status": r.status,
+                 "expires_at": r.expires_at, "created_at": r.created_at,
+                 "description": r.body.get("description"), "attributes": r.body.get("attributes", {}),
+                 "offers": len(self.store.list_offers(r.intent_id))}
+                for r in self.store.list_intents(status)]
+
+    # ---------------------------------------------------------------- rules and ranking
+    def rules(self) -> dict[str, Any]:
+        return self.store.get_rules() or default_rules()
+
+    def set_rules(self, data: Any) -> dict[str, Any]:
+        try:
+            clean = validate_rules(data)
+        except ValueError as exc:
+            raise MarketError(str(exc)) from exc
+        self.store.set_rules(clean)
+        self._compiled = None
+        return clean
+
+    def compiled_rules(self) -> Any:
+        rules = self.rules()
+        if self._compiled is None or self._compiled[0] != rules:
+            self._compiled = (rules, compile_rules(rules))
+        return self._compiled[1]
+
+    def context(self) -> Context:
+        agreements = [{"vendor": a.vendor, "status": a.status,
+                       "deletion_acknowledged": a.revocation_ack is not None}
+                      for a in self.store.list_agreements()]
+        reviews = [{"vendor": r.vendor, "rating": r.rating} for r in self.store.list_reviews()]
+        return Context(suppliers=frozenset(s.vendor for s in self.store.list_suppliers()),
+                       reputation=reputation_from(agreements, reviews))
+
+    def facts(self, offer: OfferRecord, category: str) -> OfferFacts:
+        return OfferFacts.from_offer(offer.offer_id, offer.body, category, offer.received_at)
+
+    def ranked_offers(self, intent_id: str | None = None, include_ineligible: bool = False,
+                      include_closed: bool = False) -> list[dict[str, Any]]:
+        """Offers ranked by the person's current rules, each with its explanation."""
+        categories = {r.intent_id: r.category for r in self.store.list_intents()}
+        now = self.now()
+        offers = [o for o in self.store.list_offers(intent_id)
+                  if include_closed or o.status == "new"
+                  or (o.status == "snoozed" and (o.snooze_until or 0) <= now)]
+        by_id = {o.offer_id: o for o in offers}
+        ranked = rank(self.compiled_rules(), [self.facts(o, categories.get(o.intent_id, ""))
+                                              for o in offers], self.context(), now)
+        out = []
+        for r in ranked:
+            if not r.eligible and not include_ineligible:
+                continue
+            o = by_id[r.offer_id]
+            out.append({"offer": o.offer_id, "intent": o.intent_id, "vendor": o.vendor,
+                        "item": o.body.get("item", {}).get("name"), "price": o.body.get("price"),
+                        "currency": o.body.get("currency"), "valid_until": o.body.get("valid_until"),
+                        "status": o.status, "eligible": r.eligible, "score": r.score,
+                        "explanation": r.explanation.to_dict()})
+        return out
+
+    # ---------------------------------------------------------------- offers
+    def _offer(self, offer_id: str) -> OfferRecord:
+        rec = self.store.get_offer(offer_id)
+        if rec is None:
+            raise MarketError(f"no offer {offer_id}")
+        return rec
+
+    def decline(self, offer_id: str) -> dict[str, Any]:
+        self._offer(offer_id)
+        self.store.set_offer_status(offer_id, "declined")
+        return {"offer": offer_id, "status": "declined"}
+
+    def snooze(self, offer_id: str, seconds: int = 24 * 3600) -> dict[str, Any]:
+        self._offer(offer_id)
+        if not 0 < int(seconds) <= 90 * 24 * 3600:
+            raise MarketError("snooze for between 1 second and 90 days")
+        until = self.now() + int(seconds)
+        self.store.set_offer_status(offer_id, "snoozed", snooze_until=until)
+        return {"offer": offer_id, "status": "snoozed", "snooze_until": until}
+
+    def accept(self, offer_id: str, fields: list[str], purpose: str | None = None,
+               duration_days: int | None = None) -> dict[str, Any]:
+        """Build and sign the agreement, but send nothing: it waits for confirmation on the box."""
+        offer = self._offer(offer_id)
+        if offer.status not in ("new", "snoozed"):
+            raise MarketError(f"offer {offer_id} is {offer.status}")
+        if int(offer.body.get("valid_until", 0)) < self.now():
+            raise MarketError(f"offer {offer_id} has expired")
+        if offer.body.get("terms_response", {}).get("decision") != "accept":
+            raise MarketError(f"{offer.vendor} did not accept your terms in this offer")
+        intent = self._intent(offer.intent_id)
+        vendor = self.store.get_vendor(offer.vendor)
+        if vendor is None or vendor.did != offer.vendor_did:
+            raise MarketError(f"vendor {offer.vendor}'s key is not the one pinned; check `vrmbox vendors`")
+        profile = {n: f.value for n, f in self.store.get_profile().items()}
+        try:
+            agr.disclosure_values(fields, profile)  # fail now, not after the vendor countersigned
+        except agr.AgreementError as exc:
+            raise MarketError(str(exc)) from exc
+        terms = parse_dataclass(Terms, intent.body["terms"])
+        try:
+            built = agr.build_agreement(
+                intent.identity, intent_id=intent.intent_id, offer_id=offer_id, offer_token=offer.token,
+                vendor=offer.vendor, vendor_did=offer.vendor_did, terms=terms, fields=list(fields),
+                purpose=purpose or self.settings.default_purpose,
+                duration_days=int(duration_days or self.settings.default_duration_days), now=self.now())
+        except ProtocolError as exc:
+            raise MarketError(f"agreement not valid: {exc.detail or exc.reason}") from exc
+        except agr.AgreementError as exc:
+            raise MarketError(str(exc)) from exc
+        with self.store.transaction():
+            self.store.set_offer_status(offer_id, "accepted")
+            self.store.add_agreement(built.agreement_id, intent.intent_id, offer_id, offer.vendor,
+                                     built.token, built.body, status="pending_confirmation")
+        return {"agreement": built.agreement_id, "status": "pending_confirmation", **built.body}
+
+    def confirm(self, agreement_id: str, source: str) -> dict[str, Any]:
+        """The person confirms on the box (a button press) — or from the phone, if they allowed it."""
+        if source not in CONFIRM_SOURCES:
+            raise MarketError(f"unknown confirmation source {source!r}")
+        if source == "companion" and not self.store.get_setting(COMPANION_ONLY_SETTING, False):
+            raise MarketError("releasing data needs a press of the button on the box "
+                              "(or turn on companion-only confirmation in settings)")
+        rec = self.store.get_agreement(agreement_id)
+        if rec is None:
+            raise MarketError(f"no agreement {agreement_id}")
+        if rec.status != "pending_confirmation":
+            raise MarketError(f"agreement {agreement_id} is {rec.status}")
+        with self.store.transaction():
+            self.store.set_agreement_status(agreement_id, "confirmed")
+            self.store.queue_outbox(topics.agreements(rec.vendor), rec.token)
+        return {"agreement": agreement_id, "status": "confirmed", "source": source}
+
+    def cancel(self, agreement_id: str) -> dict[str, Any]:
+        """Drop an agreement the person has not confirmed; nothing was sent."""
+        rec = self.store.get_agreement(agreement_id)
+        if rec is None or rec.status != "pending_confirmation":
+            raise MarketError(f"no agreement {agreement_id} waiting for confirmation")
+        with self.store.transaction():
+            self.store.set_agreement_status(agreement_id, "ended")
+            self.store.set_offer_status(rec.offer_id, "new")
+        return {"agreement": agreement_id, "status": "ended"}
+
+    def countersigned(self, agreement_id: str, countersignature_token: str) -> dict[str, Any]:
+        """The vendor signed too: store it and, only now, send the agreed fields encrypted."""
+        rec = self.store.get_agreement(agreement_id)
+        if rec is None:
+            raise MarketError(f"no agreement {agreement_id}")
+        intent = self._intent(rec.intent_id)
+        vendor = self.store.get_vendor(rec.vendor)
+        if vendor is None:
+            raise MarketError(f"vendor {rec.vendor} unknown")
+        profile = {n: f.value for n, f in self.store.get_profile().items()}
+        try:
+            values = agr.disclosure_values(rec.body["fields"], profile)
+        except agr.AgreementError as exc:  # the person deleted a field after agreeing
+            raise MarketError(str(exc)) from exc
+        enc_key = parse_dataclass(EncryptionKey, vendor.profile["enc_key"])
+        token = agr.build_disclosure(intent.identity, agreement_id=agreement_id, intent_id=rec.intent_id,
+                                     values=values, enc_key=enc_key, now=self.now())
+        with self.store.transaction():
+            self.store.add_countersignature(agreement_id, countersignature_token)
+            self.store.add_disclosure(agreement_id, list(values), token)
+            self.store.queue_outbox(topics.disclosures(rec.vendor), token)
+        return {"agreement": agreement_id, "status": "active", "fields": list(values)}
+
+    def revoke(self, agreement_id: str, reason: str | None = None) -> dict[str, Any]:
+        rec = self.store.get_agreement(agreement_id)
+        if rec is None:
+            raise MarketError(f"no agreement {agreement_id}")
+        if rec.status in ("revoked", "ended"):
+            raise MarketError(f"agreement {agreement_id} is already {rec.status}")
+        if rec.status == "pending_confirmation":
+            return self.cancel(agreement_id)
+        intent = self._intent(rec.intent_id)
+        _, token = agr.build_revocation(intent.identity, agreement_id=agreement_id,
+                                        intent_id=rec.intent_id, reason=reason, now=self.now())
+        with self.store.transaction():
+            self.store.add_revocation(agreement_id, token, delete=True)
+            self.store.queue_outbox(topics.revocations(rec.vendor), token)
+        return {"agreement": agreement_id, "status": "revoked", "acknowledged": False}
+
+    def list_agreements(self) -> list[dict[str, Any]]:
+        out = []
+        for a in self.store.list_agreements():
+            out.append({"agreement": a.agreement_id, "intent": a.intent_id, "offer": a.offer_id,
+                        "vendor": a.vendor, "status": a.status, "fields": a.body.get("fields"),
+                        "purpose": a.body.get("purpose"), "duration_days": a.body.get("duration_days"),
+                        "countersigned": a.countersignature is not None,
+                        "revocation": ("acknowledged" if a.revocation_ack else "pending")
+                        if a.revocation_token else None,
+                        "created_at": a.created_at})
+        return out
+
+    def list_vendors(self) -> list[dict[str, Any]]:
+        counts: dict[str, dict[str, int]] = {}
+        for reason, vendor, n in self.store.rejection_counts():
+            counts.setdefault(vendor or "", {})[reason] = n
+        return [{"vendor": v.vendor, "did": v.did, "name": v.profile.get("name"), "status": v.status,
+                 "key_changed": v.pending_did is not None, "pending_did": v.pending_did,
+                 "rejections": counts.get(v.vendor, {})} for v in self.store.list_vendors()]
+
+    def set_vendor_status(self, vendor: str, status: str) -> dict[str, Any]:
+        try:
+            self.store.set_vendor_status(vendor, status)
+        except StoreError as exc:
+            raise MarketError(str(exc)) from exc
+        return {"vendor": vendor, "status": status}
+
+    def rejections(self) -> list[dict[str, Any]]:
+        return [{"reason": r, "vendor": v, "count": n} for r, v, n in self.store.rejection_counts()]
+
+    def set_setting(self, key: str, value: Any) -> dict[str, Any]:
+        if key != COMPANION_ONLY_SETTING or not isinstance(value, bool):
+            raise MarketError(f"setting {key!r} = {value!r} is not a known setting/value")
+        self.store.set_setting(key, value)
+        return {key: value}

@@ -1,0 +1,268 @@
+"""Config: defaults, file + env + overrides precedence, every bad setting named, the example file."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import fields, replace
+from pathlib import Path
+
+import pytest
+
+from device import config
+from device.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "config" / "vrmbox.example.toml"
+DOCS = ROOT / "docs" / "config.md"
+ENV = {"HOME": "/home/alice"}
+
+
+@pytest.fixture(autouse=True)
+def no_system_config(tmp_path, monkeypatch):
+    """Never read a real /etc/vrmbox/config.toml from a test."""
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", tmp_path / "etc" / "absent.toml")
+
+
+def write(tmp_path: Path, text: str, name: str = "vrmbox.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults():
+    c = load_config(env=ENV)
+    assert c.source is None
+    assert c.data_dir == Path("/home/alice/.local/share/vrmbox")
+    assert c.control.socket == c.data_dir / "control.sock"
+    b = c.broker
+    assert (b.url, b.host, b.port, b.tls) == ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False)
+    assert b.username is None and b.password is None and b.password_file is None
+    assert (b.keepalive, b.session_expiry, b.reconnect_min, b.reconnect_max) == (30, 7 * 86400, 1, 60)
+    assert c.intake == config.IntakeConfig(1000, 60, 20, 65536)
+    assert c.intents.default_ttl_s == 7 * 86400 and c.intents.terms_id == "vrm-basic-1"
+    assert "No tracking" in c.intents.terms_text
+    assert c.agreements == config.AgreementsConfig(300, 30, False)
+    assert c.presets == () and c.log_level == "INFO"
+
+
+def test_data_dir_from_env_and_socket_follows():
+    c = load_config(env={**ENV, "VRMBOX_DATA_DIR": "/srv/box"})
+    assert c.data_dir == Path("/srv/box") and c.control.socket == Path("/srv/box/control.sock")
+
+
+def test_file_then_env_then_overrides(tmp_path):
+    p = write(tmp_path, """
+data_dir = "/from/file"
+log_level = "debug"
+[broker]
+url = "mqtts://broker.example"
+keepalive = 45
+[intake]
+max_queue = 10
+per_vendor_burst = 5
+""")
+    c = load_config(p, env=ENV)
+    assert c.source == p and c.data_dir == Path("/from/file") and c.log_level == "DEBUG"
+    assert (c.broker.host, c.broker.port, c.broker.tls, c.broker.keepalive) == ("broker.example", 8883, True, 45)
+    assert c.intake.max_queue == 10 and c.intake.per_vendor_per_minute == 60   # untouched default
+    c = load_config(p, env={**ENV, "VRMBOX_DATA_DIR": "/from/env"})
+    assert c.data_dir == Path("/from/env")
+    c = load_config(p, {"broker.url": "mqtt://127.0.0.1:1234", "data_dir": "/tmp/x",
+                        "intake.max_queue": "500", "agreements.companion_only_confirmation": "true"},
+                    env={**ENV, "VRMBOX_DATA_DIR": "/from/env"})
+    assert (c.broker.host, c.broker.port, c.broker.tls) == ("127.0.0.1", 1234, False)
+    assert c.broker.keepalive == 45                                          # file value kept
+    assert c.data_dir == Path("/tmp/x") and c.control.socket == Path("/tmp/x/control.sock")
+    assert c.intake.max_queue == 500 and c.agreements.companion_only_confirmation is True
+
+
+def test_config_file_from_env_and_system_path(tmp_path, monkeypatch):
+    p = write(tmp_path, 'log_level = "WARNING"\n')
+    assert load_config(env={**ENV, "VRMBOX_CONFIG": str(p)}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(env={**ENV, "VRMBOX_CONFIG": str(tmp_path / "nope.toml")})
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", p)
+    assert load_config(env=ENV).source == p
+    assert load_config(env={**ENV, "VRMBOX_CONFIG": ""}).source == p
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "ca.pem").write_text("x")
+    p = write(tmp_path / "etc", '[broker]\nurl = "mqtts://h"\nca_file = "ca.pem"\n[control]\nsocket = "~/s.sock"\n')
+    c = load_config(p, env=ENV)
+    assert c.broker.ca_file == tmp_path / "etc" / "ca.pem"
+    assert c.control.socket == Path("/home/alice/s.sock")
+
+
+def test_password_file(tmp_path, caplog):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\n")
+    os.chmod(pw, 0o600)
+    p = write(tmp_path, f'[broker]\nusername = "box"\npassword_file = "{pw}"\n')
+    with caplog.at_level(logging.WARNING, logger="device.config"):
+        c = load_config(p, env=ENV)
+    assert c.broker.password == "s3cret" and c.broker.password_file == pw
+    assert "s3cret" not in repr(c)
+    assert not caplog.records
+    os.chmod(pw, 0o644)
+    with caplog.at_level(logging.WARNING, logger="device.config"):
+        assert load_config(p, env=ENV).broker.password == "s3cret"
+    assert any("0600" in r.getMessage() for r in caplog.records)
+
+
+def test_inline_password_warns_and_is_never_shown(tmp_path, caplog):
+    p = write(tmp_path, '[broker]\nusername = "box"\npassword = "hunter2"\n')
+    with caplog.at_level(logging.WARNING, logger="device.config"):
+        assert load_config(p, env=ENV).broker.password == "hunter2"
+    assert any("password_file" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, {"broker.password_file": str(tmp_path / "pw")}, env=ENV)
+    assert "hunter2" not in str(exc.value) and exc.value.key == "broker.password"
+
+
+def test_client_id():
+    b = load_config(env=ENV).broker
+    cid = b.client_id_for("did:key:z6MkExample")
+    assert cid == b.client_id_for("did:key:z6MkExample") != b.client_id_for("did:key:z6MkOther")
+    assert re.fullmatch(r"vrmbox-[0-9a-f]{16}", cid) and "z6Mk" not in cid
+    assert replace(b, client_id="mine").client_id_for("did:key:x") == "mine"
+
+
+def test_exact_error_message():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {"broker.url": "htp://x"}, env=ENV)
+    assert str(exc.value) == "config key 'broker.url' = 'htp://x': scheme must be mqtt or mqtts"
+    assert exc.value.key == "broker.url" and isinstance(exc.value, ValueError)
+
+
+BAD_OVERRIDES = [
+    ("broker.url", "mqtt://", "host"),
+    ("broker.url", "mqtt://u:p@host", "credentials"),
+    ("broker.url", "mqtt://host:99999", "valid URL"),
+    ("broker.url", "mqtt://host/path", "scheme://host"),
+    ("broker.url", 1883, "must be a string"),
+    ("broker.keepalive", 0, "between 5 and 3600"),
+    ("broker.keepalive", "30s", "must be an integer"),
+    ("broker.keepalive", True, "must be an integer"),
+    ("broker.session_expiry", -1, "between"),
+    ("broker.reconnect_min", 0, "between"),
+    ("broker.reconnect_max", 0, "between"),
+    ("broker.client_id", "has space", "characters"),
+    ("broker.username", "", "characters"),
+    ("broker.password", "x", "is required"),                  # no username -> names broker.username
+    ("broker.ca_file", "/etc/ca.pem", "mqtts"),
+    ("intake.max_queue", 0, "between"),
+    ("intake.per_vendor_per_minute", 1.5, "integer"),
+    ("intake.per_vendor_burst", 5000, "max_queue"),
+    ("intake.max_message_bytes", 1 << 20, "between"),
+    ("intents.default_ttl_s", 10, "between"),
+    ("intents.terms_id", "Basic Terms", "slug"),
+    ("intents.terms_text", "", "characters"),
+    ("agreements.countersign_timeout_s", 1, "between"),
+    ("agreements.default_duration_days", 4000, "between"),
+    ("agreements.companion_only_confirmation", "maybe", "true or false"),
+    ("control.socket", "/" + "s" * 200, "Unix socket"),
+    ("data_dir", "", "path"),
+    ("log_level", "loud", "one of"),
+    ("presets", {"name": "x"}, "list"),
+    ("broker.nope", 1, "unknown key"),
+    ("nope", 1, "unknown key"),
+    ("intake", {}, "unknown key"),
+]
+
+
+@pytest.mark.parametrize("key,value,reason", BAD_OVERRIDES, ids=[f"{k}={v!r}"[:40] for k, v, _ in BAD_OVERRIDES])
+def test_bad_override_is_named(key, value, reason):
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, {key: value}, env=ENV)
+    msg = str(exc.value)
+    expected_key = "broker.username" if key == "broker.password" else key
+    assert exc.value.key == expected_key
+    assert msg.startswith(f"config key '{expected_key}' = ")
+    assert reason in msg
+
+
+BAD_FILES = [
+    ("[broker]\nurl = 'htp://x'\n", "broker.url", "scheme"),
+    ("[broker]\nspeed = 3\n", "broker.speed", "unknown key"),
+    ("colour = 'red'\n", "colour", "unknown key"),
+    ("broker = 'mqtt://x'\n", "broker", "must be a table"),
+    ("[intake]\nmax_queue = '1000'\n", "intake.max_queue", "integer"),  # no text coercion in files
+    ("[broker]\nreconnect_min = 30\nreconnect_max = 10\n", "broker.reconnect_max", "reconnect_min"),
+    ("[broker]\nurl = 'mqtts://h'\nkey_file = 'k.pem'\n", "broker.key_file", "not found"),
+    ("[broker]\nusername = 'u'\npassword_file = 'missing'\n", "broker.password_file", "cannot be read"),
+    ("[[presets]]\nname = 'Bike'\n", "presets[0].category", "required"),
+    ("[[presets]]\nname = 'Bike'\ncategory = 'Bikes!'\n", "presets[0].category", "slug"),
+    ("[[presets]]\nname = 'Bike'\ncategory = 'bikes'\ncolour = 1\n", "presets[0].colour", "unknown"),
+    ("[[presets]]\nname = 'Bike'\ncategory = 'bikes'\n[[presets]]\nname = 'Bike'\ncategory = 'cars'\n",
+     "presets[1].name", "another preset"),
+    ("[[presets]]\nname = 'Bike'\ncategory = 'bikes'\nattributes = {a = {b = 1}}\n",
+     "presets[0].attributes.a", "string, number"),
+]
+
+
+@pytest.mark.parametrize("text,key,reason", BAD_FILES, ids=[k for _, k, _ in BAD_FILES])
+def test_bad_file_setting_is_named(tmp_path, text, key, reason):
+    p = write(tmp_path, text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p, env=ENV)
+    assert exc.value.key == key and f"config key '{key}'" in str(exc.value)
+    assert reason in str(exc.value)
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*broken.toml': is not valid TOML"):
+        load_config(write(tmp_path, "[broker\n", "broken.toml"), env=ENV)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml", env=ENV)
+
+
+def test_tls_files(tmp_path):
+    for name in ("ca.pem", "box.crt", "box.key"):
+        (tmp_path / name).write_text("x")
+    c = load_config(None, {"broker.url": "mqtts://h:9999", "broker.ca_file": str(tmp_path / "ca.pem"),
+                           "broker.cert_file": str(tmp_path / "box.crt"),
+                           "broker.key_file": str(tmp_path / "box.key")}, env=ENV)
+    assert c.broker.tls and c.broker.port == 9999 and c.broker.key_file == tmp_path / "box.key"
+
+
+def test_presets(tmp_path):
+    c = load_config(None, {"presets": [{"name": "Bike", "category": "bikes",
+                                        "attributes": {"budget_max": 800, "tags": ["a", "b"]}}]}, env=ENV)
+    (p,) = c.presets
+    assert (p.name, p.category, p.description, dict(p.attributes)) == (
+        "Bike", "bikes", None, {"budget_max": 800, "tags": ["a", "b"]})
+    with pytest.raises(TypeError):
+        p.attributes["x"] = 1  # type: ignore[index]
+
+
+# ------------------------------------------------------------------------------ the example file
+def test_example_file_is_the_defaults_plus_presets():
+    ex = load_config(EXAMPLE, env=ENV)
+    default = load_config(env=ENV)
+    for f in fields(config.Config):
+        if f.name not in ("presets", "source"):
+            assert getattr(ex, f.name) == getattr(default, f.name), f.name
+    assert [p.name for p in ex.presets] == ["Bike", "Broadband"]
+    assert ex.presets[0].attributes["budget_max"] == 800
+
+
+def _all_keys() -> list[str]:
+    return [f"{s}.{k}" if s else k for s, keys in config.SCHEMA.items() for k in keys]
+
+
+def test_example_and_docs_mention_every_key():
+    example = EXAMPLE.read_text()
+    docs = DOCS.read_text()
+    for dotted in _all_keys():
+        section, _, key = dotted.rpartition(".")
+        if key == "presets":
+            assert "[[presets]]" in example
+        else:
+            assert re.search(rf"^#? ?{key} = ", example, re.M), f"{dotted} not in the example"
+            if section:
+                assert f"[{section}]" in example
+        assert f"`{dotted}`" in docs, f"{dotted} not in docs/config.md"
+

@@ -1,0 +1,175 @@
+"""The box daemon as a real process on a real Mosquitto: intents out, offers in, nothing lost
+across a broker restart or a SIGKILL of the daemon. Vendors here are test code (paho) so the
+test controls timing exactly; tests/test_system_e2e.py uses the vendor kit processes."""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from device.store import Store
+from vrm_protocol import Intent, topics, verify
+from vrm_protocol.codec import unverified_payload
+
+from processes import daemon, vrmbox, wait_for
+from vendor_messages import TestVendor
+
+pytestmark = pytest.mark.timeout(180)
+
+FAST_INTAKE = """
+[intake]
+per_vendor_per_minute = 100000
+per_vendor_burst = 1000
+"""
+
+
+def client(broker, name: str) -> mqtt.Client:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{name}-{uuid.uuid4().hex[:6]}",
+                    protocol=mqtt.MQTTv5)
+    c.reconnect_delay_set(0.2, 1)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    return c
+
+
+@pytest.fixture
+def box(tmp_path, broker, monkeypatch):
+    cfg = tmp_path / "vrmbox.toml"
+    cfg.write_text(FAST_INTAKE)
+    monkeypatch.setenv("VRMBOX_CONFIG", str(cfg))
+    data = tmp_path / "box"
+    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
+    yield {"data": data, "proc": proc, "tmp": tmp_path}
+    proc.stop()
+
+
+def offer_ids(data) -> list[str]:
+    with Store.open(data) as s:
+        return [o.offer_id for o in s.list_offers()]
+
+
+def cast(box, category="bikes", *attrs) -> str:
+    out = vrmbox("intent", "add", category, *attrs, "--json", data_dir=box["data"])
+    return json.loads(out.stdout)["intent"]
+
+
+def test_intent_is_retained_with_expiry_and_offers_are_ranked(box, broker):
+    seen: list[mqtt.MQTTMessage] = []
+    watcher = client(broker, "watcher")
+    watcher.on_message = lambda c, u, m: seen.append(m)
+    intent_id = cast(box, "bikes", "--attr", "budget_max=800", "--attr", "postcode_district=SW1A",
+                     "--ttl", "3600")
+    # a subscriber arriving later still gets it: retained, with a message expiry
+    watcher.subscribe(topics.intents("bikes"), qos=1)
+    msg = wait_for(lambda: next((m for m in seen if m.payload), None), what="retained intent")
+    assert msg.retain and 3500 < msg.properties.MessageExpiryInterval <= 3600
+    intent = verify(msg.payload, now=time.time(), expect=Intent)
+    assert intent.body.intent == intent_id and intent.body.attributes["budget_max"] == 800
+
+    vendors = [TestVendor(s) for s in ("alpha", "beta")]
+    pub = client(broker, "vendors")
+    for v in vendors:
+        pub.publish(topics.vendor_profile(v.slug), v.profile(), qos=1, retain=True)
+    time.sleep(0.5)
+    for v, price in zip(vendors, (700, 400)):
+        pub.publish(topics.offers(intent_id), v.offer(msg.payload.decode(), price=price), qos=1)
+    wait_for(lambda: len(offer_ids(box["data"])) == 2, what="two offers stored")
+    ranked = json.loads(vrmbox("offers", "--json", data_dir=box["data"]).stdout)
+    assert [r["vendor"] for r in ranked] == ["beta", "alpha"]
+    assert all(r["explanation"]["contributions"] for r in ranked)
+
+    # withdrawal clears the retained intent
+    vrmbox("intent", "withdraw", intent_id, data_dir=box["data"])
+    seen.clear()
+    late = client(broker, "late")
+    got: list[mqtt.MQTTMessage] = []
+    late.on_message = lambda c, u, m: got.append(m)
+    late.subscribe(topics.intents("bikes"), qos=1)
+    time.sleep(1.0)
+    assert not [m for m in got if m.payload]
+    for c in (watcher, pub, late):
+        c.loop_stop()
+        c.disconnect()
+
+
+def _publisher(broker, vendor: TestVendor, intent_token: str, n: int, interval: float,
+               sent: list[str], done: threading.Event) -> threading.Thread:
+    """A vendor that keeps publishing through outages (paho queues QoS 1 and resends)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"pub-{vendor.slug}", protocol=mqtt.MQTTv5)
+    c.reconnect_delay_set(0.2, 1)
+    c.max_queued_messages_set(0)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    c.publish(topics.vendor_profile(vendor.slug), vendor.profile(), qos=1, retain=True)
+
+    topic = topics.offers(unverified_payload(intent_token)["intent"])
+
+    def run() -> None:
+        for i in range(n):
+            token = vendor.offer(intent_token, price=100 + i)
+            sent.append(unverified_payload(token)["id"])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:  # until the broker has it (PUBACK)
+                info = c.publish(topic, token, qos=1)
+                try:
+                    info.wait_for_publish(timeout=2)
+                    if info.is_published():
+                        break
+                except (RuntimeError, ValueError):
+                    pass
+                time.sleep(0.2)
+            time.sleep(interval)
+        done.set()
+        c.loop_stop()
+        c.disconnect()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def _intent_token(box) -> tuple[str, str]:
+    intent_id = cast(box)
+    with Store.open(box["data"]) as s:
+        return intent_id, s.get_intent(intent_id).token
+
+
+def test_broker_restart_loses_no_offer_and_stores_none_twice(box, broker):
+    _, token = _intent_token(box)
+    time.sleep(0.5)
+    sent: list[str] = []
+    done = threading.Event()
+    _publisher(broker, TestVendor("steady"), token, 60, 0.05, sent, done)
+    wait_for(lambda: len(sent) >= 20, what="publishing under way")
+    broker.stop()
+    time.sleep(1.0)
+    broker.start()
+    assert done.wait(90), "publisher did not finish"
+    wait_for(lambda: len(offer_ids(box["data"])) >= 60, timeout=60, what="all offers stored")
+    time.sleep(1.0)
+    stored = offer_ids(box["data"])
+    assert sorted(stored) == sorted(sent) and len(stored) == len(set(stored)) == 60
+
+
+def test_sigkill_of_the_daemon_loses_no_offer_and_stores_none_twice(box, broker):
+    _, token = _intent_token(box)
+    time.sleep(0.5)
+    sent: list[str] = []
+    done = threading.Event()
+    _publisher(broker, TestVendor("steady"), token, 80, 0.03, sent, done)
+    for _ in range(2):
+        wait_for(lambda: len(offer_ids(box["data"])) >= 10, what="some offers stored")
+        box["proc"].kill()
+        time.sleep(0.5)
+        box["proc"].start()
+    assert done.wait(90), "publisher did not finish"
+    wait_for(lambda: len(offer_ids(box["data"])) >= 80, timeout=60, what="all offers stored")
+    time.sleep(1.0)
+    stored = offer_ids(box["data"])
+    assert sorted(stored) == sorted(sent) and len(stored) == len(set(stored)) == 80
+    with Store.open(box["data"]) as s:
+        assert s.audit.verify().ok

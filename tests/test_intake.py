@@ -1,0 +1,273 @@
+"""The offer intake pipeline and the market operations on a real on-disk store (no broker:
+the daemon's MQTT shell is covered by the end-to-end tests)."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from device.intake import Intake, Outcome, Pre, Rejection
+from device.market import Market, MarketError
+from device.ratelimit import RateLimiter
+from device.store import Store
+from vrm_protocol import DecryptionKey, Identity, decrypt_json, sign, topics, verify
+from vrm_protocol.codec import unverified_payload
+from vrm_protocol.messages import Agreement, Disclosure, Revocation
+
+from tests.vendor_messages import TestVendor
+
+
+class Box:
+    def __init__(self, path):
+        self.store = Store.open(path)
+        self.market = Market(self.store)
+        self.intake = Intake(self.market, limiter=RateLimiter(60, 20), max_bytes=64 * 1024, clock=time.time)
+
+    def feed(self, topic: str, payload: str | bytes):
+        raw = payload.encode() if isinstance(payload, str) else payload
+        pre = self.intake.precheck(topic, raw)
+        result = self.intake.handle(pre) if isinstance(pre, Pre) else pre
+        if isinstance(result, Rejection):
+            self.intake.count(result)
+        return result
+
+    def outbox(self, topic: str) -> list[str]:
+        return [r.payload for r in self.store.pending_outbox() if r.topic == topic]
+
+    def reasons(self) -> dict[tuple[str, str | None], int]:
+        return {(r, v): n for r, v, n in self.store.rejection_counts()}
+
+
+@pytest.fixture
+def box(tmp_path):
+    b = Box(tmp_path / "box")
+    b.store.set_profile_field("email", "ann@example.org")
+    b.store.set_profile_field("postal_address", "1 High St")
+    b.store.set_profile_field("phone", "+44 1234")
+    yield b
+    b.store.close()
+
+
+@pytest.fixture
+def intent(box):
+    r = box.market.add_intent("bikes", {"postcode_district": "SW1A", "budget_max": 800}, "a city bike")
+    box.intake.refresh()
+    return box.store.get_intent(r["intent"])
+
+
+def with_vendor(box, slug="acme") -> TestVendor:
+    v = TestVendor(slug)
+    out = box.feed(topics.vendor_profile(slug), v.profile())
+    assert isinstance(out, Outcome) and out.kind == "profile", out
+    return v
+
+
+def test_intent_is_signed_by_a_fresh_key_and_queued_retained(box):
+    a = box.market.add_intent("bikes", {"budget_max": 500})
+    b = box.market.add_intent("bikes", {"budget_max": 500})
+    ta = box.outbox(topics.intent("bikes", a["intent"]))[0]
+    tb = box.outbox(topics.intent("bikes", b["intent"]))[0]
+    ma, mb = verify(ta, now=time.time()), verify(tb, now=time.time())
+    assert ma.envelope.iss != mb.envelope.iss            # no shared identifier between intents
+    assert box.store.device_identity.did not in (ma.envelope.iss, mb.envelope.iss)
+    assert all(r.retain for r in box.store.pending_outbox())
+    assert ma.body.terms.id == "vrm-basic-1"
+
+
+def test_valid_offer_is_stored_and_ranked(box, intent):
+    v = with_vendor(box)
+    out = box.feed(topics.offers(intent.intent_id), v.offer(intent.token, price=500))
+    assert isinstance(out, Outcome) and out.kind == "offer"
+    assert out.event["eligible"] and out.event["position"] == 1
+    [row] = box.market.ranked_offers()
+    assert row["vendor"] == "acme" and row["explanation"]["contributions"]
+
+
+def _assert_rejected(box, result, reason, vendor=None):
+    assert isinstance(result, Rejection), result
+    assert result.reason == reason, result
+    assert box.reasons().get((reason, vendor), 0) >= 1
+    assert box.store.list_offers() == [] or all(o.vendor != "evil" for o in box.store.list_offers())
+
+
+def test_forged_offer_signed_by_another_key(box, intent):
+    v = with_vendor(box)
+    forger = Identity.generate()
+    token = sign(forger, v.offer_body(intent.token), now=time.time(), ttl=3600)
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), token), "unknown_vendor")
+    # ...and a vendor's kid with someone else's signature
+    h, p, _ = v.offer(intent.token).split(".")
+    _, _, s = sign(forger, v.offer_body(intent.token), now=time.time(), ttl=3600).split(".")
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), f"{h}.{p}.{s}"), "bad_signature", "acme")
+    assert box.store.list_offers() == []
+
+
+def test_tampered_offer(box, intent):
+    v = with_vendor(box)
+    h, p, s = v.offer(intent.token, price=500).split(".")
+    import base64, json
+    payload = json.loads(base64.urlsafe_b64decode(p + "=="))
+    payload["price"] = 1.0
+    p2 = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), f"{h}.{p2}.{s}"), "bad_signature", "acme")
+    assert box.store.list_offers() == []
+
+
+def test_replayed_offer_is_stored_once_and_a_reused_id_is_refused(box, intent):
+    v = with_vendor(box)
+    token = v.offer(intent.token)
+    assert box.feed(topics.offers(intent.intent_id), token).kind == "offer"
+    again = box.feed(topics.offers(intent.intent_id), token)
+    assert isinstance(again, Outcome) and again.kind == "duplicate"   # a QoS 1 redelivery
+    msg_id = unverified_payload(token)["id"]
+    other = sign(v.identity, v.offer_body(intent.token, price=1), now=time.time(), ttl=3600, msg_id=msg_id)
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), other), "replay", "acme")
+    assert len(box.store.list_offers()) == 1
+
+
+def test_expired_and_future_offers(box, intent):
+    v = with_vendor(box)
+    old = v.offer(intent.token, now=time.time() - 7200, ttl=600)
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), old), "expired", "acme")
+    future = v.offer(intent.token, now=time.time() + 3600, ttl=600)
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), future), "not_yet_valid", "acme")
+    assert box.store.list_offers() == []
+
+
+def test_oversize_and_malformed(box, intent):
+    with_vendor(box)
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), b"x" * (64 * 1024 + 1)), "oversize")
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), b"\xff\xfe"), "bad_encoding")
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), b"bm90.bm90.bm90"), "bad_json")
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), b""), "bad_encoding")
+    assert box.store.list_offers() == []
+
+
+def test_wrong_intent(box, intent):
+    v = with_vendor(box)
+    other = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    # an offer for `intent` sent to the other intent's inbox
+    _assert_rejected(box, box.feed(topics.offers(other), v.offer(intent.token)), "topic_mismatch", "acme")
+    # an inbox nobody asked for
+    _assert_rejected(box, box.feed(topics.offers("Zz" * 8), v.offer(intent.token)), "unknown_intent")
+    assert box.store.list_offers() == []
+
+
+def test_unknown_blocked_and_impersonating_vendors(box, intent):
+    stranger = TestVendor("stranger")  # never published a profile
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), stranger.offer(intent.token)),
+                     "unknown_vendor")
+    v = with_vendor(box, "acme")
+    evil = with_vendor(box, "evil")
+    imp = sign(evil.identity, v.offer_body(intent.token), now=time.time(), ttl=3600)  # says vendor=acme
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), imp), "vendor_mismatch", "evil")
+    box.market.set_vendor_status("evil", "blocked")
+    box.intake.refresh()
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), evil.offer(intent.token)),
+                     "blocked_vendor", "evil")
+    assert box.store.list_offers() == []
+
+
+def test_changed_vendor_key_is_flagged_not_accepted(box, intent):
+    v = with_vendor(box)
+    new = TestVendor("acme")
+    out = box.feed(topics.vendor_profile("acme"), new.profile())
+    assert out.event["type"] == "vendor_key_changed"
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), new.offer(intent.token)),
+                     "vendor_key_changed", "acme")
+    assert box.market.list_vendors()[0]["key_changed"] is True
+    # the old key still works until the person accepts the new one
+    assert box.feed(topics.offers(intent.intent_id), v.offer(intent.token)).kind == "offer"
+
+
+def test_flood_from_one_vendor_does_not_stop_others(box, intent):
+    flood, a, b = with_vendor(box, "flood"), with_vendor(box, "alpha"), with_vendor(box, "beta")
+    results = [box.feed(topics.offers(intent.intent_id), flood.offer(intent.token, price=1)) for _ in range(200)]
+    assert sum(isinstance(r, Outcome) for r in results) == 20      # the burst
+    assert box.reasons()[("rate_limited", "flood")] == 180
+    for v in (a, b):
+        for price in (300, 400):
+            assert box.feed(topics.offers(intent.intent_id), v.offer(intent.token, price=price)).kind == "offer"
+    vendors = {r["vendor"] for r in box.market.ranked_offers()}
+    assert {"alpha", "beta"} <= vendors
+
+
+def test_rules_change_reranks_stored_offers(box, intent):
+    v, w = with_vendor(box, "acme"), with_vendor(box, "bolt")
+    box.feed(topics.offers(intent.intent_id), v.offer(intent.token, price=300, brand="Cheap"))
+    box.feed(topics.offers(intent.intent_id), w.offer(intent.token, price=600, brand="Brompton"))
+    assert [r["vendor"] for r in box.market.ranked_offers()] == ["acme", "bolt"]
+    rules = box.market.rules()
+    rules["filters"]["max_price"] = {"amount": 500, "currency": "EUR"}
+    box.market.set_rules(rules)
+    assert [r["vendor"] for r in box.market.ranked_offers()] == ["acme"]
+    rules["filters"].pop("max_price")
+    rules["weights"]["price"] = 0.1
+    rules["weights"]["brands_liked"] = 2.0
+    rules["brands"]["liked"] = ["brompton"]
+    box.market.set_rules(rules)
+    assert [r["vendor"] for r in box.market.ranked_offers()] == ["bolt", "acme"]
+    with pytest.raises(MarketError):
+        box.market.set_rules({"filters": {"max_price": "cheap"}})
+
+
+def test_agreement_flow_needs_the_button_and_discloses_exactly_the_fields(box, intent):
+    v = with_vendor(box)
+    offer_token = v.offer(intent.token)
+    box.feed(topics.offers(intent.intent_id), offer_token)
+    offer_id = unverified_payload(offer_token)["id"]
+    with pytest.raises(MarketError, match="no field"):
+        box.market.accept(offer_id, ["email", "shoe_size"])
+    a = box.market.accept(offer_id, ["email", "postal_address"], "deliver the bike", 14)
+    agreement_id = a["agreement"]
+    assert box.outbox(topics.agreements("acme")) == []            # nothing sent before confirmation
+    with pytest.raises(MarketError, match="button"):
+        box.market.confirm(agreement_id, "companion")
+    box.market.confirm(agreement_id, "button")
+    [agreement_token] = box.outbox(topics.agreements("acme"))
+    m = verify(agreement_token, now=time.time(), expect=Agreement)
+    assert m.envelope.iss == intent.identity.did and m.body.fields == ["email", "postal_address"]
+    assert box.outbox(topics.disclosures("acme")) == []           # not before the countersignature
+    out = box.feed(topics.countersignatures(intent.intent_id), v.countersign(agreement_token))
+    assert isinstance(out, Outcome) and out.kind == "countersignature", out
+    [disclosure] = box.outbox(topics.disclosures("acme"))
+    d = verify(disclosure, now=time.time(), expect=Disclosure)
+    assert decrypt_json(d.body.jwe, v.enc) == {"agreement": agreement_id, "fields": {
+        "email": "ann@example.org", "postal_address": "1 High St"}}
+    with pytest.raises(Exception):
+        decrypt_json(d.body.jwe, DecryptionKey.generate())
+    box.market.revoke(agreement_id, "moved house")
+    [rev] = box.outbox(topics.revocations("acme"))
+    assert verify(rev, now=time.time(), expect=Revocation).body.delete is True
+    assert box.market.list_agreements()[0]["revocation"] == "pending"
+    out = box.feed(topics.revocation_acks(intent.intent_id), v.ack(rev))
+    assert isinstance(out, Outcome) and out.kind == "ack", out
+    assert box.market.list_agreements()[0]["revocation"] == "acknowledged"
+    assert box.store.audit.verify().ok
+    events = [e.event_type for e in box.store.audit.entries()]
+    for e in ("agreement_signed", "agreement_confirmed", "agreement_countersigned", "data_disclosed",
+              "agreement_revoked", "deletion_requested", "deletion_acknowledged"):
+        assert e in events
+
+
+def test_countersignature_from_another_vendor_is_refused(box, intent):
+    v, other = with_vendor(box, "acme"), with_vendor(box, "other")
+    offer_token = v.offer(intent.token)
+    box.feed(topics.offers(intent.intent_id), offer_token)
+    a = box.market.accept(unverified_payload(offer_token)["id"], ["email"])
+    box.market.confirm(a["agreement"], "button")
+    [agreement_token] = box.outbox(topics.agreements("acme"))
+    out = box.feed(topics.countersignatures(intent.intent_id), other.countersign(agreement_token))
+    assert isinstance(out, Rejection) and out.reason == "vendor_mismatch"
+    assert box.outbox(topics.disclosures("acme")) == []
+
+
+def test_withdrawn_intent_takes_no_more_offers(box, intent):
+    v = with_vendor(box)
+    box.market.withdraw_intent(intent.intent_id)
+    box.intake.refresh()
+    assert box.outbox(topics.intent("bikes", intent.intent_id))[-1] == ""   # retained copy cleared
+    assert box.outbox(topics.withdrawal("bikes", intent.intent_id))
+    _assert_rejected(box, box.feed(topics.offers(intent.intent_id), v.offer(intent.token)),
+                     "intent_closed", "acme")
