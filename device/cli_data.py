@@ -261,6 +261,20 @@ def cmd_suppliers_add(args: argparse.Namespace, store: Store) -> int:
 
 
 @_with_store
+def cmd_reviews_add(args: argparse.Namespace, store: Store) -> int:
+    r = store.add_review(args.vendor, args.text, args.rating, args.agreement)
+    _out(args, {"ok": True, "id": r.id, "vendor": r.vendor}, f"review {r.id} of {r.vendor} saved")
+    return 0
+
+
+@_with_store
+def cmd_reviews_list(args: argparse.Namespace, store: Store) -> int:
+    rows = store.list_reviews()
+    _out(args, rows, "\n".join(f"{r.vendor}  {r.rating or '-'}/5  {r.text}" for r in rows) or "(none)")
+    return 0
+
+
+@_with_store
 def cmd_claims_import(args: argparse.Namespace, store: Store) -> int:
     try:
         token = Path(args.file).read_text(encoding="utf-8")
@@ -356,6 +370,17 @@ def register(subparsers: Any) -> None:
     p.add_argument("name")
     p.add_argument("--notes", default=None)
     p.set_defaults(func=cmd_suppliers_add)
+
+    rev = subparsers.add_parser("reviews", help="reviews you wrote (they feed vendor reputation)"
+                                ).add_subparsers(dest="reviews_command", metavar="ACTION", required=True)
+    p = rev.add_parser("list", parents=[c])
+    p.set_defaults(func=cmd_reviews_list)
+    p = rev.add_parser("add", parents=[c])
+    p.add_argument("vendor")
+    p.add_argument("text")
+    p.add_argument("--rating", type=int, choices=range(1, 6), default=None)
+    p.add_argument("--agreement", default=None, help="the agreement this review is about")
+    p.set_defaults(func=cmd_reviews_add)
 
     cl = subparsers.add_parser("claims", help="verifiable credentials").add_subparsers(
         dest="claims_command", metavar="ACTION", required=True)

@@ -23,20 +23,23 @@ def free_port() -> int:
 class Broker:
     """Start/stop/restart a Mosquitto process; persistence survives restarts (same data dir)."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, password_file: Path | None = None,
+                 tls: dict[str, Path] | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.proc: subprocess.Popen | None = None
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         self.conf = workdir / "mosquitto.conf"
+        self.tls = bool(tls)
         self.conf.write_text(mosquitto_conf(port=self.port, data_dir=workdir / "data",
-                                            user=getpass.getuser()))
+                                            user=getpass.getuser(), password_file=password_file,
+                                            tls=tls))
         self.log = workdir / "mosquitto.log"
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> None:
         assert self.proc is None, "already running"
