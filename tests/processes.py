@@ -76,8 +76,11 @@ def vendor(vendor_dir: Path, broker_url: str, catalogue: Path, log: Path, *extra
 
 
 def vrmbox(*args: str, data_dir: Path, check: bool = True) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "device.cli", *args, "--data-dir", str(data_dir)],
-                       capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=60)
+    """The data dir goes in $VRMBOX_DATA_DIR so ids (which may start with '-') can follow `--`."""
+    env = _env()
+    env["VRMBOX_DATA_DIR"] = str(data_dir)
+    p = subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True,
+                       env=env, cwd=ROOT, timeout=60)
     if check and p.returncode != 0:
         raise AssertionError(f"vrmbox {' '.join(args)} failed: {p.stdout}{p.stderr}")
     return p

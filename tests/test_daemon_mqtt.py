@@ -84,7 +84,7 @@ def test_intent_is_retained_with_expiry_and_offers_are_ranked(box, broker):
     assert all(r["explanation"]["contributions"] for r in ranked)
 
     # withdrawal clears the retained intent
-    vrmbox("intent", "withdraw", intent_id, data_dir=box["data"])
+    vrmbox("intent", "withdraw", "--", intent_id, data_dir=box["data"])
     seen.clear()
     late = client(broker, "late")
     got: list[mqtt.MQTTMessage] = []

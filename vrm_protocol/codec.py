@@ -29,6 +29,7 @@ MAX_LIFETIME = 366 * 24 * 3600        # exp - iat may not exceed a year
 ALG = "EdDSA"
 ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 HEADER_PARAMS = frozenset({"alg", "kid", "typ"})  # anything else is refused (bad_header)
 
 T = TypeVar("T")
@@ -85,8 +86,11 @@ def token_hash(token: str) -> str:
 
 
 def new_id() -> str:
-    """A fresh 128-bit random message id."""
-    return secrets.token_urlsafe(16)
+    """A fresh 128-bit random message id; never starts with '-' (so it reads as an argument)."""
+    while True:
+        candidate = secrets.token_urlsafe(16)
+        if candidate[0] != "-":
+            return candidate
 
 
 def _okp_private(identity: Identity) -> OKPKey:
@@ -117,40 +121,40 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _check_text(value: str) -> None:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate from a \uD8xx escape
-        raise ValueError("string is not valid Unicode") from exc
-
-
-def _check_values(value: Any) -> None:
-    if isinstance(value, str):
-        _check_text(value)
-    elif isinstance(value, list):
-        for v in value:
-            _check_values(v)
-
-
-def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """I-JSON (RFC 7493): no duplicate member names (parsers disagree on which one wins)
-    and no lone surrogates (they cannot be stored or re-encoded as UTF-8)."""
-    obj: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in obj:
-            raise ValueError(f"duplicate member name {k[:40]!r}")
-        _check_text(k)
-        _check_values(v)
-        obj[k] = v
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # parsers disagree on which duplicate wins: refuse them all
+        raise ValueError("duplicate member name")
     return obj
 
 
+def _check_unicode(value: Any) -> None:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate from a \uD8xx escape
+            raise ValueError("string is not valid Unicode") from exc
+    elif isinstance(value, list):
+        for v in value:
+            _check_unicode(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_unicode(k)
+            _check_unicode(v)
+
+
 def parse_json_object(data: bytes) -> dict[str, Any]:
-    """Strict UTF-8 I-JSON object, or ValueError (RecursionError for absurd nesting)."""
-    obj = json.loads(data.decode("utf-8"), parse_constant=_reject_constant,
-                     object_pairs_hook=_strict_object)
+    """A UTF-8 I-JSON (RFC 7493) object, or ValueError (RecursionError for absurd nesting).
+
+    Stricter than json.loads: no duplicate member names, no NaN/Infinity, no lone surrogates
+    (they cannot be stored or re-encoded as UTF-8, so they would crash whoever handles them next).
+    """
+    text = data.decode("utf-8")
+    obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
+    if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
+        _check_unicode(obj)
     return obj
 
 
@@ -197,8 +201,9 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
            expect: type[T] | None = None) -> Message:
     """Verify and parse one message, or raise ProtocolError with a reason code.
 
-    Checks, in order: size, shape, header (alg must be EdDSA), did:key, signature,
-    payload JSON, version, type, fields, kid/iss match, lifetime, freshness, replay.
+    Checks, in order: size, encoding (canonical base64url), header (alg must be EdDSA; only
+    alg/kid/typ), did:key, signature, payload I-JSON, version, type, envelope, kid/iss match,
+    body fields, lifetime, freshness, replay. docs/protocol.md section 11 states the same list.
     """
     token, header = read_header(token)
     for segment in token.split(".")[1:]:  # payload and signature: encoding errors are bad_encoding
