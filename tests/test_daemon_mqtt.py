@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from device.control import subscribe
 from device.store import Store
 from vrm_protocol import Intent, topics, verify
 from vrm_protocol.codec import unverified_payload
@@ -71,6 +72,18 @@ def test_intent_is_retained_with_expiry_and_offers_are_ranked(box, broker):
     intent = verify(msg.payload, now=time.time(), expect=Intent)
     assert intent.body.intent == intent_id and intent.body.attributes["budget_max"] == 800
 
+    events: list[dict] = []
+    sock = box["data"] / "control.sock"
+
+    def listen() -> None:
+        for e in subscribe(sock, timeout=30):
+            events.append(e)
+            if sum(x.get("type") == "offer" for x in events) == 2:
+                return
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.3)
+
     vendors = [TestVendor(s) for s in ("alpha", "beta")]
     pub = client(broker, "vendors")
     for v in vendors:
@@ -82,6 +95,11 @@ def test_intent_is_retained_with_expiry_and_offers_are_ranked(box, broker):
     ranked = json.loads(vrmbox("offers", "--json", data_dir=box["data"]).stdout)
     assert [r["vendor"] for r in ranked] == ["beta", "alpha"]
     assert all(r["explanation"]["contributions"] for r in ranked)
+    # the display and the phone learn of new offers from the event stream
+    listener.join(10)
+    offer_events = [e for e in events if e.get("type") == "offer"]
+    assert {e["vendor"] for e in offer_events} == {"alpha", "beta"}
+    assert {e["vendor"]: e["position"] for e in offer_events}["beta"] == 1
 
     # withdrawal clears the retained intent
     vrmbox("intent", "withdraw", "--", intent_id, data_dir=box["data"])
