@@ -51,6 +51,7 @@ def market_settings(cfg: Config) -> MarketSettings:
     return MarketSettings(terms_id=cfg.intents.terms_id, terms_text=cfg.intents.terms_text,
                           intent_ttl_s=cfg.intents.default_ttl_s,
                           default_duration_days=cfg.agreements.default_duration_days,
+                          countersign_timeout_s=cfg.agreements.countersign_timeout_s,
                           presets=tuple({"name": p.name, "category": p.category,
                                          "description": p.description,
                                          "attributes": dict(p.attributes)} for p in cfg.presets))

@@ -216,29 +216,33 @@ class Intake:
                                  "currency": body.currency, "eligible": bool(mine and mine["eligible"]),
                                  "score": mine["score"] if mine else None, "position": position})
 
-    def _countersignature(self, pre: Pre) -> Outcome | Rejection:
-        msg = self._verify(pre, Countersignature)
-        body: Countersignature = msg.body
-        rec = self.store.get_agreement(body.agreement)
-        if rec is None or rec.intent_id != pre.intent or body.intent != pre.intent:
-            return Rejection("unknown_agreement", pre.vendor, body.agreement)
+    def _agreement_reply(self, pre: Pre, expect: type) -> tuple[Any, Any] | Rejection:
+        """Verify a vendor's reply about one of our agreements: same intent, same vendor."""
+        msg = self._verify(pre, expect)
+        rec = self.store.get_agreement(msg.body.agreement)
+        if rec is None or rec.intent_id != pre.intent or msg.body.intent != pre.intent:
+            return Rejection("unknown_agreement", pre.vendor, msg.body.agreement)
         if rec.vendor != pre.vendor:
-            return Rejection("vendor_mismatch", pre.vendor, "countersigned by another vendor")
+            return Rejection("vendor_mismatch", pre.vendor, f"{expect.TYPE} from another vendor")
         self._remember(msg)
+        return msg, rec
+
+    def _countersignature(self, pre: Pre) -> Outcome | Rejection:
+        got = self._agreement_reply(pre, Countersignature)
+        if isinstance(got, Rejection):
+            return got
+        msg, rec = got
         if rec.status != "confirmed":
             return Rejection("wrong_state", pre.vendor, f"agreement is {rec.status}")
-        result = self.market.countersigned(body.agreement, msg.token)
+        result = self.market.countersigned(rec.agreement_id, msg.token)
         return Outcome("countersignature", {"type": "agreement_active", **result, "vendor": rec.vendor})
 
     def _ack(self, pre: Pre) -> Outcome | Rejection:
-        msg = self._verify(pre, RevocationAck)
+        got = self._agreement_reply(pre, RevocationAck)
+        if isinstance(got, Rejection):
+            return got
+        msg, rec = got
         body: RevocationAck = msg.body
-        rec = self.store.get_agreement(body.agreement)
-        if rec is None or rec.intent_id != pre.intent or body.intent != pre.intent:
-            return Rejection("unknown_agreement", pre.vendor, body.agreement)
-        if rec.vendor != pre.vendor:
-            return Rejection("vendor_mismatch", pre.vendor, "acknowledged by another vendor")
-        self._remember(msg)
         if not rec.revocation_token or rec.revocation_ack:
             return Rejection("wrong_state", pre.vendor, "no pending revocation")
         if body.revocation != unverified_payload(rec.revocation_token).get("id"):

@@ -42,6 +42,7 @@ class MarketSettings:
     intent_ttl_s: int = 7 * 24 * 3600
     default_duration_days: int = 30
     default_purpose: str = "fulfil the offer"
+    countersign_timeout_s: int = 300
     presets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
 
@@ -132,12 +133,11 @@ class Market:
         return self._compiled[1]
 
     def context(self) -> Context:
-        agreements = [{"vendor": a.vendor, "status": a.status,
-                       "deletion_acknowledged": a.revocation_ack is not None}
-                      for a in self.store.list_agreements()]
+        agreements = [{"vendor": a.vendor, "status": a.status, "revocation_ack": a.revocation_ack,
+                       "updated_at": a.updated_at} for a in self.store.list_agreements()]
         reviews = [{"vendor": r.vendor, "rating": r.rating} for r in self.store.list_reviews()]
         return Context(suppliers=frozenset(s.vendor for s in self.store.list_suppliers()),
-                       reputation=reputation_from(agreements, reviews))
+                       reputation=reputation_from(agreements, reviews, self.now()))
 
     def facts(self, offer: OfferRecord, category: str) -> OfferFacts:
         return OfferFacts.from_offer(offer.offer_id, offer.body, category, offer.received_at)
@@ -288,12 +288,16 @@ class Market:
         return {"agreement": agreement_id, "status": "revoked", "acknowledged": False}
 
     def list_agreements(self) -> list[dict[str, Any]]:
-        out = []
+        """`overdue`: confirmed and sent, but the vendor has not countersigned in time (no data
+        was released; the person may cancel by revoking)."""
+        out, now = [], self.now()
         for a in self.store.list_agreements():
             out.append({"agreement": a.agreement_id, "intent": a.intent_id, "offer": a.offer_id,
                         "vendor": a.vendor, "status": a.status, "fields": a.body.get("fields"),
                         "purpose": a.body.get("purpose"), "duration_days": a.body.get("duration_days"),
                         "countersigned": a.countersignature is not None,
+                        "overdue": a.status == "confirmed"
+                        and now - (a.updated_at or a.created_at) > self.settings.countersign_timeout_s,
                         "revocation": ("acknowledged" if a.revocation_ack else "pending")
                         if a.revocation_token else None,
                         "created_at": a.created_at})

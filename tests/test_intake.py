@@ -271,3 +271,43 @@ def test_withdrawn_intent_takes_no_more_offers(box, intent):
     assert box.outbox(topics.withdrawal("bikes", intent.intent_id))
     _assert_rejected(box, box.feed(topics.offers(intent.intent_id), v.offer(intent.token)),
                      "intent_closed", "acme")
+
+
+def test_agreement_without_countersignature_becomes_overdue_and_releases_nothing(tmp_path):
+    clock = [time.time()]
+    store = Store.open(tmp_path / "b", clock=lambda: clock[0])
+    store.set_profile_field("email", "ann@example.org")
+    market = Market(store, clock=lambda: clock[0])
+    box = Box.__new__(Box)
+    box.store, box.market = store, market
+    box.intake = Intake(market, limiter=RateLimiter(60, 20), max_bytes=65536, clock=lambda: clock[0])
+    iid = market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    v = with_vendor(box)
+    token = v.offer(store.get_intent(iid).token, now=clock[0])
+    box.feed(topics.offers(iid), token)
+    a = market.accept(unverified_payload(token)["id"], ["email"])
+    market.confirm(a["agreement"], "button")
+    assert market.list_agreements()[0]["overdue"] is False
+    clock[0] += 301
+    [row] = market.list_agreements()
+    assert row["overdue"] is True and row["status"] == "confirmed"
+    assert box.outbox(topics.disclosures("acme")) == []
+    market.revoke(a["agreement"])          # the person gives up on it; the vendor is told
+    assert box.outbox(topics.revocations("acme"))
+    store.close()
+
+
+def test_a_bad_review_lowers_a_vendor_in_the_ranking(box, intent):
+    v, w = with_vendor(box, "acme"), with_vendor(box, "bolt")
+    box.feed(topics.offers(intent.intent_id), v.offer(intent.token, price=500))
+    box.feed(topics.offers(intent.intent_id), w.offer(intent.token, price=510))
+    assert [r["vendor"] for r in box.market.ranked_offers()] == ["acme", "bolt"]
+    box.store.add_review("acme", "never delivered", rating=1)
+    rules = box.market.rules()
+    rules["weights"]["reputation"] = 1.0
+    rules["weights"]["price"] = 0.2          # 500 vs 510 EUR matters less than a 1-star review
+    box.market.set_rules(rules)
+    ranked = box.market.ranked_offers()
+    assert [r["vendor"] for r in ranked] == ["bolt", "acme"]
+    assert ranked[1]["explanation"]["contributions"]["reputation"] < 0
