@@ -191,3 +191,17 @@ def test_sigkill_of_the_daemon_loses_no_offer_and_stores_none_twice(box, broker)
     assert sorted(stored) == sorted(sent) and len(stored) == len(set(stored)) == 80
     with Store.open(box["data"]) as s:
         assert s.audit.verify().ok
+
+
+def test_availability_is_retained_and_the_last_will_says_offline(box, broker):
+    states: list[bytes] = []
+    c = client(broker, "watch-status")
+    c.on_message = lambda cl, u, m: states.append(m.payload)
+    c.subscribe(topics.availability("+"), qos=1)
+    wait_for(lambda: states and states[-1] == b"online", what="retained online state")
+    box["proc"].kill()                      # no clean disconnect: the broker sends the will
+    wait_for(lambda: states[-1] == b"offline", timeout=20, what="last will")
+    box["proc"].start()
+    wait_for(lambda: states[-1] == b"online", what="online again")
+    c.loop_stop()
+    c.disconnect()
