@@ -97,6 +97,19 @@ _ENUMS = {("profile", "provenance"): PROVENANCES, ("intents", "status"): INTENT_
           ("agreements", "status"): AGREEMENT_STATUSES}
 
 
+def _set_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switching to WAL can report "database is locked" while another process opens the same
+    new file, busy timeout or not; retry briefly instead of failing the open."""
+    for i in range(attempts):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or i == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def _aad(table: str, column: str, key: tuple[Any, ...]) -> str:
     return f"vrmbox/{table}.{column}:" + "\x1f".join(str(k) for k in key)
 
@@ -162,7 +175,7 @@ class Store:
         try:
             if fresh_file:
                 os.chmod(db, 0o600)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _set_wal(conn)
             conn.execute("PRAGMA synchronous=FULL")   # a committed audit entry survives power loss
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("PRAGMA secure_delete=ON")   # deleted rows are zeroed, not left in pages

@@ -1,0 +1,333 @@
+"""End to end: `vrm-vendor` as real processes against a real Mosquitto, the box played by test code.
+
+Done-when of the foundation issue: a vendor-kit process answers an intent with a signed offer
+the protocol module accepts, and the whole agreement -> countersignature -> disclosure ->
+revocation -> ack walk works, with the disclosed data really gone at the end. Plus: shared
+subscriptions split intents between workers without answering any intent twice.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from vrm_protocol import (Agreement, Countersignature, Disclosure, Identity, Intent, Offer,
+                          Revocation, RevocationAck, Terms, VendorProfile, encrypt_json, new_id, sign, token_hash,
+                          topics, verify)
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+TERMS = Terms(id="vrm-basic-1", sha256=token_hash("the person's terms"))
+CATALOGUE = """
+currency: EUR
+region: GB-LND
+accept_terms: [vrm-basic-1]
+offer_validity_s: 3600
+items:
+  - {category: bikes, name: City bike, sku: BK-1, price: 400, delivery_days: 3}
+  - {category: bikes, name: Cargo bike, sku: BK-2, price: 700}
+  - {category: bikes, name: E-bike, sku: BK-3, price: 2500}
+  - {category: tents, name: Dome tent, sku: TN-1, price: 150}
+rules:
+  - when: {attribute: postcode_district, prefix: SW}
+    add: 5
+"""
+
+
+# ------------------------------------------------------------------------------------ helpers
+def vrm_vendor(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "vendor_kit.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def ledger_json(kind: str, vendor_dir: Path) -> list[dict]:
+    res = vrm_vendor(kind, "--dir", str(vendor_dir), "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+class VendorProcess:
+    """`vrm-vendor run` in its own process; waits for its READY line."""
+
+    def __init__(self, vendor_dir: Path, broker, catalogue: Path, log: Path, *extra: str) -> None:
+        self.log = log
+        self._logf = open(log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vendor_kit.cli", "run", "--dir", str(vendor_dir), "--broker", broker.url,
+             "--catalogue", str(catalogue), *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=self._logf, text=True)
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self._lines.put(line.strip())
+
+    def wait_ready(self, timeout: float = 15) -> None:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            raise AssertionError(f"vendor not READY in {timeout}s:\n{self.log.read_text()[-3000:]}")
+        assert line == "READY", line
+
+    def terminate(self, timeout: float = 10) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._logf.close()
+
+
+class Box:
+    """The box's side, played by a paho MQTT 5 client collecting everything it receives."""
+
+    def __init__(self, broker, *subscriptions: str) -> None:
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"box-{new_id()}",
+                                  protocol=mqtt.MQTTv5)
+        subscribed = threading.Event()
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, m.payload))
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect(broker.host, broker.port, clean_start=True)
+        self.client.loop_start()
+        self.client.subscribe([(s, 1) for s in subscriptions])
+        assert subscribed.wait(5), "box could not subscribe"
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, expiry: int | None = None) -> None:
+        props = Properties(PacketTypes.PUBLISH)
+        if expiry is not None:
+            props.MessageExpiryInterval = expiry
+        self.client.publish(topic, payload, qos=1, retain=retain, properties=props).wait_for_publish(5)
+
+    def take(self, topic: str, timeout: float = 10) -> bytes:
+        """The next message on `topic` (others received meanwhile are kept for later)."""
+        deadline = time.monotonic() + timeout
+        kept = []
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"nothing on {topic} within {timeout}s")
+                try:
+                    t, payload = self.messages.get(timeout=left)
+                except queue.Empty:
+                    continue
+                if t == topic:
+                    return payload
+                kept.append((t, payload))
+        finally:
+            for item in kept:
+                self.messages.put(item)
+
+    def drain(self, quiet: float) -> list[tuple[str, bytes]]:
+        """Everything that arrives until nothing has come for `quiet` seconds."""
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get(timeout=quiet))
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def publish_intent(box: Box, *, retain: bool = True, attributes: dict | None = None) -> tuple[Identity, str, str]:
+    """A fresh key per intent, retained with message expiry, as the box does it."""
+    key, intent_id = Identity.generate(), new_id()
+    body = Intent(intent=intent_id, category="bikes", terms=TERMS, description="a bike for commuting",
+                  attributes=attributes or {"postcode_district": "SW1A", "budget_max": 800, "currency": "EUR"})
+    token = sign(key, body, now=time.time(), ttl=600, msg_id=intent_id)
+    box.publish(topics.intent("bikes", intent_id), token, retain=retain, expiry=600 if retain else None)
+    return key, intent_id, token
+
+
+@pytest.fixture
+def vendor_setup(tmp_path):
+    vendor_dir = tmp_path / "acme"
+    res = vrm_vendor("init", "--dir", str(vendor_dir), "--vendor", "acme", "--name", "Acme Bikes",
+                     "--categories", "bikes,tents", "--json")
+    assert res.returncode == 0, res.stderr
+    info = json.loads(res.stdout)
+    catalogue = tmp_path / "catalogue.yaml"
+    catalogue.write_text(CATALOGUE)
+    return vendor_dir, catalogue, info
+
+
+# ------------------------------------------------------------------------------------ tests
+def test_vendor_process_answers_intent_and_walks_the_agreement(broker, tmp_path, vendor_setup):
+    vendor_dir, catalogue, info = vendor_setup
+    did = info["did"]
+    vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "vendor.log")
+    box = None
+    try:
+        vendor.wait_ready()
+        box = Box(broker, topics.vendor_profile("acme"), topics.box_inbox("+"))
+
+        # 1. the retained, signed profile carries the did and the disclosure key
+        profile = verify(box.take(topics.vendor_profile("acme")), now=time.time(), expect=VendorProfile)
+        assert profile.envelope.iss == did and profile.body.categories == ["bikes", "tents"]
+        assert profile.body.enc_key.as_jwk() == info["enc_key"]
+
+        # garbage must be refused, logged, and survived
+        box.publish(topics.intent("bikes", new_id()), b"definitely not a jws")
+        box.publish(topics.agreements("acme"), b"x.y.z")
+
+        # 2.-3. an intent, answered with one signed offer per item within budget (BK-3 is over)
+        key, intent_id, _ = publish_intent(box)
+        offers = [verify(box.take(topics.offers(intent_id)), now=time.time(), expect=Offer) for _ in range(2)]
+        assert {o.envelope.iss for o in offers} == {did}
+        by_sku = {o.body.item.sku: o for o in offers}
+        assert set(by_sku) == {"BK-1", "BK-2"}
+        offer = by_sku["BK-1"]
+        assert offer.body.price == 405.0 and offer.body.intent == intent_id     # 400 + SW surcharge
+        assert offer.body.terms_response.decision == "accept"
+        assert offer.envelope.exp == offer.body.valid_until
+
+        # 4.-5. agreement signed by the intent key -> countersignature
+        agreement_token = sign(key, Agreement(
+            intent=intent_id, offer=offer.id, offer_hash=token_hash(offer.token), vendor="acme", vendor_did=did,
+            terms=TERMS, fields=["name", "email", "address"], purpose="delivery", duration_days=30),
+            now=time.time(), ttl=3600)
+        agreement_id = token_hash(agreement_token)
+        box.publish(topics.agreements("acme"), agreement_token)
+        cs = verify(box.take(topics.countersignatures(intent_id)), now=time.time(), expect=Countersignature)
+        assert cs.envelope.iss == did and cs.body.agreement == agreement_id and cs.body.intent == intent_id
+
+        # 6.-7. disclosure encrypted to the profile's enc_key
+        secret = {"name": "Zelda Q. Testperson", "email": "zelda-7731@example.org"}
+        jwe = encrypt_json({"agreement": agreement_id, "fields": secret}, profile.body.enc_key)
+        box.publish(topics.disclosures("acme"),
+                    sign(key, Disclosure(agreement=agreement_id, intent=intent_id, jwe=jwe), now=time.time(), ttl=600))
+        deadline = time.monotonic() + 10
+        while not (shown := ledger_json("disclosures", vendor_dir)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [d["fields"] for d in shown] == [secret]
+        assert shown[0]["agreement"] == agreement_id
+        agreements = ledger_json("agreements", vendor_dir)
+        assert [(a["id"], a["fields"], a["sku"]) for a in agreements] == \
+               [(agreement_id, ["name", "email", "address"], "BK-1")]
+
+        # 8. revocation with delete -> signed ack, and the data is gone (rows and file bytes)
+        revocation_id = new_id()
+        box.publish(topics.revocations("acme"), sign(key, Revocation(
+            agreement=agreement_id, intent=intent_id, delete=True, reason="no longer needed"),
+            now=time.time(), ttl=600, msg_id=revocation_id))
+        ack = verify(box.take(topics.revocation_acks(intent_id)), now=time.time(), expect=RevocationAck)
+        assert ack.envelope.iss == did
+        assert (ack.body.agreement, ack.body.revocation, ack.body.deleted) == (agreement_id, revocation_id, True)
+        assert ledger_json("disclosures", vendor_dir) == []
+        assert ledger_json("agreements", vendor_dir)[0]["deleted"] is True
+        raw = b"".join(p.read_bytes() for p in vendor_dir.glob("ledger.sqlite*"))
+        assert b"Zelda" not in raw and b"zelda-7731" not in raw
+
+        assert vendor.terminate() == 0
+        log = vendor.log.read_text()
+        assert "refused message on vrm/v1/intents/bikes/" in log and ": bad_encoding: " in log
+        assert "refused message on vrm/v1/vendor/acme/agreements: bad_encoding" in log
+        assert "Traceback" not in log
+    finally:
+        vendor.kill()
+        if box:
+            box.close()
+
+
+def test_restart_does_not_answer_again_and_broker_loss_is_survived(broker, tmp_path, vendor_setup):
+    vendor_dir, catalogue, _ = vendor_setup
+    box = Box(broker, topics.offers("+"))
+    vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v1.log")
+    try:
+        vendor.wait_ready()
+        _, first, _ = publish_intent(box)             # retained: comes back on every (re)subscribe
+        assert len([t for t, _ in box.drain(1.5)]) == 2
+        assert vendor.terminate() == 0
+
+        # a named worker keeps a persistent session ...
+        vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v2.log", "--client-id", "acme-1")
+        vendor.wait_ready()
+        assert box.drain(1.0) == []                    # the retained intent is not answered twice
+        assert vendor.terminate() == 0
+        # ... so what is sent while it is down is queued by the broker, not lost
+        _, second, _ = publish_intent(box, retain=False)
+        vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v3.log", "--client-id", "acme-1")
+        vendor.wait_ready()
+        assert [t for t, _ in box.drain(1.5)] == [topics.offers(second)] * 2
+
+        # broker loss: the worker reconnects and resubscribes by itself
+        box.close()
+        broker.restart()
+        deadline = time.monotonic() + 15
+        while vendor.log.read_text().count("subscribed to") < 2:
+            assert time.monotonic() < deadline, "vendor did not resubscribe after broker restart"
+            time.sleep(0.1)
+        box = Box(broker, topics.offers("+"))
+        _, third, _ = publish_intent(box, retain=False)
+        assert [t for t, _ in box.drain(1.5)] == [topics.offers(third)] * 2
+        assert "reconnecting" in vendor.log.read_text()
+        assert sorted(i["intent"] for i in ledger_json("intents", vendor_dir)) == sorted([first, second, third])
+        assert vendor.terminate() == 0
+    finally:
+        vendor.kill()
+        box.close()
+
+
+def test_shared_subscription_splits_intents_without_double_answers(broker, tmp_path, vendor_setup):
+    vendor_dir, catalogue, info = vendor_setup
+    workers = [VendorProcess(vendor_dir, broker, catalogue, tmp_path / f"w{n}.log", "--share-group", "g",
+                             "--client-id", f"acme-w{n}") for n in (1, 2)]
+    box = None
+    try:
+        for w in workers:
+            w.wait_ready()
+        box = Box(broker, topics.offers("+"))
+        n = 40
+        # Non-retained: MQTT 5 does not send retained messages to shared subscriptions on subscribe.
+        intent_ids = {publish_intent(box, retain=False)[1] for _ in range(n)}
+        per_intent: dict[str, list[str]] = defaultdict(list)
+        deadline = time.monotonic() + 30
+        while sum(len(v) for v in per_intent.values()) < 2 * n and time.monotonic() < deadline:
+            for topic, payload in box.drain(0.3):
+                offer = verify(payload, now=time.time(), expect=Offer)
+                assert offer.envelope.iss == info["did"] and topic == topics.offers(offer.body.intent)
+                per_intent[offer.body.intent].append(offer.id)
+        for topic, payload in box.drain(1.0):           # anything late would be a double answer
+            per_intent[verify(payload, now=time.time()).body.intent].append("late")
+        assert set(per_intent) == intent_ids
+        assert all(len(ids) == 2 and len(set(ids)) == 2 for ids in per_intent.values()), \
+            {k: v for k, v in per_intent.items() if len(v) != 2}
+
+        intents = ledger_json("intents", vendor_dir)
+        assert len(intents) == n and {i["intent"] for i in intents} == intent_ids
+        by_worker = defaultdict(int)
+        for i in intents:
+            by_worker[i["client_id"]] += 1
+        assert set(by_worker) == {"acme-w1", "acme-w2"}, by_worker   # both did part of the work
+        offers = ledger_json("offers", vendor_dir)
+        assert len(offers) == 2 * n and all(o["sent"] for o in offers)
+        for w in workers:
+            assert w.terminate() == 0
+    finally:
+        for w in workers:
+            w.kill()
+        if box:
+            box.close()

@@ -1,0 +1,270 @@
+"""The vendor's protocol logic as pure functions: verified message + state in, records out.
+
+Each handler takes a message the worker has already verified (signature, type, freshness)
+plus whatever the ledger knows about it, and returns frozen records: what to store and,
+inside them, what to publish (`Outgoing`). Anything the vendor must refuse raises
+ProtocolError with a reason code; the worker logs it and drops the message. No I/O here,
+no clock: `now` is passed in.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from vrm_protocol import (Agreement, Countersignature, Disclosure, Intent, IntentWithdrawal, Message,
+                          Offer, ProtocolError, Revocation, RevocationAck, TermsResponse,
+                          decrypt_json, new_id, sign, topics, token_hash)
+from vrm_protocol.codec import MAX_LIFETIME
+
+from .catalogue import Catalogue, offers_for
+from .identity import VendorIdentity
+
+log = logging.getLogger(__name__)
+
+PROFILE_TTL = 30 * 24 * 3600
+ACK_TTL = 30 * 24 * 3600
+DAY = 24 * 3600
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One signed message to publish (QoS 1)."""
+
+    msg_id: str
+    topic: str
+    token: str
+    exp: int
+    retain: bool = False
+
+
+@dataclass(frozen=True)
+class IntentRecord:
+    intent: str
+    category: str
+    signer: str                 # the intent's one-off did: agreements must come from it
+    terms_id: str
+    terms_sha256: str
+    attributes: dict[str, Any]
+    received_at: int
+    status: str                 # "answered" | "no_match" | "withdrawn"
+
+
+@dataclass(frozen=True)
+class OfferRecord:
+    id: str
+    intent: str
+    intent_signer: str
+    sku: str
+    name: str
+    price: float
+    currency: str
+    valid_until: int
+    terms_id: str
+    terms_sha256: str
+    decision: str
+    token: str
+
+    @property
+    def hash(self) -> str:
+        return token_hash(self.token)
+
+    def outgoing(self) -> Outgoing:
+        return Outgoing(self.id, topics.offers(self.intent), self.token, self.valid_until)
+
+
+@dataclass(frozen=True)
+class IntentAnswer:
+    intent: IntentRecord
+    offers: tuple[OfferRecord, ...]
+
+
+@dataclass(frozen=True)
+class WithdrawalRecord:
+    intent: str
+    category: str
+    signer: str
+    received_at: int
+
+
+@dataclass(frozen=True)
+class AgreementRecord:
+    id: str
+    intent: str
+    offer: str
+    signer: str
+    fields: tuple[str, ...]
+    purpose: str
+    duration_days: int
+    terms_id: str
+    terms_sha256: str
+    received_at: int
+    countersignature: Outgoing
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True)
+class DisclosureRecord:
+    agreement: str
+    intent: str
+    message: str                # disclosure message id
+    fields: dict[str, Any] = field(repr=False)   # personal data: never in reprs or logs
+    received_at: int = 0
+
+
+@dataclass(frozen=True)
+class RevocationRecord:
+    id: str
+    agreement: str
+    intent: str
+    delete: bool
+    reason: str | None
+    received_at: int
+    ack: Outgoing
+
+
+def _refuse(detail: str, reason: str = "bad_field") -> ProtocolError:
+    return ProtocolError(reason, detail)
+
+
+# ------------------------------------------------------------------------------ profile
+def signed_profile(identity: VendorIdentity, now: float) -> Outgoing:
+    """The retained profile, re-signed at each start so it never expires while we run."""
+    msg_id = new_id()
+    token = sign(identity.signing, identity.profile(), now=now, ttl=PROFILE_TTL, msg_id=msg_id)
+    return Outgoing(msg_id, topics.vendor_profile(identity.vendor), token, int(now) + PROFILE_TTL, retain=True)
+
+
+# ------------------------------------------------------------------------------ intents
+def answer_intent(msg: Message, topic: str, identity: VendorIdentity, catalogue: Catalogue, now: float,
+                  withdrawn_by: str | None = None) -> IntentAnswer:
+    """Offers for one intent: one per matching catalogue item, each signed by the vendor key.
+
+    `withdrawn_by` is the signer of a withdrawal that arrived before the intent: if it is the
+    intent's own key the intent is recorded as withdrawn and nothing is offered.
+    """
+    intent: Intent = msg.body  # type: ignore[assignment]
+    if topic != topics.intent(intent.category, intent.intent):
+        raise _refuse(f"intent {intent.intent}/{intent.category} arrived on another topic")
+    if intent.category not in identity.categories:
+        raise _refuse(f"category {intent.category} is not one of ours")
+    signer = msg.envelope.iss
+    base = dict(intent=intent.intent, category=intent.category, signer=signer,
+                terms_id=intent.terms.id, terms_sha256=intent.terms.sha256,
+                attributes=dict(intent.attributes), received_at=int(now))
+    if withdrawn_by == signer:
+        return IntentAnswer(IntentRecord(**base, status="withdrawn"), ())
+    decision = "accept" if catalogue.accepts(intent.terms.id) else "reject"
+    response = TermsResponse(id=intent.terms.id, sha256=intent.terms.sha256, decision=decision)
+    ttl = catalogue.offer_validity_s
+    valid_until = int(now) + ttl
+    offers = []
+    for item, price in offers_for(catalogue, intent):
+        body = Offer(intent=intent.intent, vendor=identity.vendor, item=item.as_offer_item(), price=price,
+                     currency=catalogue.currency, valid_until=valid_until, terms_response=response,
+                     delivery_days=item.delivery_days, region=catalogue.region)
+        msg_id = new_id()
+        token = sign(identity.signing, body, now=now, ttl=ttl, msg_id=msg_id)
+        offers.append(OfferRecord(id=msg_id, intent=intent.intent, intent_signer=signer, sku=item.sku,
+                                  name=item.name, price=price, currency=catalogue.currency,
+                                  valid_until=valid_until, terms_id=intent.terms.id,
+                                  terms_sha256=intent.terms.sha256, decision=decision, token=token))
+    status = "answered" if offers else "no_match"
+    return IntentAnswer(IntentRecord(**base, status=status), tuple(offers))
+
+
+def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now: float) -> WithdrawalRecord:
+    """A withdrawal counts only if signed by the intent's own key (checked now or when it arrives)."""
+    body: IntentWithdrawal = msg.body  # type: ignore[assignment]
+    if topic != topics.withdrawal(body.category, body.intent):
+        raise _refuse(f"withdrawal of {body.intent} arrived on another topic")
+    if known is not None and known.signer != msg.envelope.iss:
+        raise _refuse("withdrawal not signed by the intent's key", "key_mismatch")
+    return WithdrawalRecord(body.intent, body.category, msg.envelope.iss, int(now))
+
+
+# ------------------------------------------------------------------------------ agreements
+def countersign(msg: Message, identity: VendorIdentity, offer: OfferRecord | None, now: float) -> AgreementRecord:
+    """Countersign an agreement on an offer we sent, proposed by the key that sent the intent."""
+    body: Agreement = msg.body  # type: ignore[assignment]
+    if body.vendor != identity.vendor or body.vendor_did != identity.did:
+        raise _refuse(f"agreement is addressed to vendor {body.vendor} ({body.vendor_did[:24]}...), not us")
+    if offer is None:
+        raise _refuse(f"agreement names offer {body.offer}, which we never sent")
+    if body.offer_hash != offer.hash:
+        raise _refuse("agreement offer_hash does not match the offer we sent")
+    if body.intent != offer.intent:
+        raise _refuse("agreement intent does not match the offer's intent")
+    if msg.envelope.iss != offer.intent_signer:
+        raise _refuse("agreement is not signed by the key that signed the intent", "key_mismatch")
+    if (body.terms.id, body.terms.sha256) != (offer.terms_id, offer.terms_sha256):
+        raise _refuse("agreement terms differ from the intent's terms")
+    if offer.decision != "accept":
+        raise _refuse(f"we rejected terms {offer.terms_id} in that offer")
+    if offer.valid_until < now:
+        raise _refuse(f"offer {offer.id} expired", "expired")
+    agreement_id = token_hash(msg.token)
+    ttl = min(body.duration_days * DAY, MAX_LIFETIME)
+    cs_id = new_id()
+    token = sign(identity.signing, Countersignature(agreement=agreement_id, intent=body.intent),
+                 now=now, ttl=ttl, msg_id=cs_id)
+    return AgreementRecord(id=agreement_id, intent=body.intent, offer=body.offer, signer=msg.envelope.iss,
+                           fields=tuple(body.fields), purpose=body.purpose, duration_days=body.duration_days,
+                           terms_id=body.terms.id, terms_sha256=body.terms.sha256, received_at=int(now),
+                           countersignature=Outgoing(cs_id, topics.countersignatures(body.intent), token,
+                                                     int(now) + ttl))
+
+
+def _check_party(msg: Message, agreement_id: str, intent: str, agreement: AgreementRecord | None,
+                 what: str) -> AgreementRecord:
+    if agreement is None:
+        raise _refuse(f"{what} for agreement {agreement_id[:12]}..., which we have not countersigned")
+    if msg.envelope.iss != agreement.signer:
+        raise _refuse(f"{what} not signed by the agreement's key", "key_mismatch")
+    if intent != agreement.intent:
+        raise _refuse(f"{what} intent does not match the agreement's intent")
+    return agreement
+
+
+# ------------------------------------------------------------------------------ disclosures
+def open_disclosure(msg: Message, identity: VendorIdentity, agreement: AgreementRecord | None,
+                    now: float) -> DisclosureRecord:
+    """Decrypt the disclosed fields; only names the agreement lists, for a live agreement."""
+    body: Disclosure = msg.body  # type: ignore[assignment]
+    agreement = _check_party(msg, body.agreement, body.intent, agreement, "disclosure")
+    if agreement.revoked_at is not None:
+        raise _refuse("disclosure for a revoked agreement")
+    plain = decrypt_json(body.jwe, identity.decryption)
+    if set(plain) != {"agreement", "fields"}:
+        raise _refuse("disclosure plaintext must be exactly {agreement, fields}")
+    if plain["agreement"] != body.agreement:
+        raise _refuse("encrypted agreement id differs from the message's")
+    values = plain["fields"]
+    if not isinstance(values, dict):
+        raise _refuse("disclosure fields must be an object")
+    outside = sorted(set(values) - set(agreement.fields))
+    if outside:
+        raise _refuse(f"disclosure carries fields outside the agreement: {', '.join(outside)[:200]}")
+    return DisclosureRecord(agreement=agreement.id, intent=body.intent, message=msg.id, fields=dict(values),
+                            received_at=int(now))
+
+
+# ------------------------------------------------------------------------------ revocations
+def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: AgreementRecord | None,
+                           now: float) -> RevocationRecord:
+    """The signed ack; `deleted` is true exactly when deletion was asked (the worker deletes
+    in the same transaction that stores this record, before the ack is published)."""
+    body: Revocation = msg.body  # type: ignore[assignment]
+    _check_party(msg, body.agreement, body.intent, agreement, "revocation")
+    ack_id = new_id()
+    token = sign(identity.signing, RevocationAck(agreement=body.agreement, intent=body.intent,
+                                                 revocation=msg.id, deleted=body.delete),
+                 now=now, ttl=ACK_TTL, msg_id=ack_id)
+    return RevocationRecord(id=msg.id, agreement=body.agreement, intent=body.intent, delete=body.delete,
+                            reason=body.reason, received_at=int(now),
+                            ack=Outgoing(ack_id, topics.revocation_acks(body.intent), token, int(now) + ACK_TTL))
+
+
+__all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
+           "DisclosureRecord", "RevocationRecord", "signed_profile", "answer_intent", "accept_withdrawal",
+           "countersign", "open_disclosure", "acknowledge_revocation"]
