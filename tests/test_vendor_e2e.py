@@ -92,6 +92,12 @@ class VendorProcess:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGABRT)  # faulthandler writes every thread's stack to the log
+            try:
+                self.proc.wait(2)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
         self._logf.close()

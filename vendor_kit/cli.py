@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import faulthandler
 import signal
 import sys
 import threading
@@ -169,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    faulthandler.enable()  # a hung or crashed worker leaves every thread's stack in its log
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

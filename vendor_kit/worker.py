@@ -125,7 +125,13 @@ class VendorWorker:
                 pass
         finally:
             self._client.disconnect()
-            self._client.loop_stop()
+            # loop_stop joins paho's network thread; under load in CI it once never returned after
+            # SIGTERM. The thread is a daemon thread, so bound the wait and let the process exit.
+            stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
+            stopper.start()
+            stopper.join(5)
+            if stopper.is_alive():
+                log.warning("network thread did not stop within 5 s; exiting anyway")
             log.info("stopped")
 
     def stop(self) -> None:
