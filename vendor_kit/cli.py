@@ -170,7 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    faulthandler.enable()  # a hung or crashed worker leaves every thread's stack in its log
+    try:
+        faulthandler.enable()  # a hung or crashed worker leaves every thread's stack in its log
+    except (ValueError, OSError, AttributeError):  # stderr is not a real file (e.g. in-process tests)
+        pass
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):
