@@ -8,6 +8,7 @@ with a reason code, counted per vendor in the store; nothing here raises on bad 
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Callable
 from vrm_protocol import (Countersignature, Offer, ProtocolError, ReplayGuard, RevocationAck,
                           VendorProfile, read_header, topics, verify)
 from vrm_protocol.codec import unverified_payload
-from vrm_protocol.didkey import did_from_kid
+from vrm_protocol.didkey import did_from_kid as _did_from_kid
 from vrm_protocol.messages import body_to_dict
 
 from .market import Market, MarketError
@@ -31,6 +32,11 @@ INTAKE_REASONS = (
     "rate_limited", "vendor_key_changed", "vendor_mismatch", "topic_mismatch",
     "unknown_agreement", "wrong_state", "queue_full", "store_error",
 )
+
+
+# base58-decoding the signer's did:key is the dearest part of the cheap checks; a flood repeats
+# the same few kids. (Exceptions are not cached, so a bad kid is refused every time.)
+did_from_kid = functools.lru_cache(maxsize=4096)(_did_from_kid)
 
 
 @dataclass(frozen=True)

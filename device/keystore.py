@@ -45,9 +45,9 @@ def ensure_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically write `data` with mode 0600 (never briefly world-readable)."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}-{secrets.token_hex(4)}")
+def _write_temp(path: Path, data: bytes, tag: str) -> Path:
+    """A durable 0600 sibling of `path` holding `data`, to be renamed or linked into place."""
+    tmp = path.with_name(path.name + f".{tag}{os.getpid()}-{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, data)
@@ -55,19 +55,18 @@ def write_private_file(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically write `data` with mode 0600 (never briefly world-readable)."""
+    os.replace(_write_temp(path, data, "tmp"), path)
     fsync_dir(path.parent)
 
 
 def _create_exclusive(path: Path, data: bytes) -> bool:
     """Write a new key file only if none exists (two first opens racing must agree on one key)."""
-    tmp = path.with_name(path.name + f".new{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    tmp = _write_temp(path, data, "new")
     try:
         os.link(tmp, path)
         created = True
