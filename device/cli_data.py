@@ -100,6 +100,26 @@ def _with_store(fn: Callable[[argparse.Namespace, Store], int]) -> Callable[[arg
     return handler
 
 
+def _running_daemon(args: argparse.Namespace) -> Path | None:
+    """The control socket of a daemon running on this data dir, if one is."""
+    from . import config, control
+    data_dir = _data_dir(args)
+    try:
+        path = Path(config.load_config(None, {"data_dir": str(data_dir)}).control.socket)
+    except (ValueError, OSError):
+        path = data_dir / "control.sock"
+    return path if control.daemon_running(path) else None
+
+
+def _no_daemon(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Replacing the keys under a running daemon would leave it sealing rows with the old ones."""
+    def handler(args: argparse.Namespace) -> int:
+        if _running_daemon(args):
+            return _fail(args, "the box daemon is running; stop it first (systemctl stop vrmbox)")
+        return fn(args)
+    return handler
+
+
 def _passphrase(args: argparse.Namespace, confirm: bool) -> str:
     """--passphrase-file, else $VRMBOX_PASSPHRASE, else a prompt (only on a terminal)."""
     if args.passphrase_file:
@@ -128,6 +148,7 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+@_no_daemon
 @_with_store
 def cmd_import(args: argparse.Namespace, store: Store) -> int:
     doc = portability.import_from_file(store, Path(args.file), force=args.force)
@@ -143,6 +164,7 @@ def cmd_backup(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+@_no_daemon
 @_with_store
 def cmd_restore(args: argparse.Namespace, store: Store) -> int:
     doc = portability.restore_from_file(store, Path(args.file), _passphrase(args, confirm=False),
@@ -160,6 +182,15 @@ def cmd_erase(args: argparse.Namespace) -> int:
               "delete what you shared.")
         if input(f'Type "{ERASE_CONFIRMATION}" to continue: ').strip() != ERASE_CONFIRMATION:
             return _fail(args, "not confirmed; nothing was erased", 2)
+    sock = _running_daemon(args)
+    if sock is not None:  # the daemon holds the keys: it erases, and tells vendors at once
+        from . import control
+        try:
+            out = control.call(sock, "erase", {}, timeout=300)
+        except control.ControlError as exc:
+            return _fail(args, f"erase failed: {exc}")
+        _out(args, out, f"erased. {out['deletion_requests']} deletion request(s) sent to vendors.")
+        return 0
     try:
         result = erase_mod.erase(_data_dir(args))
     except (SchemaError, sqlite3.DatabaseError, OSError) as exc:

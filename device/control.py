@@ -199,6 +199,17 @@ def call(path: Path | str, op: str, args: dict[str, Any] | None = None,
     return reply.get("result")
 
 
+def daemon_running(path: Path | str) -> bool:
+    """Is a daemon answering on this socket? (A socket file left by a killed daemon is not one.)"""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(2)
+            s.connect(str(path))
+        return True
+    except OSError:
+        return False
+
+
 def subscribe(path: Path | str, timeout: float | None = None) -> Any:
     """Yield events from a running daemon until the connection ends."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

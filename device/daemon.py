@@ -8,6 +8,7 @@ persistent, so an offer is never lost to a crash, a restart or a broker outage.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 from vrm_protocol import topics
 from vrm_protocol.codec import unverified_payload
 
+from . import erase as erase_mod
 from .config import Config
 from .control import READ_ONLY_OPS, ControlServer, dispatch
 from .events import EventBus
@@ -61,14 +63,10 @@ class Daemon:
     def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.clock = clock
-        self.store = Store.open(cfg.data_dir, clock=clock)
-        self.market = Market(self.store, market_settings(cfg), clock=clock)
+        self._open()
         if cfg.agreements.companion_only_confirmation and \
                 self.store.get_setting("companion_only_confirmation") is None:
             self.store.set_setting("companion_only_confirmation", True)
-        self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
-                                                              cfg.intake.per_vendor_burst),
-                             max_bytes=cfg.intake.max_message_bytes, clock=clock)
         self.events = EventBus()
         self.box_id = self._box_id()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
@@ -204,7 +202,7 @@ class Daemon:
         elif kind == "control":
             op, args, fut = value
             try:
-                result = dispatch(self.market, op, args)
+                result = self._erase() if op == "erase" else dispatch(self.market, op, args)
                 if op not in READ_ONLY_OPS:
                     self.intake.refresh()
                     self._sync_subscriptions()
@@ -213,6 +211,27 @@ class Daemon:
                 fut.set_result(result)
             except Exception as exc:  # reported to the caller, not fatal
                 fut.set_exception(exc)
+
+    def _open(self) -> None:
+        """(Re)build everything that holds the store or its keys."""
+        cfg = self.cfg
+        self.store = Store.open(cfg.data_dir, clock=self.clock)
+        self.market = Market(self.store, market_settings(cfg), clock=self.clock)
+        self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
+                                                              cfg.intake.per_vendor_burst),
+                             max_bytes=cfg.intake.max_message_bytes, clock=self.clock)
+
+    def _erase(self) -> dict[str, Any]:
+        """Erase on the worker: the daemon holds the keys in memory, so it must be the one to
+        close, erase and reopen — and it can send the queued deletion requests at once."""
+        self.store.close()
+        result = erase_mod.erase(self.cfg.data_dir, clock=self.clock)
+        self._open()
+        self.box_id = self._box_id()
+        with self._lock:
+            self._inflight.clear()  # the queued deletion requests are (re)sent from the new store
+        log.warning("box erased: %d deletion request(s) queued", result.deletion_requests)
+        return {"ok": True, **dataclasses.asdict(result)}
 
     def _tick(self) -> None:
         if self.market.expire_intents():

@@ -113,3 +113,30 @@ def test_intent_offers_rank_accept_disclose_revoke(system):
               "agreement_countersigned", "data_disclosed", "agreement_revoked", "deletion_requested",
               "deletion_acknowledged"):
         assert e in events, e
+
+
+def test_erase_while_running_tells_the_vendor_who_deletes(system):
+    data, tmp = system["data"], system["tmp"]
+    intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+    offers = wait_for(lambda: [r for r in json.loads(vrmbox("offers", f"--intent={intent}", "--json",
+                                                            data_dir=data).stdout) if r["vendor"] == "alpha"],
+                      timeout=60, what="alpha's offer")
+    agreement = json.loads(vrmbox("offer", "accept", "--fields", "email", "--json", "--", offers[0]["offer"],
+                                  data_dir=data).stdout)["agreement"]
+    vrmbox("agreement", "confirm", "--", agreement, data_dir=data)
+    alpha = str(tmp / "vendor-alpha")
+    wait_for(lambda: json.loads(vrm_vendor("disclosures", "--dir", alpha, "--json").stdout), timeout=30,
+             what="alpha holds the disclosure")
+    # import/restore would swap keys under the running daemon: refused
+    refused = vrmbox("restore", "--passphrase-file", "/dev/null", str(tmp / "nothing"), data_dir=data,
+                     check=False)
+    assert refused.returncode != 0 and "daemon is running" in refused.stdout + refused.stderr
+    out = json.loads(vrmbox("erase", "--yes", "--json", data_dir=data).stdout)
+    assert out["deletion_requests"] == 1
+    wait_for(lambda: json.loads(vrm_vendor("disclosures", "--dir", alpha, "--json").stdout) == [],
+             timeout=30, what="alpha deleted after the erase")
+    assert json.loads(vrmbox("agreements", "--json", data_dir=data).stdout) == []
+    assert json.loads(vrmbox("profile", "show", "--json", data_dir=data).stdout) in ({}, [])
+    audit_ok(data)
+    # the daemon carries on with the fresh store
+    assert json.loads(vrmbox("intent", "add", "tents", "--json", data_dir=data).stdout)["intent"]
