@@ -205,3 +205,27 @@ def test_availability_is_retained_and_the_last_will_says_offline(box, broker):
     wait_for(lambda: states[-1] == b"online", what="online again")
     c.loop_stop()
     c.disconnect()
+
+
+def test_live_intents_are_published_again_after_a_reconnect(box, broker):
+    intent_id = cast(box)
+    seen: list[mqtt.MQTTMessage] = []
+    c = client(broker, "eraser")
+    c.on_message = lambda cl, u, m: seen.append(m)
+    c.subscribe(topics.intents("bikes"), qos=1)
+    wait_for(lambda: any(m.payload for m in seen), what="retained intent")
+    # the broker loses the retained copy (e.g. its store was wiped) and restarts
+    c.publish(topics.intent("bikes", intent_id), b"", qos=1, retain=True).wait_for_publish(5)
+    c.loop_stop()
+    c.disconnect()
+    broker.stop()
+    broker.start()
+    got: list[mqtt.MQTTMessage] = []
+    late = client(broker, "late")
+    late.on_message = lambda cl, u, m: got.append(m)
+    late.subscribe(topics.intents("bikes"), qos=1)
+    msg = wait_for(lambda: next((m for m in got if m.payload), None), timeout=30,
+                   what="intent re-published by the daemon")
+    assert verify(msg.payload, now=time.time(), expect=Intent).body.intent == intent_id
+    late.loop_stop()
+    late.disconnect()

@@ -311,3 +311,20 @@ def test_a_bad_review_lowers_a_vendor_in_the_ranking(box, intent):
     ranked = box.market.ranked_offers()
     assert [r["vendor"] for r in ranked] == ["bolt", "acme"]
     assert ranked[1]["explanation"]["contributions"]["reputation"] < 0
+
+
+def test_a_preset_from_the_config_casts_its_intent(tmp_path):
+    from pathlib import Path
+    from device.config import load_config
+    from device.daemon import market_settings
+    example = Path(__file__).resolve().parent.parent / "config" / "vrmbox.example.toml"
+    cfg = load_config(example, {"data_dir": str(tmp_path / "b")})
+    store = Store.open(cfg.data_dir)
+    market = Market(store, market_settings(cfg))
+    out = market.add_intent_from_preset("Bike")
+    rec = store.get_intent(out["intent"])
+    assert rec.category == "bikes" and rec.body["attributes"]["budget_max"] == 800
+    assert rec.body["description"] == "A folding bike for commuting"
+    with pytest.raises(MarketError, match="no preset"):
+        market.add_intent_from_preset("Yacht")
+    store.close()
