@@ -263,26 +263,35 @@ class Daemon:
     def _flush_outbox(self) -> None:
         if not self._connected.is_set():
             return
+        now = int(self.clock())
         for rec in self.store.pending_outbox():
             with self._lock:
                 if rec.id in self._inflight.values():
                     continue
+            if self._remaining(rec.payload, now) == 0:
+                log.info("outbox message %d to %s expired unsent; dropped", rec.id, rec.topic)
+                self.store.mark_sent(rec.id)
+                continue
             info = self._publish(rec.topic, rec.payload, retain=rec.retain)
             if info is not None:
                 with self._lock:
                     self._inflight[info.mid] = rec.id
 
+    @staticmethod
+    def _remaining(payload: str, now: int) -> int | None:
+        """Seconds until a signed payload expires (0 if it has); None for an empty/unsigned one."""
+        exp = unverified_payload(payload).get("exp") if payload else None
+        return max(0, exp - now) if isinstance(exp, int) else None
+
     def _publish(self, topic: str, payload: str, retain: bool) -> mqtt.MQTTMessageInfo | None:
+        """QoS 1, with the MQTT 5 message expiry set to what is left of the signed lifetime."""
+        remaining = self._remaining(payload, int(self.clock()))
+        if remaining == 0:
+            return None
         props = None
-        if payload:
-            exp = unverified_payload(payload).get("exp")
-            if isinstance(exp, int):
-                remaining = exp - int(self.clock())
-                if remaining <= 0:
-                    log.info("not publishing an expired message to %s", topic)
-                    return None
-                props = Properties(PacketTypes.PUBLISH)
-                props.MessageExpiryInterval = remaining
+        if remaining is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = remaining
         info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("publish to %s not queued: %s", topic, info.rc)
