@@ -65,6 +65,14 @@ class Proc:
         return self.proc.returncode if self.proc else None
 
 
+def box_config(tmp_path: Path, monkeypatch: Any, text: str = "# defaults only\n") -> Path:
+    """Write the box's TOML config for a test and point $VRMBOX_CONFIG (hence every child) at it."""
+    path = tmp_path / "vrmbox.toml"
+    path.write_text(text)
+    monkeypatch.setenv("VRMBOX_CONFIG", str(path))
+    return path
+
+
 def daemon(data_dir: Path, broker_url: str, log: Path) -> Proc:
     return Proc([sys.executable, "-m", "device.cli", "-v", "run", "--data-dir", str(data_dir),
                  "--broker", broker_url], log)

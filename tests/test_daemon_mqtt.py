@@ -17,7 +17,7 @@ from device.store import Store
 from vrm_protocol import Intent, topics, verify
 from vrm_protocol.codec import unverified_payload
 
-from processes import daemon, vrmbox, wait_for
+from processes import box_config, daemon, vrmbox, wait_for
 from vendor_messages import TestVendor
 
 pytestmark = pytest.mark.timeout(180)
@@ -40,9 +40,7 @@ def client(broker, name: str) -> mqtt.Client:
 
 @pytest.fixture
 def box(tmp_path, broker, monkeypatch):
-    cfg = tmp_path / "vrmbox.toml"
-    cfg.write_text(FAST_INTAKE)
-    monkeypatch.setenv("VRMBOX_CONFIG", str(cfg))
+    box_config(tmp_path, monkeypatch, FAST_INTAKE)
     data = tmp_path / "box"
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
     yield {"data": data, "proc": proc, "tmp": tmp_path}

@@ -16,7 +16,7 @@ from device.store import Store
 from vrm_protocol import Identity, sign, topics
 from vrm_protocol.codec import unverified_payload
 
-from processes import daemon, vendor, vrm_vendor, vrmbox, wait_for
+from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 from vendor_messages import TestVendor
 
 pytestmark = pytest.mark.timeout(180)
@@ -24,8 +24,7 @@ pytestmark = pytest.mark.timeout(180)
 
 @pytest.fixture
 def box(tmp_path, broker, monkeypatch):
-    (tmp_path / "vrmbox.toml").write_text("# defaults\n")
-    monkeypatch.setenv("VRMBOX_CONFIG", str(tmp_path / "vrmbox.toml"))
+    box_config(tmp_path, monkeypatch)
     data = tmp_path / "box"
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
     yield {"data": data, "proc": proc, "tmp": tmp_path}

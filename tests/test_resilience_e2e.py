@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from device.store import Store
-from processes import daemon, vendor, vrm_vendor, vrmbox, wait_for
+from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -22,8 +22,7 @@ INTENTS = 12
 
 @pytest.fixture
 def world(tmp_path, broker, monkeypatch):
-    (tmp_path / "vrmbox.toml").write_text("[intake]\nper_vendor_per_minute = 6000\nper_vendor_burst = 500\n")
-    monkeypatch.setenv("VRMBOX_CONFIG", str(tmp_path / "vrmbox.toml"))
+    box_config(tmp_path, monkeypatch, "[intake]\nper_vendor_per_minute = 6000\nper_vendor_burst = 500\n")
     data = tmp_path / "box"
     box = daemon(data, broker.url, tmp_path / "daemon.log").start()
     workers = []

@@ -10,7 +10,7 @@ import json
 import pytest
 import yaml
 
-from processes import daemon, vendor, vrm_vendor, vrmbox, wait_for
+from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -34,8 +34,7 @@ def audit_ok(data) -> None:
 
 @pytest.fixture
 def system(tmp_path, broker, monkeypatch):
-    (tmp_path / "vrmbox.toml").write_text("# defaults only\n")
-    monkeypatch.setenv("VRMBOX_CONFIG", str(tmp_path / "vrmbox.toml"))
+    box_config(tmp_path, monkeypatch)
     data = tmp_path / "box"
     for name, value in (("email", "ann@example.org"), ("postal_address", "1 High St, London"),
                         ("phone", "+44 20 7946 0000")):
