@@ -309,7 +309,9 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns an exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self._stop.set())
+            # Not Event.set() in the handler itself: it can deadlock with the main thread's
+            # own wait on the same Event. Another thread takes the lock instead.
+            signal.signal(sig, lambda *_: threading.Thread(target=self._stop.set, daemon=True).start())
         self.control.start()
         worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
         worker.start()

@@ -562,3 +562,17 @@ def test_every_reason_code_is_provoked():
 def test_unknown_reason_code_is_a_programming_error():
     with pytest.raises(AssertionError):
         ProtocolError("no_such_reason")
+
+
+@pytest.mark.parametrize("value", [10**400, -(2**53) - 1, 1e16, [2**60]])
+def test_attribute_numbers_are_bounded_like_other_numbers(value):
+    """A huge integer once passed as an attribute and crashed a vendor's float() conversion."""
+    from vrm_protocol import Identity, Intent, Terms, sign, verify
+    from vrm_protocol.errors import ProtocolError
+    ident = Identity.generate()
+    body = Intent(intent="abcdefgh12", category="bikes", terms=Terms(id="t", sha256="A" * 43),
+                  attributes={"budget_max": value})
+    token = sign(ident, body, now=1_700_000_000, ttl=60)
+    with pytest.raises(ProtocolError) as exc:
+        verify(token, now=1_700_000_000)
+    assert exc.value.reason == "bad_field"

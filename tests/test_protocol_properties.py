@@ -196,7 +196,7 @@ slugs = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,62}", fullmatch=True)
 hashes = st.from_regex(r"[A-Za-z0-9_-]{43}", fullmatch=True)
 short_text = st.text(max_size=80)
 scalars = (short_text | st.booleans() | st.integers(-(2**53), 2**53)
-           | st.floats(allow_nan=False, allow_infinity=False))
+           | st.floats(min_value=-1e15, max_value=1e15, allow_nan=False, allow_infinity=False))
 attributes = st.dictionaries(st.text(max_size=64), scalars | st.lists(scalars, max_size=5), max_size=8)
 items = st.builds(Item, name=short_text, sku=st.none() | short_text, brand=st.none() | short_text,
                   description=st.none() | st.text(max_size=500), attributes=attributes)

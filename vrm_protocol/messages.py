@@ -285,9 +285,12 @@ def _check_scalar(value: Any, where: str) -> None:
         if len(value) > MAX_STR:
             raise _bad(f"{where} is longer than {MAX_STR}")
     elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise _bad(f"{where} must be finite")
-    elif not isinstance(value, (int, bool)):
+        if not math.isfinite(value) or abs(value) > 1e15:
+            raise _bad(f"{where} must be finite and at most 1e15")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**53:  # beyond this JSON numbers stop being exact in other languages
+            raise _bad(f"{where} is out of range")
+    elif not isinstance(value, bool):
         raise _bad(f"{where} must be a string, number or boolean")
 
 
