@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ConfigError, load_config
-from .control import ControlError, call, dispatch, subscribe
+from .control import ControlError, button_socket, call, dispatch, subscribe
 from .keystore import KeyFileError
 from .market import Market, MarketError
 from .migrations import SchemaError
@@ -59,9 +59,10 @@ def _fail(args: argparse.Namespace, message: str) -> int:
 
 
 def operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
-    """Through the running daemon if there is one, else directly on the store."""
+    """Through the running daemon if there is one, else directly on the store. A confirmation
+    goes through the button socket: on the box, this command stands in for the button."""
     cfg = _config(args)
-    sock = Path(cfg.control.socket)
+    sock = button_socket(cfg.control.socket) if op == "confirm" else Path(cfg.control.socket)
     if sock.exists():
         try:
             return call(sock, op, op_args)
@@ -128,10 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = _config(args)
     except ConfigError as exc:
         return _fail(args, str(exc))
-    from .daemon import Daemon
+    from .daemon import AlreadyRunning, Daemon
     try:
         daemon = Daemon(cfg)
-    except (KeyFileError, SchemaError, sqlite3.DatabaseError, OSError) as exc:
+    except (AlreadyRunning, KeyFileError, SchemaError, sqlite3.DatabaseError, OSError) as exc:
         return _fail(args, f"cannot start: {exc}")
     return daemon.run()
 
@@ -264,6 +265,12 @@ def register(sub: Any) -> None:
         r, ["vendor", "status", "key_changed", "rejections"])))
     vendor = sub.add_parser("vendor", help="allow, block or trust a vendor").add_subparsers(
         dest="vendor_cmd", metavar="ACTION", required=True)
+    p = vendor.add_parser("accept-key", parents=[c],
+                          help="accept a vendor's changed key (give the did shown by `vrmbox vendors`)")
+    p.add_argument("vendor")
+    p.add_argument("did")
+    p.set_defaults(func=lambda a: _run_op(a, "vendor_accept_key", {"vendor": a.vendor, "did": a.did},
+                                          lambda r: f"{r['vendor']}: now pinned to {r['did']}"))
     for status, verb in (("allowed", "allow"), ("blocked", "block"), ("trusted", "trust")):
         p = vendor.add_parser(verb, parents=[c])
         p.add_argument("vendor")

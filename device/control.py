@@ -14,6 +14,7 @@ import queue
 import socket
 import threading
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,12 +55,14 @@ OPS: dict[str, Callable[[Market, dict[str, Any]], Any]] = {
     "offer_accept": lambda m, a: m.accept(_need(a, "offer", str), list(_need(a, "fields", list)),
                                           _opt(a, "purpose", str), _opt(a, "duration_days", int)),
     "offer_decline": lambda m, a: m.decline(_need(a, "offer", str)),
-    "offer_snooze": lambda m, a: m.snooze(_need(a, "offer", str), _opt(a, "seconds", int) or 86400),
+    "offer_snooze": lambda m, a: m.snooze(_need(a, "offer", str),
+                                          86400 if a.get("seconds") is None else _need(a, "seconds", int)),
     "confirm": lambda m, a: m.confirm(_need(a, "agreement", str), _need(a, "source", str)),
     "cancel": lambda m, a: m.cancel(_need(a, "agreement", str)),
     "revoke": lambda m, a: m.revoke(_need(a, "agreement", str), _opt(a, "reason", str)),
     "agreements": lambda m, a: m.list_agreements(),
     "vendors": lambda m, a: m.list_vendors(),
+    "vendor_accept_key": lambda m, a: m.accept_vendor_key(_need(a, "vendor", str), _need(a, "did", str)),
     "vendor_status": lambda m, a: m.set_vendor_status(_need(a, "vendor", str), _need(a, "status", str)),
     "rejections": lambda m, a: m.rejections(),
     "rules": lambda m, a: m.rules(),
@@ -67,6 +70,16 @@ OPS: dict[str, Callable[[Market, dict[str, Any]], Any]] = {
     "setting_set": lambda m, a: m.set_setting(_need(a, "key", str), a.get("value")),
 }
 READ_ONLY_OPS = frozenset({"intents", "offers", "agreements", "vendors", "rejections", "rules"})
+# What may be done on the button socket, and as whom each socket confirms: a client never says
+# "I am the button" — the socket it can open says it.
+BUTTON_OPS = frozenset({"confirm", "cancel", "agreements", "status"})
+CONTROL_SOURCE = "companion"
+BUTTON_SOURCE = "button"
+
+
+def button_socket(control_socket: Path | str) -> Path:
+    """The button handler's socket, next to the control socket (docs/architecture.md)."""
+    return Path(control_socket).with_name("button.sock")
 
 
 def dispatch(market: Market, op: str, args: dict[str, Any]) -> Any:
@@ -82,8 +95,11 @@ class ControlServer:
     """Accepts local connections; each request runs on the daemon's worker via `submit`."""
 
     def __init__(self, path: Path | str, submit: Callable[[str, dict[str, Any]], Future],
-                 events: EventBus, status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 events: EventBus, status: Callable[[], dict[str, Any]] | None = None,
+                 source: str = CONTROL_SOURCE, ops: frozenset[str] | None = None) -> None:
         self.path = Path(path)
+        self.source = source      # who a "confirm" on this socket comes from
+        self.ops = ops            # None: every operation
         self.submit = submit
         self.events = events
         self.status = status
@@ -140,13 +156,23 @@ class ControlServer:
                 if not isinstance(req, dict) or not isinstance(req.get("op"), str):
                     raise MarketError("request must be {\"op\": ..., \"args\": {...}}")
                 op, args = req["op"], req.get("args") or {}
+                if not isinstance(args, dict):
+                    raise MarketError("args must be an object")
+                if self.ops is not None and op not in self.ops:
+                    raise MarketError(f"operation {op!r} is not available on this socket")
+                if op == "confirm":
+                    args = {**args, "source": self.source}
                 if op == "subscribe":
                     self._stream(f)
                     return
                 if op == "status":
                     result: Any = self.status() if self.status else {}
                 else:
-                    result = self.submit(op, args).result(timeout=REPLY_TIMEOUT_S)
+                    try:
+                        result = self.submit(op, args).result(timeout=REPLY_TIMEOUT_S)
+                    except FuturesTimeout as exc:
+                        raise MarketError("the box is busy: the request is queued and may still "
+                                          "complete; check again") from exc
                 reply = {"ok": True, "result": result}
             except (MarketError, ValueError, KeyError, TypeError) as exc:
                 reply = {"ok": False, "error": str(exc)}

@@ -9,6 +9,7 @@ persistent, so an offer is never lost to a crash, a restart or a broker outage.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import logging
 import os
 import queue
@@ -17,6 +18,7 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
@@ -30,7 +32,8 @@ from vrm_protocol.codec import unverified_payload
 
 from . import erase as erase_mod
 from .config import Config
-from .control import READ_ONLY_OPS, ControlServer, dispatch
+from .control import (BUTTON_OPS, BUTTON_SOURCE, READ_ONLY_OPS, ControlServer, button_socket,
+                      dispatch)
 from .events import EventBus
 from .intake import Intake, Outcome, Pre, Rejection
 from .market import Market, MarketSettings
@@ -47,6 +50,10 @@ class _Inbound:
     pre: Pre
     mid: int
     qos: int
+    attempts: int = 0
+
+
+MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
 
 
 def market_settings(cfg: Config) -> MarketSettings:
@@ -59,10 +66,16 @@ def market_settings(cfg: Config) -> MarketSettings:
                                          "attributes": dict(p.attributes)} for p in cfg.presets))
 
 
+class AlreadyRunning(RuntimeError):
+    pass
+
+
 class Daemon:
     def __init__(self, cfg: Config, clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.clock = clock
+        Path(cfg.data_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_instance()
         self._open()
         if cfg.agreements.companion_only_confirmation and \
                 self.store.get_setting("companion_only_confirmation") is None:
@@ -77,6 +90,8 @@ class Daemon:
         self._lock = threading.Lock()
         self.client = self._make_client()
         self.control = ControlServer(cfg.control.socket, self.submit, self.events, self.status)
+        self.button = ControlServer(button_socket(cfg.control.socket), self.submit, self.events,
+                                    self.status, source=BUTTON_SOURCE, ops=BUTTON_OPS)
 
     # ---------------------------------------------------------------- setup
     def _box_id(self) -> str:
@@ -89,7 +104,7 @@ class Daemon:
 
     def _make_client(self) -> mqtt.Client:
         b = self.cfg.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id or self.box_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id_for(self.box_id),
                              protocol=mqtt.MQTTv5, manual_ack=True)
         if b.username:
             client.username_pw_set(b.username, b.password)
@@ -123,11 +138,15 @@ class Daemon:
         if not self._stop.is_set():
             log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
 
-    def _on_publish(self, _c: Any, _ud: Any, mid: int, _rc: Any, _props: Any) -> None:
+    def _on_publish(self, _c: Any, _ud: Any, mid: int, rc: Any, _props: Any) -> None:
         with self._lock:
             outbox_id = self._inflight.pop(mid, None)
-        if outbox_id is not None:
-            self._put(("sent", outbox_id))
+        if outbox_id is None:
+            return
+        if getattr(rc, "is_failure", False):  # e.g. not authorised: keep it, try again later
+            log.warning("broker refused outbox message %d: %s", outbox_id, rc)
+            return
+        self._put(("sent", outbox_id))
 
     def _on_message(self, client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -139,7 +158,7 @@ class Daemon:
             self._put(_Inbound(result, msg.mid, msg.qos))
             return
         if isinstance(result, Rejection):
-            self._put(("count", result))
+            self.intake.count(result)  # memory only: a flood never queues ahead of real offers
         self._ack(msg.mid, msg.qos)
 
     def _ack(self, mid: int, qos: int) -> None:
@@ -177,6 +196,14 @@ class Daemon:
                     self._tick()
             except Exception:  # never let one bad item stop the box
                 log.exception("worker error on %r", type(item).__name__)
+                if isinstance(item, _Inbound):  # its PUBACK is still owed: retry, then give up
+                    item.attempts += 1
+                    if item.attempts < MAX_ATTEMPTS:
+                        self._put(item)
+                    else:
+                        log.error("dropping a message on %s after %d failures", item.pre.topic,
+                                  MAX_ATTEMPTS)
+                        self._ack(item.mid, item.qos)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Inbound):
@@ -191,9 +218,7 @@ class Daemon:
             self._ack(item.mid, item.qos)  # only now: the result is committed
             return
         kind, value = item
-        if kind == "count":
-            self.intake.count(value)
-        elif kind == "sent":
+        if kind == "sent":
             self.store.mark_sent(value)
         elif kind == "connected":
             self._sync_subscriptions()
@@ -219,23 +244,48 @@ class Daemon:
         self.market = Market(self.store, market_settings(cfg), clock=self.clock)
         self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
                                                               cfg.intake.per_vendor_burst),
-                             max_bytes=cfg.intake.max_message_bytes, clock=self.clock)
+                             max_bytes=cfg.intake.max_message_bytes, clock=self.clock,
+                             max_offers_per_vendor_intent=cfg.intake.max_offers_per_vendor_intent)
 
     def _erase(self) -> dict[str, Any]:
         """Erase on the worker: the daemon holds the keys in memory, so it must be the one to
-        close, erase and reopen — and it can send the queued deletion requests at once."""
+        close, erase and reopen — and it can send the queued deletion requests at once. The old
+        box id, its broker session and its retained status go too: nothing links the old box
+        to the new one."""
+        old_status = topics.availability(self.box_id)
         self.store.close()
-        result = erase_mod.erase(self.cfg.data_dir, clock=self.clock)
-        self._open()
+        try:
+            result = erase_mod.erase(self.cfg.data_dir, clock=self.clock)
+        finally:
+            self._open()
         self.box_id = self._box_id()
-        with self._lock:
-            self._inflight.clear()  # the queued deletion requests are (re)sent from the new store
+        self._switch_client(old_status)
         log.warning("box erased: %d deletion request(s) queued", result.deletion_requests)
         return {"ok": True, **dataclasses.asdict(result)}
 
+    def _switch_client(self, old_status: str) -> None:
+        old = self.client
+        if self._connected.is_set():
+            old.publish(old_status, b"", qos=1, retain=True)   # clear the old retained status
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0                         # the broker drops the old session
+        old.disconnect(properties=props)
+        stopper = threading.Thread(target=old.loop_stop, daemon=True)
+        stopper.start()
+        stopper.join(5)
+        self._connected.clear()
+        with self._lock:
+            self._subscribed.clear()
+            self._inflight.clear()
+        self.client = self._make_client()
+        self.connect()
+        self.client.loop_start()
+
     def _tick(self) -> None:
+        self.intake.flush_counts()
         if self.market.expire_intents():
             self.intake.refresh()
+            self._sync_subscriptions()
         self._flush_outbox()
 
     def status(self) -> dict[str, Any]:
@@ -249,9 +299,12 @@ class Daemon:
         wanted = {topics.vendor_profiles()} | {topics.box_inbox(i) for i in self.intake.subscribed_intents}
         with self._lock:
             new = wanted - self._subscribed
-            self._subscribed |= new
+            gone = self._subscribed - wanted
+            self._subscribed = (self._subscribed | new) - gone
         for t in sorted(new):
             self.client.subscribe(t, qos=1)
+        if gone:  # withdrawn/expired intents with nothing more to come: stop listening
+            self.client.unsubscribe(sorted(gone))
 
     def _republish_intents(self) -> None:
         """After a reconnect, put live intents back (same signed token, remaining expiry)."""
@@ -306,6 +359,16 @@ class Daemon:
         self.client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=False,
                                   properties=props)
 
+    def _lock_instance(self) -> None:
+        """One daemon per data dir: a second would take over the socket and fight for the session."""
+        path = Path(self.cfg.data_dir) / "daemon.lock"
+        self._lockfile = open(path, "a+")
+        try:
+            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            self._lockfile.close()
+            raise AlreadyRunning(f"a vrmbox daemon is already running on {self.cfg.data_dir}") from exc
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns an exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -313,6 +376,7 @@ class Daemon:
             # own wait on the same Event. Another thread takes the lock instead.
             signal.signal(sig, lambda *_: threading.Thread(target=self._stop.set, daemon=True).start())
         self.control.start()
+        self.button.start()
         worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
         worker.start()
         self.connect()
@@ -326,12 +390,14 @@ class Daemon:
         finally:
             _notify("STOPPING=1")
             self.control.stop()
+            self.button.stop()
             if self._connected.is_set():
                 self.client.publish(topics.availability(self.box_id), "offline", qos=1, retain=True)
                 time.sleep(0.2)
             self.client.disconnect()
             self.client.loop_stop()
             worker.join(timeout=10)
+            self.intake.flush_counts()
             self.store.flush_rejections()
             self.store.close()
         return 0

@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 INTAKE_REASONS = (
     "unknown_topic", "unknown_intent", "intent_closed", "unknown_vendor", "blocked_vendor",
     "rate_limited", "vendor_key_changed", "vendor_mismatch", "topic_mismatch",
-    "unknown_agreement", "wrong_state", "queue_full", "store_error",
+    "unknown_agreement", "wrong_state", "too_many_offers", "store_error",
 )
+
 
 
 # base58-decoding the signer's did:key is the dearest part of the cheap checks; a flood repeats
@@ -65,7 +66,10 @@ class Outcome:
 
 class Intake:
     def __init__(self, market: Market, *, limiter: RateLimiter, max_bytes: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], max_offers_per_vendor_intent: int = 20) -> None:
+        """`max_offers_per_vendor_intent` bounds what a vendor inside its rate limit can make the
+        box store and re-rank for one intent."""
+        self.max_offers = max_offers_per_vendor_intent
         self.market = market
         self.store = market.store
         self.limiter = limiter
@@ -75,8 +79,10 @@ class Intake:
         self._lock = threading.Lock()
         self._open_intents: frozenset[str] = frozenset()      # offers accepted for these
         self._known_intents: frozenset[str] = frozenset()     # acks/countersignatures for these
+        self._all_intents: frozenset[str] = frozenset()
         self._vendors_by_did: dict[str, tuple[str, str]] = {}  # did -> (vendor, status)
         self._pending_dids: dict[str, str] = {}               # a changed, unaccepted key -> vendor
+        self._counts: dict[tuple[str, str | None], int] = {}  # rejections not yet written
         self.refresh()
         for msg_id, exp in self.store.seen_message_ids(int(clock())):
             self.replay.remember(msg_id, exp)
@@ -86,9 +92,14 @@ class Intake:
         """Reload what the cheap checks need; call after any change to intents or vendors."""
         intents = self.store.list_intents()
         vendors = self.store.list_vendors()
+        waiting = {a.intent_id for a in self.store.list_agreements()
+                   if a.status in ("confirmed", "active") or (a.revocation_token and not a.revocation_ack)}
         with self._lock:
             self._open_intents = frozenset(i.intent_id for i in intents if i.status == "active")
-            self._known_intents = frozenset(i.intent_id for i in intents)
+            # intents that can still be answered: open ones, and those with a countersignature
+            # or a deletion acknowledgement to come
+            self._known_intents = self._open_intents | frozenset(waiting)
+            self._all_intents = frozenset(i.intent_id for i in intents)
             self._vendors_by_did = {v.did: (v.vendor, v.status) for v in vendors}
             self._pending_dids = {v.pending_did: v.vendor for v in vendors if v.pending_did}
 
@@ -124,11 +135,13 @@ class Intake:
             return Rejection(exc.reason, None, exc.detail)
         with self._lock:
             known = intent in self._known_intents
+            ours = intent in self._all_intents
             open_ = intent in self._open_intents
             vendor = self._vendors_by_did.get(did)
             pending = self._pending_dids.get(did)
         if not known:
-            return Rejection("unknown_intent", None, intent[:64])
+            return Rejection("intent_closed" if ours else "unknown_intent", vendor[0] if vendor else None,
+                             intent[:64])
         if kind == "offers" and not open_:
             return Rejection("intent_closed", vendor[0] if vendor else None, intent)
         if vendor is None:
@@ -141,7 +154,7 @@ class Intake:
         name, status = vendor
         if status == "blocked":
             return Rejection("blocked_vendor", name)
-        if kind == "offers" and not self.limiter.allow(name, self.clock()):
+        if not self.limiter.allow(name, self.clock()):  # every kind: each costs a signature check
             return Rejection("rate_limited", name)
         return Pre(topic, payload, kind, intent, name)
 
@@ -167,11 +180,22 @@ class Intake:
             return Rejection("store_error", pre.vendor, str(exc)[:200])
 
     def count(self, rej: Rejection) -> None:
+        """Count in memory (any thread); `flush_counts` writes the totals. A flood then costs
+        a dict update per message, not a disk sync."""
         log.info("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
-        try:
-            self.store.count_rejection(rej.reason, rej.vendor)
-        except StoreError as exc:  # counting must never take the box down
-            log.warning("could not count a rejection: %s", exc)
+        with self._lock:
+            key = (rej.reason, rej.vendor)
+            self._counts[key] = self._counts.get(key, 0) + 1
+
+    def flush_counts(self) -> None:
+        """Write counted rejections to the store (worker thread)."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+        for (reason, vendor), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            try:
+                self.store.count_rejection(reason, vendor, n)
+            except StoreError as exc:  # counting must never take the box down
+                log.warning("could not count %d rejection(s): %s", n, exc)
 
     def _verify(self, pre: Pre, expect: type) -> Any:
         msg = verify(pre.payload, now=self.clock(), replay=None, expect=expect)
@@ -206,6 +230,8 @@ class Intake:
             return Rejection("topic_mismatch", pre.vendor, "offer names another intent")
         if body.vendor != pre.vendor:
             return Rejection("vendor_mismatch", pre.vendor, f"offer claims to be from {body.vendor}")
+        if self.store.count_offers(body.intent, body.vendor) >= self.max_offers:
+            return Rejection("too_many_offers", pre.vendor, f"{self.max_offers} per intent")
         intent = self.store.get_intent(body.intent)
         stored = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
                                       body_to_dict(body), int(self.clock()))
@@ -238,6 +264,8 @@ class Intake:
         if isinstance(got, Rejection):
             return got
         msg, rec = got
+        if msg.envelope.iss != rec.body.get("vendor_did"):
+            return Rejection("vendor_key_changed", pre.vendor, "not signed by the key agreed with")
         if rec.status != "confirmed":
             return Rejection("wrong_state", pre.vendor, f"agreement is {rec.status}")
         result = self.market.countersigned(rec.agreement_id, msg.token)

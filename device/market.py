@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from vrm_protocol import EncryptionKey, ProtocolError, Terms, topics
+from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
 from vrm_protocol.messages import parse_dataclass
 
 from . import agreements as agr
@@ -25,6 +26,7 @@ from .store import Store, StoreError
 log = logging.getLogger(__name__)
 
 CONFIRM_SOURCES = ("button", "companion")
+MIN_INTENT_TTL = 60
 COMPANION_ONLY_SETTING = "companion_only_confirmation"
 
 
@@ -61,7 +63,9 @@ class Market:
     def add_intent(self, category: str, attributes: dict[str, Any] | None = None,
                    description: str | None = None, ttl: int | None = None) -> dict[str, Any]:
         terms = terms_for(self.settings.terms_id, self.settings.terms_text)
-        ttl = int(ttl or self.settings.intent_ttl_s)
+        ttl = int(self.settings.intent_ttl_s if ttl is None else ttl)
+        if not MIN_INTENT_TTL <= ttl <= MAX_LIFETIME:  # vendors refuse longer ones as bad_lifetime
+            raise MarketError(f"an intent lives between {MIN_INTENT_TTL} seconds and 366 days, not {ttl} s")
         try:
             built = build_intent(category, terms, attributes or {}, description, now=self.now(), ttl=ttl)
         except ProtocolError as exc:
@@ -172,13 +176,20 @@ class Market:
             raise MarketError(f"no offer {offer_id}")
         return rec
 
+    def _open_offer(self, offer_id: str) -> OfferRecord:
+        """An offer the person has not acted on yet (new, or snoozed)."""
+        rec = self._offer(offer_id)
+        if rec.status not in ("new", "snoozed"):
+            raise MarketError(f"offer {offer_id} is {rec.status}")
+        return rec
+
     def decline(self, offer_id: str) -> dict[str, Any]:
-        self._offer(offer_id)
+        self._open_offer(offer_id)
         self.store.set_offer_status(offer_id, "declined")
         return {"offer": offer_id, "status": "declined"}
 
     def snooze(self, offer_id: str, seconds: int = 24 * 3600) -> dict[str, Any]:
-        self._offer(offer_id)
+        self._open_offer(offer_id)
         if not 0 < int(seconds) <= 90 * 24 * 3600:
             raise MarketError("snooze for between 1 second and 90 days")
         until = self.now() + int(seconds)
@@ -188,9 +199,7 @@ class Market:
     def accept(self, offer_id: str, fields: list[str], purpose: str | None = None,
                duration_days: int | None = None) -> dict[str, Any]:
         """Build and sign the agreement, but send nothing: it waits for confirmation on the box."""
-        offer = self._offer(offer_id)
-        if offer.status not in ("new", "snoozed"):
-            raise MarketError(f"offer {offer_id} is {offer.status}")
+        offer = self._open_offer(offer_id)
         if int(offer.body.get("valid_until", 0)) < self.now():
             raise MarketError(f"offer {offer_id} has expired")
         if offer.body.get("terms_response", {}).get("decision") != "accept":
@@ -233,6 +242,12 @@ class Market:
             raise MarketError(f"no agreement {agreement_id}")
         if rec.status != "pending_confirmation":
             raise MarketError(f"agreement {agreement_id} is {rec.status}")
+        offer = self.store.get_offer(rec.offer_id)
+        signed_until = unverified_payload(rec.token).get("exp", 0)
+        if signed_until <= self.now() or (offer and int(offer.body.get("valid_until", 0)) <= self.now()):
+            self.cancel(agreement_id)  # nothing was sent; the person can accept a fresh offer
+            raise MarketError(f"agreement {agreement_id} (or its offer) expired before it was "
+                              "confirmed; nothing was sent")
         with self.store.transaction():
             self.store.set_agreement_status(agreement_id, "confirmed")
             self.store.queue_outbox(topics.agreements(rec.vendor), rec.token)
@@ -255,8 +270,9 @@ class Market:
             raise MarketError(f"no agreement {agreement_id}")
         intent = self._intent(rec.intent_id)
         vendor = self.store.get_vendor(rec.vendor)
-        if vendor is None:
-            raise MarketError(f"vendor {rec.vendor} unknown")
+        if vendor is None or vendor.did != rec.body.get("vendor_did"):
+            # Only ever encrypt to the key the person agreed with, whatever was pinned since.
+            raise MarketError(f"vendor {rec.vendor}'s pinned key is not the one in the agreement")
         profile = {n: f.value for n, f in self.store.get_profile().items()}
         try:
             values = agr.disclosure_values(rec.body["fields"], profile)
@@ -310,6 +326,13 @@ class Market:
         return [{"vendor": v.vendor, "did": v.did, "name": v.profile.get("name"), "status": v.status,
                  "key_changed": v.pending_did is not None, "pending_did": v.pending_did,
                  "rejections": counts.get(v.vendor, {})} for v in self.store.list_vendors()]
+
+    def accept_vendor_key(self, vendor: str, did: str) -> dict[str, Any]:
+        try:
+            self.store.accept_vendor_key(vendor, did)
+        except StoreError as exc:
+            raise MarketError(str(exc)) from exc
+        return {"vendor": vendor, "did": did}
 
     def set_vendor_status(self, vendor: str, status: str) -> dict[str, Any]:
         try:

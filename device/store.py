@@ -405,6 +405,10 @@ class Store:
             self._remember_message(token, offer_id, int(received_at) + 86400)
         return True
 
+    def count_offers(self, intent_id: str, vendor: str) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?",
+                                      (intent_id, vendor)).fetchone()[0])
+
     def _remember_message(self, token: str, msg_id: str | None, fallback_exp: int) -> None:
         mid = msg_id or _token_id(token)
         if mid:
@@ -501,25 +505,36 @@ class Store:
             return "key_changed"
 
     def set_vendor_status(self, vendor: str, status: str) -> None:
-        """allowed|blocked|trusted. Allowing/trusting a vendor with a pending key re-pins it."""
+        """allowed|blocked|trusted. Never changes the pinned key (see accept_vendor_key)."""
         if status not in VENDOR_STATUSES:
             raise StoreError(f"vendor status must be one of {list(VENDOR_STATUSES)}")
         now = self.now()
         with self._tx():
-            row = self._conn.execute("SELECT pending_did, status FROM vendors WHERE vendor=?",
-                                     (vendor,)).fetchone()
+            row = self._conn.execute("SELECT status FROM vendors WHERE vendor=?", (vendor,)).fetchone()
             if not row:
                 raise StoreError(f"no vendor {vendor}")
-            if row[0] and status != "blocked":
-                self._conn.execute(
-                    "UPDATE vendors SET did=pending_did, profile_token=pending_token,"
-                    " profile=pending_profile, pinned_at=?, pending_did=NULL, pending_token=NULL,"
-                    " pending_profile=NULL WHERE vendor=?", (now, vendor))
-                self.audit.append("vendor_key_accepted", {"vendor": vendor, "did": row[0]})
             self._conn.execute("UPDATE vendors SET status=?, updated_at=? WHERE vendor=?",
                                (status, now, vendor))
-            if row[1] != status:
+            if row[0] != status:
                 self.audit.append("vendor_status_changed", {"vendor": vendor, "status": status})
+
+    def accept_vendor_key(self, vendor: str, did: str) -> None:
+        """Re-pin a vendor to the changed key it published — only the exact key the person saw
+        (`did`), so a later impostor's key cannot slip in with the same click."""
+        now = self.now()
+        with self._tx():
+            row = self._conn.execute("SELECT pending_did FROM vendors WHERE vendor=?", (vendor,)).fetchone()
+            if not row:
+                raise StoreError(f"no vendor {vendor}")
+            if not row[0]:
+                raise StoreError(f"vendor {vendor} has no changed key waiting")
+            if row[0] != did:
+                raise StoreError(f"the key waiting for {vendor} is {row[0]}, not {did}")
+            self._conn.execute(
+                "UPDATE vendors SET did=pending_did, profile_token=pending_token, profile=pending_profile,"
+                " pinned_at=?, pending_did=NULL, pending_token=NULL, pending_profile=NULL, updated_at=?"
+                " WHERE vendor=?", (now, now, vendor))
+            self.audit.append("vendor_key_accepted", {"vendor": vendor, "did": did})
 
     # ---------------------------------------------------------------- rejected offers
     def count_rejection(self, reason: str, vendor: str | None, n: int = 1) -> None:

@@ -39,7 +39,7 @@ def test_defaults():
     assert (b.url, b.host, b.port, b.tls) == ("mqtt://127.0.0.1:1883", "127.0.0.1", 1883, False)
     assert b.username is None and b.password is None and b.password_file is None
     assert (b.keepalive, b.session_expiry, b.reconnect_min, b.reconnect_max) == (30, 7 * 86400, 1, 60)
-    assert c.intake == config.IntakeConfig(1000, 60, 20, 65536)
+    assert c.intake == config.IntakeConfig(1000, 60, 20, 65536, 20)
     assert c.intents.default_ttl_s == 7 * 86400 and c.intents.terms_id == "vrm-basic-1"
     assert "No tracking" in c.intents.terms_text
     assert c.agreements == config.AgreementsConfig(300, 30, False)

@@ -26,6 +26,7 @@ FAST_INTAKE = """
 [intake]
 per_vendor_per_minute = 100000
 per_vendor_burst = 1000
+max_offers_per_vendor_intent = 1000
 """
 
 
@@ -227,3 +228,15 @@ def test_live_intents_are_published_again_after_a_reconnect(box, broker):
     assert verify(msg.payload, now=time.time(), expect=Intent).body.intent == intent_id
     late.loop_stop()
     late.disconnect()
+
+
+def test_a_second_daemon_on_the_same_data_dir_is_refused(box, broker):
+    import subprocess
+    import sys
+    from processes import ROOT, _env
+    second = subprocess.run([sys.executable, "-m", "device.cli", "run", "--data-dir", str(box["data"]),
+                             "--broker", broker.url], capture_output=True, text=True, env=_env(),
+                            cwd=ROOT, timeout=30)
+    assert second.returncode == 1 and "already running" in second.stderr
+    # the first one still owns its socket and answers
+    assert json.loads(vrmbox("status", "--json", data_dir=box["data"]).stdout)["connected"]

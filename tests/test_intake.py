@@ -29,6 +29,7 @@ class Box:
         result = self.intake.handle(pre) if isinstance(pre, Pre) else pre
         if isinstance(result, Rejection):
             self.intake.count(result)
+            self.intake.flush_counts()
         return result
 
     def outbox(self, topic: str) -> list[str]:
@@ -150,7 +151,7 @@ def test_wrong_intent(box, intent):
     # an offer for `intent` sent to the other intent's inbox
     _assert_rejected(box, box.feed(topics.offers(other), v.offer(intent.token)), "topic_mismatch", "acme")
     # an inbox nobody asked for
-    _assert_rejected(box, box.feed(topics.offers("Zz" * 8), v.offer(intent.token)), "unknown_intent")
+    _assert_rejected(box, box.feed(topics.offers("Zz" * 8), v.offer(intent.token)), "unknown_intent", "acme")
     assert box.store.list_offers() == []
 
 
@@ -328,3 +329,108 @@ def test_a_preset_from_the_config_casts_its_intent(tmp_path):
     with pytest.raises(MarketError, match="no preset"):
         market.add_intent_from_preset("Yacht")
     store.close()
+
+
+def _confirmed_agreement(box, intent, v):
+    token = v.offer(intent.token)
+    box.feed(topics.offers(intent.intent_id), token)
+    a = box.market.accept(unverified_payload(token)["id"], ["email"])
+    box.market.confirm(a["agreement"], "button")
+    [agreement_token] = box.outbox(topics.agreements(v.slug))
+    return a["agreement"], agreement_token
+
+
+def test_an_impostor_key_never_gets_the_disclosure(box, intent):
+    real = with_vendor(box, "acme")
+    agreement_id, agreement_token = _confirmed_agreement(box, intent, real)
+    impostor = TestVendor("acme")
+    assert box.feed(topics.vendor_profile("acme"), impostor.profile()).event["type"] == "vendor_key_changed"
+    box.market.set_vendor_status("acme", "trusted")           # trusting does not swap the key
+    box.intake.refresh()
+    assert box.store.get_vendor("acme").did == real.did
+    out = box.feed(topics.countersignatures(intent.intent_id), impostor.countersign(agreement_token))
+    assert isinstance(out, Rejection) and out.reason == "vendor_key_changed"
+    # even if the person accepts the new key, the agreement names the old one
+    box.market.accept_vendor_key("acme", impostor.did)
+    box.intake.refresh()
+    out = box.feed(topics.countersignatures(intent.intent_id), impostor.countersign(agreement_token))
+    assert isinstance(out, Rejection) and out.reason == "vendor_key_changed"
+    assert box.outbox(topics.disclosures("acme")) == []
+    with pytest.raises(MarketError, match="pinned key"):
+        box.market.countersigned(agreement_id, impostor.countersign(agreement_token))
+    assert box.store.list_disclosures() == []
+
+
+def test_one_offer_cannot_get_two_agreements(box, intent):
+    v = with_vendor(box)
+    token = v.offer(intent.token)
+    box.feed(topics.offers(intent.intent_id), token)
+    offer_id = unverified_payload(token)["id"]
+    box.market.accept(offer_id, ["email"])
+    for act in (lambda: box.market.snooze(offer_id, 1), lambda: box.market.decline(offer_id),
+                lambda: box.market.accept(offer_id, ["email"])):
+        with pytest.raises(MarketError, match="accepted"):
+            act()
+    assert len(box.store.list_agreements()) == 1
+
+
+@pytest.mark.parametrize("ttl", [-5, 0, 59, 400 * 86400])
+def test_intent_lifetime_is_bounded(box, ttl):
+    with pytest.raises(MarketError, match="between"):
+        box.market.add_intent("bikes", {}, ttl=ttl)
+    assert box.store.list_intents() == []
+
+
+def test_a_late_confirmation_sends_nothing(tmp_path):
+    clock = [time.time()]
+    store = Store.open(tmp_path / "b", clock=lambda: clock[0])
+    store.set_profile_field("email", "ann@example.org")
+    box = Box.__new__(Box)
+    box.store, box.market = store, Market(store, clock=lambda: clock[0])
+    box.intake = Intake(box.market, limiter=RateLimiter(60, 20), max_bytes=65536, clock=lambda: clock[0])
+    iid = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    v = with_vendor(box)
+    token = v.offer(store.get_intent(iid).token, now=clock[0], valid_s=30 * 86400, ttl=30 * 86400)
+    box.feed(topics.offers(iid), token)
+    a = box.market.accept(unverified_payload(token)["id"], ["email"])
+    clock[0] += 8 * 86400                                      # the signed agreement was valid 7 days
+    with pytest.raises(MarketError, match="expired"):
+        box.market.confirm(a["agreement"], "button")
+    assert box.outbox(topics.agreements("acme")) == []
+    assert box.market.list_agreements()[0]["status"] == "ended"
+    store.close()
+
+
+def test_the_control_socket_cannot_claim_to_be_the_button(box, intent, tmp_path_factory):
+    from concurrent.futures import Future
+    from device.control import (BUTTON_OPS, BUTTON_SOURCE, ControlError, ControlServer, call,
+                                dispatch)
+    from device.events import EventBus
+    v = with_vendor(box)
+    token = v.offer(intent.token)
+    box.feed(topics.offers(intent.intent_id), token)
+    agreement = box.market.accept(unverified_payload(token)["id"], ["email"])["agreement"]
+
+    def submit(op, args):
+        f: Future = Future()
+        try:
+            f.set_result(dispatch(box.market, op, args))
+        except Exception as exc:
+            f.set_exception(exc)
+        return f
+    d = tmp_path_factory.mktemp("s")
+    control = ControlServer(d / "c.sock", submit, EventBus())
+    button = ControlServer(d / "b.sock", submit, EventBus(), source=BUTTON_SOURCE, ops=BUTTON_OPS)
+    control.start()
+    button.start()
+    try:
+        with pytest.raises(ControlError, match="button"):
+            call(d / "c.sock", "confirm", {"agreement": agreement, "source": "button"})
+        with pytest.raises(ControlError, match="not available"):
+            call(d / "b.sock", "rules_set", {"rules": {}})
+        assert call(d / "b.sock", "confirm", {"agreement": agreement})["source"] == "button"
+    finally:
+        control.stop()
+        button.stop()
+    assert box.outbox(topics.agreements("acme"))

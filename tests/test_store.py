@@ -302,6 +302,10 @@ def test_vendor_key_change_is_flagged_not_repinned(store):
     store.set_vendor_status("acme-bikes", "blocked")
     assert store.get_vendor("acme-bikes").did == v.did
     store.set_vendor_status("acme-bikes", "trusted")
+    assert store.get_vendor("acme-bikes").did == v.did   # trusting never swaps the key
+    with pytest.raises(StoreError):
+        store.accept_vendor_key("acme-bikes", Identity.generate().did)  # not the key shown
+    store.accept_vendor_key("acme-bikes", new.did)
     v3 = store.get_vendor("acme-bikes")
     assert (v3.did, v3.pending_did, v3.status, v3.profile_token) == (new.did, None, "trusted", "tok3")
     assert [x.vendor for x in store.list_vendors()] == ["acme-bikes"]

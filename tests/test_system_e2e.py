@@ -6,10 +6,15 @@ and acknowledges. The audit log verifies after every step."""
 from __future__ import annotations
 
 import json
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 import pytest
 import yaml
 
+from vrm_protocol import topics
 from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -50,7 +55,7 @@ def system(tmp_path, broker, monkeypatch):
             "items": [{"category": "bikes", "name": name, "sku": f"{slug}-1", "brand": brand,
                        "price": price, "delivery_days": days}]}))
         procs.append(vendor(vdir, broker.url, cat, tmp_path / f"vendor-{slug}.log").start())
-    yield {"data": data, "tmp": tmp_path}
+    yield {"data": data, "tmp": tmp_path, "broker": broker}
     for p in reversed(procs):
         p.stop()
 
@@ -130,6 +135,7 @@ def test_erase_while_running_tells_the_vendor_who_deletes(system):
     refused = vrmbox("restore", "--passphrase-file", "/dev/null", str(tmp / "nothing"), data_dir=data,
                      check=False)
     assert refused.returncode != 0 and "daemon is running" in refused.stdout + refused.stderr
+    old_box = json.loads(vrmbox("status", "--json", data_dir=data).stdout)["box_id"]
     out = json.loads(vrmbox("erase", "--yes", "--json", data_dir=data).stdout)
     assert out["deletion_requests"] == 1
     wait_for(lambda: json.loads(vrm_vendor("disclosures", "--dir", alpha, "--json").stdout) == [],
@@ -137,5 +143,20 @@ def test_erase_while_running_tells_the_vendor_who_deletes(system):
     assert json.loads(vrmbox("agreements", "--json", data_dir=data).stdout) == []
     assert json.loads(vrmbox("profile", "show", "--json", data_dir=data).stdout) in ({}, [])
     audit_ok(data)
-    # the daemon carries on with the fresh store
+    # the daemon carries on with the fresh store, under a new box id, and the old one's retained
+    # status is gone from the broker
+    status = wait_for(lambda: (s := json.loads(vrmbox("status", "--json", data_dir=data).stdout))["connected"]
+                      and s, what="reconnected after erase")
+    assert status["box_id"] != old_box
     assert json.loads(vrmbox("intent", "add", "tents", "--json", data_dir=data).stdout)["intent"]
+    seen = {}
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda cl, u, m: seen.__setitem__(m.topic, m.payload)
+    c.connect(system["broker"].host, system["broker"].port)
+    c.subscribe(topics.availability("+"), qos=1)
+    c.loop_start()
+    wait_for(lambda: topics.availability(status["box_id"]) in seen, what="new retained status")
+    time.sleep(0.5)
+    c.loop_stop()
+    c.disconnect()
+    assert topics.availability(old_box) not in seen

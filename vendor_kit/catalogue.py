@@ -15,13 +15,14 @@ from typing import Any, Literal
 
 import yaml
 
-from vrm_protocol import Intent, Item, ProtocolError
-from vrm_protocol.codec import MAX_LIFETIME
-from vrm_protocol.messages import check_currency, check_slug, parse_dataclass
+from vrm_protocol import Identity, Intent, Item, Offer, ProtocolError, TermsResponse, sign
+from vrm_protocol.codec import MAX_LIFETIME, MAX_MESSAGE_BYTES
+from vrm_protocol.messages import MAX_STR, check_currency, check_slug, parse_dataclass
 
 log = logging.getLogger(__name__)
 
 OPS = ("eq", "ne", "lt", "lte", "gt", "gte", "prefix", "in")
+MAX_AMOUNT = 10 ** 15      # the protocol's bound on a number: a price above it is refused by every box
 DEFAULT_OFFER_VALIDITY_S = 7 * 24 * 3600
 CENT = Decimal("0.01")
 _TOP_KEYS = {"currency", "region", "accept_terms", "offer_validity_s", "items", "rules"}
@@ -61,11 +62,11 @@ class Condition:
             return False
         actual = attributes[self.attribute]
         if self.op == "eq":
-            return actual == self.value
+            return _same(actual, self.value)
         if self.op == "ne":
-            return actual != self.value
+            return not _same(actual, self.value)
         if self.op == "in":
-            return actual in self.value
+            return any(_same(actual, v) for v in self.value)
         if self.op == "prefix":
             return isinstance(actual, str) and actual.upper().startswith(self.value.upper())
         if not _is_number(actual):
@@ -117,7 +118,22 @@ class Catalogue:
 
 # ------------------------------------------------------------------------------ pure pricing
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A JSON number: not a bool, not NaN/inf. Integers of any size count (math.isfinite would
+    raise OverflowError on 10**400, so ints never go through it)."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return True
+    return isinstance(v, float) and math.isfinite(v)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality as JSON means it: true is not 1 and false is not 0 (Python says they are)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
 
 
 def price_for(item: CatalogueItem, intent_attributes: dict[str, Any], rules: tuple[Rule, ...] | list[Rule]) -> float:
@@ -136,15 +152,16 @@ def _dec(v: float) -> Decimal:
     return Decimal(repr(float(v)))
 
 
-def budget_of(intent: Intent, currency: str) -> float | None:
-    """The intent's `budget_max`, if it has one in our currency (or names no currency)."""
+def budget_of(intent: Intent, currency: str) -> int | float | None:
+    """The intent's `budget_max`, if it has one in our currency (or names no currency).
+    Returned as given (not float()): a huge integer compares fine but would overflow a float."""
     budget = intent.attributes.get("budget_max")
     if not _is_number(budget):
         return None
     their_currency = intent.attributes.get("currency")
     if their_currency is not None and their_currency != currency:
         return None
-    return float(budget)
+    return budget
 
 
 def offers_for(catalogue: Catalogue, intent: Intent) -> list[tuple[CatalogueItem, float]]:
@@ -157,6 +174,10 @@ def offers_for(catalogue: Catalogue, intent: Intent) -> list[tuple[CatalogueItem
         price = price_for(item, intent.attributes, catalogue.rules)
         if budget is not None and price > budget:
             continue
+        if price > MAX_AMOUNT:  # several `add` rules can sum past the bound: no box would accept it
+            log.warning("item %s priced %s for intent %s: above %s, not offered", item.sku, price,
+                        intent.intent, MAX_AMOUNT)
+            continue
         out.append((item, price))
     return out
 
@@ -167,9 +188,9 @@ def _fail(where: str, detail: str) -> CatalogueError:
 
 
 def _unknown_keys(data: dict, allowed: set[str], where: str) -> None:
-    extra = sorted(set(data) - allowed)
+    extra = sorted(map(str, set(data) - allowed))  # str(): YAML keys may be ints, dates, bools ...
     if extra:
-        raise _fail(where, f"unknown field(s) {', '.join(map(str, extra))} (allowed: {', '.join(sorted(allowed))})")
+        raise _fail(where, f"unknown field(s) {', '.join(extra)} (allowed: {', '.join(sorted(allowed))})")
 
 
 def _number(data: dict, key: str, where: str, *, minimum: float | None = None,
@@ -180,12 +201,17 @@ def _number(data: dict, key: str, where: str, *, minimum: float | None = None,
         return default
     v = data[key]
     if not _is_number(v):
-        raise _fail(where, f"field '{key}' must be a number, got {v!r}")
+        raise _fail(where, f"field '{key}' must be a number, got {_short(v)}")
     if minimum is not None and v < minimum:
-        raise _fail(where, f"field '{key}' must be >= {minimum}, got {v!r}")
+        raise _fail(where, f"field '{key}' must be >= {minimum}, got {_short(v)}")
     if maximum is not None and v > maximum:
-        raise _fail(where, f"field '{key}' must be <= {maximum}, got {v!r}")
+        raise _fail(where, f"field '{key}' must be <= {maximum}, got {_short(v)}")
     return float(v)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _item(data: Any, index: int, seen_skus: set[str]) -> CatalogueItem:
@@ -207,7 +233,7 @@ def _item(data: Any, index: int, seen_skus: set[str]) -> CatalogueItem:
     if data["sku"] in seen_skus:
         raise _fail(where, f"field 'sku' {data['sku']!r} is used by an earlier item")
     seen_skus.add(data["sku"])
-    price = _number(data, "price", where, minimum=0)
+    price = _number(data, "price", where, minimum=0, maximum=MAX_AMOUNT)
     delivery = data.get("delivery_days")
     if delivery is not None and (not isinstance(delivery, int) or isinstance(delivery, bool) or delivery < 0):
         raise _fail(where, f"field 'delivery_days' must be a non-negative integer, got {delivery!r}")
@@ -215,6 +241,9 @@ def _item(data: Any, index: int, seen_skus: set[str]) -> CatalogueItem:
         if data.get(key) is not None and not isinstance(data[key], str):
             raise _fail(where, f"field '{key}' must be a string")
     attributes = data.get("attributes") or {}
+    if isinstance(attributes, dict) and not all(isinstance(k, str) for k in attributes):
+        raise _fail(where, f"field 'attributes': names must be strings, got "
+                           f"{', '.join(_short(k) for k in attributes if not isinstance(k, str))}")
     item = CatalogueItem(category=data["category"], name=data["name"], sku=data["sku"], price=price,
                          brand=data.get("brand"), description=data.get("description"),
                          delivery_days=delivery, attributes=attributes)
@@ -230,7 +259,26 @@ def _drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
-def _rule(data: Any, index: int) -> Rule:
+_SIZE_PROBE_KEY = Identity.from_seed(bytes(32))  # signs throwaway offers only, to measure them
+
+
+def _check_offer_size(item: CatalogueItem, currency: str, region: str | None, where: str) -> None:
+    """Sign the largest offer this item can produce (longest ids, slugs and price text): an
+    item that does not fit in one message would make every intent of its category fail."""
+    body = Offer(intent="i" * 64, vendor="v" * 63, item=item.as_offer_item(), price=0.30000000000000004e15,
+                 currency=currency, valid_until=2 ** 40, region=region, delivery_days=item.delivery_days,
+                 terms_response=TermsResponse(id="t" * 63, sha256="h" * 43, decision="accept"))
+    try:
+        token = sign(_SIZE_PROBE_KEY, body, now=2 ** 40 - 1, ttl=1, msg_id="m" * 64)
+    except ProtocolError as exc:
+        raise _fail(where, f"an offer for this item would exceed {MAX_MESSAGE_BYTES} bytes ({exc.detail}); "
+                           "shorten its attributes or description") from exc
+    if len(token) > MAX_MESSAGE_BYTES - 64:  # margin: price text and key lengths are estimates
+        raise _fail(where, f"an offer for this item would be {len(token)} bytes, too close to the "
+                           f"{MAX_MESSAGE_BYTES}-byte limit; shorten its attributes or description")
+
+
+def _rule(data: Any, index: int, categories: set[str]) -> Rule:
     where = f"rules[{index}]"
     if not isinstance(data, dict):
         raise _fail(where, "must be a mapping")
@@ -254,10 +302,13 @@ def _rule(data: Any, index: int) -> Rule:
     if "discount_percent" not in data and "add" not in data:
         raise _fail(where, "needs 'discount_percent' and/or 'add'")
     discount = _number(data, "discount_percent", where, minimum=0, maximum=100, required=False)
-    add = _number(data, "add", where, required=False)
+    add = _number(data, "add", where, minimum=-MAX_AMOUNT, maximum=MAX_AMOUNT, required=False)
     category = data.get("category")
     if category is not None and not isinstance(category, str):
         raise _fail(where, "field 'category' must be a string")
+    if category is not None and category not in categories:  # a typo would silently never apply
+        raise _fail(where, f"field 'category' {category!r} is not the category of any item "
+                           f"(items have: {', '.join(sorted(categories))})")
     return Rule(when=Condition(attribute, op, value), discount_percent=discount, add=add, category=category)
 
 
@@ -276,6 +327,8 @@ def parse_catalogue(data: Any) -> Catalogue:
     region = data.get("region")
     if region is not None and not isinstance(region, str):
         raise _fail("catalogue", "field 'region' must be a string")
+    if region is not None and len(region) > MAX_STR:
+        raise _fail("catalogue", f"field 'region' is longer than {MAX_STR} characters")
     accept = data.get("accept_terms", "*")
     if accept != "*":
         if not isinstance(accept, list) or not all(isinstance(t, str) for t in accept):
@@ -289,9 +342,12 @@ def parse_catalogue(data: Any) -> Catalogue:
         raise _fail("catalogue", "field 'items' must be a non-empty list")
     skus: set[str] = set()
     parsed_items = tuple(_item(it, i, skus) for i, it in enumerate(items))
+    for i, item in enumerate(parsed_items):
+        _check_offer_size(item, currency, region, f"items[{i}] (sku {item.sku!r})")
     rules = data.get("rules") or []
     if not isinstance(rules, list):
         raise _fail("catalogue", "field 'rules' must be a list")
-    parsed_rules = tuple(_rule(r, i) for i, r in enumerate(rules))
+    categories = {item.category for item in parsed_items}
+    parsed_rules = tuple(_rule(r, i, categories) for i, r in enumerate(rules))
     return Catalogue(currency=currency, items=parsed_items, rules=parsed_rules, region=region,
                      accept_terms=accept, offer_validity_s=validity)

@@ -48,6 +48,7 @@ class IntentRecord:
     attributes: dict[str, Any]
     received_at: int
     status: str                 # "answered" | "no_match" | "withdrawn"
+    exp: int = 0                # the intent's own expiry: the ledger forgets it some time after
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ class AgreementRecord:
     countersignature: Outgoing
     revoked_at: int | None = None
 
+    @property
+    def keep_until(self) -> int:
+        """End of the period the person allowed us to keep the disclosed data (duration_days
+        from countersigning); after it the data is deleted and new disclosures are refused."""
+        return self.received_at + self.duration_days * DAY
+
 
 @dataclass(frozen=True)
 class DisclosureRecord:
@@ -151,7 +158,7 @@ def answer_intent(msg: Message, topic: str, identity: VendorIdentity, catalogue:
     signer = msg.envelope.iss
     base = dict(intent=intent.intent, category=intent.category, signer=signer,
                 terms_id=intent.terms.id, terms_sha256=intent.terms.sha256,
-                attributes=dict(intent.attributes), received_at=int(now))
+                attributes=dict(intent.attributes), received_at=int(now), exp=msg.envelope.exp)
     if withdrawn_by == signer:
         return IntentAnswer(IntentRecord(**base, status="withdrawn"), ())
     decision = "accept" if catalogue.accepts(intent.terms.id) else "reject"
@@ -234,6 +241,8 @@ def open_disclosure(msg: Message, identity: VendorIdentity, agreement: Agreement
     agreement = _check_party(msg, body.agreement, body.intent, agreement, "disclosure")
     if agreement.revoked_at is not None:
         raise _refuse("disclosure for a revoked agreement")
+    if now > agreement.keep_until:
+        raise _refuse(f"disclosure after the agreement's {agreement.duration_days}-day period", "expired")
     plain = decrypt_json(body.jwe, identity.decryption)
     if set(plain) != {"agreement", "fields"}:
         raise _refuse("disclosure plaintext must be exactly {agreement, fields}")
