@@ -122,7 +122,11 @@ class Intake:
                 did = did_from_kid(header["kid"])
             except ProtocolError as exc:
                 return Rejection(exc.reason, None, exc.detail)
-            if not self.limiter.allow("profile:" + did, self.clock()):
+            with self._lock:
+                known_key = did in self._vendors_by_did or did in self._pending_dids
+            # Known keys re-publish at their own pace; brand-new keys share one bucket, so fresh
+            # keys cannot be minted to fill the store with vendors.
+            if not self.limiter.allow("profile:" + did if known_key else "profile:new", self.clock()):
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None)
         if not box:

@@ -434,3 +434,10 @@ def test_the_control_socket_cannot_claim_to_be_the_button(box, intent, tmp_path_
         control.stop()
         button.stop()
     assert box.outbox(topics.agreements("acme"))
+
+
+def test_new_vendor_keys_share_one_bucket(box):
+    results = [box.feed(topics.vendor_profile(f"v{i}"), TestVendor(f"v{i}").profile()) for i in range(60)]
+    pinned = sum(isinstance(r, Outcome) for r in results)
+    assert pinned == 20 and len(box.store.list_vendors()) == 20     # the burst, then refused
+    assert box.reasons()[("rate_limited", None)] == 40
