@@ -25,7 +25,8 @@ def main(n: int = 300) -> None:
     with tempfile.TemporaryDirectory() as d:
         store = Store.open(Path(d))
         market = Market(store)
-        intake = Intake(market, limiter=RateLimiter(10**9, 10**6), max_bytes=65536, clock=time.time)
+        intake = Intake(market, limiter=RateLimiter(10**9, 10**6), max_bytes=65536, clock=time.time,
+                        max_offers_per_vendor_intent=10**6)
         intent = store.get_intent(market.add_intent("bikes", {"budget_max": 800})["intent"])
         intake.refresh()
         p = unverified_payload(intent.token)

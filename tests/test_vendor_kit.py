@@ -465,15 +465,19 @@ def test_revocation_with_delete_removes_data_from_the_files(tmp_path, vendor, ca
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_store_agreement_twice_returns_first_countersignature(tmp_path, vendor, catalogue):
+def test_store_agreement_twice_returns_first_countersignature_and_one_agreement_per_offer(
+        tmp_path, vendor, catalogue):
     box, answer, offer, agreement = agreed(vendor, catalogue)
     with Ledger(tmp_path / LEDGER_FILE) as led:
         led.claim_intent(answer, int(NOW))
         first = led.store_agreement(agreement, int(NOW))
         again = core.countersign(make_agreement(box, offer, vendor), vendor, offer, NOW)  # same offer, new token
         assert led.store_agreement(agreement, int(NOW)) == first
-        assert led.store_agreement(again, int(NOW)) == again.countersignature
-        assert len(led.list_agreements()) == 2
+        with pytest.raises(ProtocolError, match="already has an agreement"):   # review item 4
+            led.store_agreement(again, int(NOW))
+        assert len(led.list_agreements()) == 1
+        other = core.countersign(make_agreement(box, answer.offers[1], vendor), vendor, answer.offers[1], NOW)
+        assert led.store_agreement(other, int(NOW)) == other.countersignature   # another offer: fine
 
 
 # ------------------------------------------------------------------------------------ worker shell

@@ -15,7 +15,6 @@ import logging
 import faulthandler
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -59,20 +58,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = BrokerSettings.from_url(args.broker, tls_ca=args.tls_ca, username=args.username, password=password,
                                        client_id=args.client_id, share_group=args.share_group,
                                        session_expiry_s=expiry)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
 
     def ready() -> None:
         print("READY", flush=True)
 
     with Ledger.in_dir(args.dir) as ledger:
-        VendorWorker(ident, catalogue, ledger, settings, on_ready=ready).run(stop)
+        worker = VendorWorker(ident, catalogue, ledger, settings, on_ready=ready)
+
+        def on_signal(signum: int, frame: object) -> None:
+            # Only plain attributes are set here: no Event.set(), no logging (both take locks the
+            # interrupted main thread may be holding). The run loop notices within a tick.
+            worker.request_stop(f"signal {signal.Signals(signum).name}")
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        worker.run()
     return 0
 
 

@@ -86,6 +86,7 @@ class WithdrawalRecord:
     category: str
     signer: str
     received_at: int
+    exp: int = 0                # the withdrawal message's expiry: remembered until then
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now:
         raise _refuse(f"withdrawal of {body.intent} arrived on another topic")
     if known is not None and known.signer != msg.envelope.iss:
         raise _refuse("withdrawal not signed by the intent's key", "key_mismatch")
-    return WithdrawalRecord(body.intent, body.category, msg.envelope.iss, int(now))
+    return WithdrawalRecord(body.intent, body.category, msg.envelope.iss, int(now), msg.envelope.exp)
 
 
 # ------------------------------------------------------------------------------ agreements

@@ -2,15 +2,22 @@
 
 Why it looks like this:
 - Several workers may share one ledger (same directory, MQTT shared subscription), so the
-  database runs in WAL mode with a busy timeout, and every decision is one IMMEDIATE
-  transaction. `INSERT OR IGNORE` on the intent id decides which worker answers an intent:
-  the intent row is committed *before* any offer is published, so an intent is answered at
-  most once, across workers and restarts.
+  database runs in WAL mode, and every decision is one IMMEDIATE transaction. `INSERT OR
+  IGNORE` on the intent id decides which worker answers an intent: the intent row is committed
+  *before* any offer is published, so an intent is answered at most once, across workers and
+  restarts. A remembered withdrawal is checked inside that same transaction.
+- Waiting for another worker's lock is done here, in short steps (SQLite's own busy wait is
+  only STEP_BUSY_MS), so that `interrupt()` — e.g. on SIGTERM — ends any wait at once instead
+  of leaving a thread stuck in SQLite for the whole BUSY_TIMEOUT_S.
 - Outgoing messages are written to an `outbox` in the same transaction as the state change
   and marked sent on PUBACK; after a crash or a broker loss the unsent rows are published
   again (same message ids, so a duplicate is harmless to the box).
 - Revocation with delete=true removes the disclosure row with `secure_delete` on (freed
-  bytes are zeroed) and then truncates the WAL, so the plaintext is gone from the files.
+  bytes are zeroed) and then truncates the WAL, so the plaintext is gone from the files. The
+  ack saying `deleted: true` is held back (table `purge`) until that truncation succeeded; a
+  checkpoint blocked by a reader is retried by the worker's housekeeping.
+- Nothing grows without bound: expired withdrawals, intents, offers and outbox rows are
+  pruned; an offer takes one agreement and an agreement one revocation.
 """
 from __future__ import annotations
 
@@ -21,50 +28,90 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
-from .core import (AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
+from vrm_protocol import ProtocolError
+from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
+
+from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
                    RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 30.0
+SCHEMA_VERSION = 2
+BUSY_TIMEOUT_S = 30.0      # how long a write waits, in all, for other workers' transactions
+STEP_BUSY_MS = 100         # SQLite's own busy wait per attempt (also bounds a blocked checkpoint)
+PRUNE_MARGIN_S = CLOCK_SKEW + 600   # keep rows a while past exp: a late copy is refused as expired
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS intents (
+T = TypeVar("T")
+
+_INTENTS = """CREATE TABLE IF NOT EXISTS intents (
   intent TEXT PRIMARY KEY, category TEXT NOT NULL, signer TEXT NOT NULL, terms_id TEXT NOT NULL,
   terms_sha256 TEXT NOT NULL, attributes TEXT NOT NULL, received_at INTEGER NOT NULL,
-  status TEXT NOT NULL, offers INTEGER NOT NULL, client_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS withdrawals (
-  intent TEXT PRIMARY KEY, category TEXT NOT NULL, signer TEXT NOT NULL, received_at INTEGER NOT NULL);
+  status TEXT NOT NULL, offers INTEGER NOT NULL, client_id TEXT NOT NULL, exp INTEGER)"""
+_WITHDRAWALS = """CREATE TABLE IF NOT EXISTS withdrawals (
+  intent TEXT NOT NULL, signer TEXT NOT NULL, category TEXT NOT NULL, received_at INTEGER NOT NULL,
+  exp INTEGER NOT NULL, PRIMARY KEY (intent, signer))"""
+_REVOCATIONS = """CREATE TABLE IF NOT EXISTS revocations (
+  agreement TEXT PRIMARY KEY, id TEXT NOT NULL, intent TEXT NOT NULL, delete_data INTEGER NOT NULL,
+  reason TEXT, received_at INTEGER NOT NULL, ack_id TEXT NOT NULL, ack_topic TEXT NOT NULL,
+  ack_token TEXT NOT NULL, ack_exp INTEGER NOT NULL)"""
+_SCHEMA = [_INTENTS, _WITHDRAWALS, _REVOCATIONS, """
 CREATE TABLE IF NOT EXISTS offers (
   id TEXT PRIMARY KEY, intent TEXT NOT NULL REFERENCES intents(intent), intent_signer TEXT NOT NULL,
   sku TEXT NOT NULL, name TEXT NOT NULL, price REAL NOT NULL, currency TEXT NOT NULL,
   valid_until INTEGER NOT NULL, terms_id TEXT NOT NULL, terms_sha256 TEXT NOT NULL,
-  decision TEXT NOT NULL, token TEXT NOT NULL, created_at INTEGER NOT NULL, client_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS offers_intent ON offers(intent);
+  decision TEXT NOT NULL, token TEXT NOT NULL, created_at INTEGER NOT NULL, client_id TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS offers_intent ON offers(intent)",
+    "CREATE INDEX IF NOT EXISTS offers_valid ON offers(valid_until)", """
 CREATE TABLE IF NOT EXISTS agreements (
   id TEXT PRIMARY KEY, intent TEXT NOT NULL, offer TEXT NOT NULL REFERENCES offers(id),
   signer TEXT NOT NULL, fields TEXT NOT NULL, purpose TEXT NOT NULL, duration_days INTEGER NOT NULL,
   terms_id TEXT NOT NULL, terms_sha256 TEXT NOT NULL, received_at INTEGER NOT NULL,
   cs_id TEXT NOT NULL, cs_topic TEXT NOT NULL, cs_token TEXT NOT NULL, cs_exp INTEGER NOT NULL,
-  revoked_at INTEGER, revocation TEXT, deleted INTEGER NOT NULL DEFAULT 0, client_id TEXT NOT NULL);
+  revoked_at INTEGER, revocation TEXT, deleted INTEGER NOT NULL DEFAULT 0, client_id TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS agreements_offer ON agreements(offer)", """
 CREATE TABLE IF NOT EXISTS disclosures (
   agreement TEXT PRIMARY KEY REFERENCES agreements(id), intent TEXT NOT NULL, message TEXT NOT NULL,
-  fields TEXT NOT NULL, received_at INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS revocations (
-  id TEXT PRIMARY KEY, agreement TEXT NOT NULL, intent TEXT NOT NULL, delete_data INTEGER NOT NULL,
-  reason TEXT, received_at INTEGER NOT NULL, ack_id TEXT NOT NULL, ack_topic TEXT NOT NULL,
-  ack_token TEXT NOT NULL, ack_exp INTEGER NOT NULL);
+  fields TEXT NOT NULL, received_at INTEGER NOT NULL)""", """
 CREATE TABLE IF NOT EXISTS outbox (
   id TEXT PRIMARY KEY, topic TEXT NOT NULL, token TEXT NOT NULL, exp INTEGER NOT NULL,
   retain INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL, client_id TEXT NOT NULL,
-  sent_at INTEGER);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(sent_at) WHERE sent_at IS NULL;
-"""
+  sent_at INTEGER)""",
+    "CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox(sent_at) WHERE sent_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_exp ON outbox(exp)",
+    # Deleted personal data may still sit in the WAL: these ids (acks saying deleted: true, or a
+    # marker) wait until a WAL checkpoint+truncate has succeeded; held acks are not sent before.
+    "CREATE TABLE IF NOT EXISTS purge (id TEXT PRIMARY KEY, created_at INTEGER NOT NULL)",
+]
+
+
+def _migrate_1_to_2(db: sqlite3.Connection) -> None:
+    """v1 keyed withdrawals by intent only and revocations by message id (review items 4, 5)."""
+    db.execute("ALTER TABLE intents ADD COLUMN exp INTEGER")
+    db.execute("ALTER TABLE withdrawals RENAME TO withdrawals_v1")
+    db.execute(_WITHDRAWALS)
+    db.execute("INSERT OR IGNORE INTO withdrawals (intent, signer, category, received_at, exp) "
+               "SELECT intent, signer, category, received_at, received_at + ? FROM withdrawals_v1", (MAX_LIFETIME,))
+    db.execute("DROP TABLE withdrawals_v1")
+    db.execute("ALTER TABLE revocations RENAME TO revocations_v1")
+    db.execute(_REVOCATIONS)
+    db.execute("INSERT OR IGNORE INTO revocations (agreement, id, intent, delete_data, reason, received_at, ack_id, "
+               "ack_topic, ack_token, ack_exp) SELECT agreement, id, intent, delete_data, reason, received_at, "
+               "ack_id, ack_topic, ack_token, ack_exp FROM revocations_v1 ORDER BY received_at")
+    db.execute("DROP TABLE revocations_v1")
+
+
+class LedgerBusy(sqlite3.OperationalError):
+    """The ledger stayed locked by another worker for BUSY_TIMEOUT_S, or it was interrupted.
+    Nothing was written: the message can be handled again later."""
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _retry_locked(fn: Callable[[], None], timeout: float = BUSY_TIMEOUT_S) -> None:
@@ -74,7 +121,7 @@ def _retry_locked(fn: Callable[[], None], timeout: float = BUSY_TIMEOUT_S) -> No
         try:
             return fn()
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+            if not _is_busy(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -83,19 +130,21 @@ def _retry_locked(fn: Callable[[], None], timeout: float = BUSY_TIMEOUT_S) -> No
 class Ledger:
     """One connection to the vendor's ledger. Thread-safe by a lock (paho calls from its thread)."""
 
-    def __init__(self, path: Path | str, client_id: str = "cli") -> None:
+    def __init__(self, path: Path | str, client_id: str = "cli", busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
         self.client_id = client_id
+        self.busy_timeout_s = busy_timeout_s
+        self._interrupted = False   # a plain flag: interrupt() may be called from a signal handler
         if not self.path.exists():  # personal data inside: never world-readable, not even briefly
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             except FileExistsError:
                 pass
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+        self._db = sqlite3.connect(self.path, timeout=STEP_BUSY_MS / 1000, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+        self._db.execute(f"PRAGMA busy_timeout = {STEP_BUSY_MS}")
         self._db.execute("PRAGMA synchronous = FULL")
         self._db.execute("PRAGMA secure_delete = ON")
         self._db.execute("PRAGMA foreign_keys = ON")
@@ -107,8 +156,11 @@ class Ledger:
         if self._db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             self._db.execute("PRAGMA journal_mode = WAL")
         with self._tx():
-            if self._db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
-                for stmt in filter(str.strip, _SCHEMA.split(";")):  # not executescript: it COMMITs
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version < SCHEMA_VERSION:
+                if version == 1:
+                    _migrate_1_to_2(self._db)
+                for stmt in _SCHEMA:  # not executescript: it COMMITs
                     self._db.execute(stmt)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -116,9 +168,23 @@ class Ledger:
     def in_dir(cls, directory: Path | str, client_id: str = "cli") -> "Ledger":
         return cls(Path(directory) / LEDGER_FILE, client_id)
 
-    def close(self) -> None:
-        with self._lock:
+    def interrupt(self, on: bool = True) -> None:
+        """Make every wait for another worker's lock give up at once (LedgerBusy). Only sets a
+        flag, so it is safe in a signal handler; `interrupt(False)` undoes it."""
+        self._interrupted = on
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close the connection. If another thread still holds the ledger after `timeout`
+        (a network thread that did not stop), leave it open: the process is exiting and SQLite
+        needs no close to stay consistent, whereas waiting could hang the exit."""
+        self._interrupted = True
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("ledger still in use by another thread; not closing it")
+            return
+        try:
             self._db.close()
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "Ledger":
         return self
@@ -126,25 +192,69 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -------------------------------------------------------------------------- locking
+    def _attempts(self) -> Iterator[None]:
+        """Yield once per attempt; sleep between them; raise LedgerBusy when time is up."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            yield
+            if self._interrupted:
+                raise LedgerBusy("ledger wait interrupted (stopping)")
+            if time.monotonic() > deadline:
+                raise LedgerBusy(f"ledger locked by another worker for over {self.busy_timeout_s:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting for other writers; returns holding self._lock."""
+        for _ in self._attempts():
+            self._lock.acquire()
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                self._lock.release()
+                if not _is_busy(exc):
+                    raise
+            except BaseException:
+                self._lock.release()
+                raise
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: takes the write lock up front, so read-then-write is atomic."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+        self._begin()
+        try:
             try:
                 yield self._db
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        finally:
+            self._lock.release()
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        for _ in self._attempts():  # WAL readers rarely wait; when they do, interruptibly
+            with self._lock:
+                try:
+                    return fn(self._db)
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc):
+                        raise
+        raise AssertionError("unreachable")
 
     def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
+        return self._read(lambda db: db.execute(sql, args).fetchone())
 
     def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        return self._read(lambda db: db.execute(sql, args).fetchall())
 
     # -------------------------------------------------------------------------- outbox
     def _enqueue(self, db: sqlite3.Connection, out: Outgoing, now: int) -> None:
@@ -156,13 +266,15 @@ class Ledger:
         with self._tx() as db:
             db.execute("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", (now, msg_id))
 
-    def unsent(self, now: int, grace_s: int = 30) -> list[Outgoing]:
-        """Unexpired messages not yet acknowledged by the broker: ours, or another worker's
-        older than `grace_s` (it may have died between commit and publish)."""
+    def unsent(self, now: int, grace_s: int = 30, min_age_s: int = 0) -> list[Outgoing]:
+        """Unexpired messages not yet acknowledged by the broker: ours older than `min_age_s`, or
+        another worker's older than `grace_s` (it may have died between commit and publish).
+        Acks held until deleted data has left the WAL are not included."""
         rows = self._all("SELECT * FROM outbox WHERE sent_at IS NULL AND exp > ? AND "
-                         "(client_id = ? OR created_at <= ?) ORDER BY created_at",
-                         now, self.client_id, now - grace_s)
-        return [Outgoing(r["id"], r["topic"], r["token"], r["exp"], bool(r["retain"])) for r in rows]
+                         "id NOT IN (SELECT id FROM purge) AND "
+                         "((client_id = ? AND created_at <= ?) OR created_at <= ?) ORDER BY created_at",
+                         now, self.client_id, now - min_age_s, now - grace_s)
+        return [_outgoing(r) for r in rows]
 
     # -------------------------------------------------------------------------- intents
     def intent(self, intent_id: str) -> IntentRecord | None:
@@ -172,23 +284,31 @@ class Ledger:
         return IntentRecord(intent=r["intent"], category=r["category"], signer=r["signer"],
                             terms_id=r["terms_id"], terms_sha256=r["terms_sha256"],
                             attributes=json.loads(r["attributes"]), received_at=r["received_at"],
-                            status=r["status"])
+                            status=r["status"], exp=r["exp"] or 0)
 
     def withdrawal_signer(self, intent_id: str) -> str | None:
-        r = self._one("SELECT signer FROM withdrawals WHERE intent = ?", intent_id)
+        """A signer of a remembered withdrawal of this (not yet seen) intent, if any."""
+        r = self._one("SELECT signer FROM withdrawals WHERE intent = ? ORDER BY received_at", intent_id)
         return r["signer"] if r else None
 
-    def claim_intent(self, answer: IntentAnswer, now: int) -> bool:
-        """Record the intent and its offers; False if another worker (or an earlier run) has."""
+    def claim(self, answer: IntentAnswer, now: int) -> IntentAnswer | None:
+        """Record the intent and its offers, unless another worker (or an earlier run) has: then
+        None. A withdrawal by the intent's own key that arrived first is checked in the same
+        transaction: the intent is then recorded as withdrawn, and the answer has no offers."""
         i = answer.intent
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO intents (intent, category, signer, terms_id, terms_sha256, attributes, "
-                "received_at, status, offers, client_id) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            if db.execute("SELECT 1 FROM intents WHERE intent = ?", (i.intent,)).fetchone():
+                return None
+            if db.execute("SELECT 1 FROM withdrawals WHERE intent = ? AND signer = ?",
+                          (i.intent, i.signer)).fetchone():
+                answer = IntentAnswer(replace(i, status="withdrawn"), ())
+                i = answer.intent
+            db.execute(
+                "INSERT INTO intents (intent, category, signer, terms_id, terms_sha256, attributes, "
+                "received_at, status, offers, client_id, exp) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 (i.intent, i.category, i.signer, i.terms_id, i.terms_sha256, json.dumps(i.attributes),
-                 i.received_at, i.status, len(answer.offers), self.client_id))
-            if cur.rowcount == 0:
-                return False
+                 i.received_at, i.status, len(answer.offers), self.client_id, i.exp or None))
+            db.execute("DELETE FROM withdrawals WHERE intent = ?", (i.intent,))  # the intent row rules now
             for o in answer.offers:
                 db.execute("INSERT INTO offers (id, intent, intent_signer, sku, name, price, currency, valid_until, "
                            "terms_id, terms_sha256, decision, token, created_at, client_id) "
@@ -196,20 +316,25 @@ class Ledger:
                            (o.id, o.intent, o.intent_signer, o.sku, o.name, o.price, o.currency, o.valid_until,
                             o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id))
                 self._enqueue(db, o.outgoing(), now)
-        return True
+        return answer
+
+    def claim_intent(self, answer: IntentAnswer, now: int) -> bool:
+        """`claim`, as a yes/no: did this call record the intent?"""
+        return self.claim(answer, now) is not None
 
     def record_withdrawal(self, w: WithdrawalRecord) -> None:
         """Mark a known intent withdrawn (and drop its unsent offers), or remember the
-        withdrawal until the intent arrives."""
+        withdrawal, per signer, until the intent arrives or the withdrawal expires."""
         with self._tx() as db:
             cur = db.execute("UPDATE intents SET status = 'withdrawn' WHERE intent = ? AND signer = ?",
                              (w.intent, w.signer))
             if cur.rowcount:
                 db.execute("DELETE FROM outbox WHERE sent_at IS NULL AND id IN "
                            "(SELECT id FROM offers WHERE intent = ?)", (w.intent,))
-            else:
-                db.execute("INSERT OR IGNORE INTO withdrawals (intent, category, signer, received_at) "
-                           "VALUES (?,?,?,?)", (w.intent, w.category, w.signer, w.received_at))
+            elif not db.execute("SELECT 1 FROM intents WHERE intent = ?", (w.intent,)).fetchone():
+                db.execute("INSERT OR IGNORE INTO withdrawals (intent, signer, category, received_at, exp) "
+                           "VALUES (?,?,?,?,?)", (w.intent, w.signer, w.category, w.received_at,
+                                                  w.exp or w.received_at + MAX_LIFETIME))
 
     # -------------------------------------------------------------------------- offers
     def offer(self, offer_id: str) -> OfferRecord | None:
@@ -234,64 +359,138 @@ class Ledger:
                                revoked_at=r["revoked_at"])
 
     def store_agreement(self, a: AgreementRecord, now: int) -> Outgoing:
-        """Store a countersigned agreement; for one stored before, the countersignature sent then."""
+        """Store a countersigned agreement; for one stored before, the countersignature sent then.
+        An offer takes one agreement: another agreement on it is refused (ProtocolError)."""
         cs = a.countersignature
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO agreements (id, intent, offer, signer, fields, purpose, duration_days, "
+            r = db.execute("SELECT cs_id, cs_topic, cs_token, cs_exp FROM agreements WHERE id = ?",
+                           (a.id,)).fetchone()
+            if r is not None:
+                return Outgoing(r["cs_id"], r["cs_topic"], r["cs_token"], r["cs_exp"])
+            if db.execute("SELECT 1 FROM agreements WHERE offer = ?", (a.offer,)).fetchone():
+                raise ProtocolError("bad_field", f"offer {a.offer} already has an agreement")
+            db.execute(
+                "INSERT INTO agreements (id, intent, offer, signer, fields, purpose, duration_days, "
                 "terms_id, terms_sha256, received_at, cs_id, cs_topic, cs_token, cs_exp, client_id) "
                 "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (a.id, a.intent, a.offer, a.signer, json.dumps(list(a.fields)), a.purpose, a.duration_days,
                  a.terms_id, a.terms_sha256, a.received_at, cs.msg_id, cs.topic, cs.token, cs.exp,
                  self.client_id))
-            if cur.rowcount:
-                self._enqueue(db, cs, now)
-                return cs
-            r = db.execute("SELECT cs_id, cs_topic, cs_token, cs_exp FROM agreements WHERE id = ?",
-                           (a.id,)).fetchone()
-            return Outgoing(r["cs_id"], r["cs_topic"], r["cs_token"], r["cs_exp"])
+            self._enqueue(db, cs, now)
+            return cs
 
     # -------------------------------------------------------------------------- disclosures
     def store_disclosure(self, d: DisclosureRecord) -> bool:
-        """Store (or replace) the disclosed fields, unless the agreement was revoked meanwhile."""
+        """Store (or replace) the disclosed fields, unless the agreement was revoked meanwhile or
+        its keeping period is over."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR REPLACE INTO disclosures (agreement, intent, message, fields, received_at) "
-                "SELECT ?,?,?,?,? WHERE EXISTS (SELECT 1 FROM agreements WHERE id = ? AND revoked_at IS NULL)",
-                (d.agreement, d.intent, d.message, json.dumps(d.fields), d.received_at, d.agreement))
+                "SELECT ?,?,?,?,? WHERE EXISTS (SELECT 1 FROM agreements WHERE id = ? AND revoked_at IS NULL "
+                "AND received_at + duration_days * ? >= ?)",
+                (d.agreement, d.intent, d.message, json.dumps(d.fields), d.received_at, d.agreement, DAY,
+                 d.received_at))
             return cur.rowcount > 0
 
-    # -------------------------------------------------------------------------- revocations
-    def revoke(self, r: RevocationRecord, now: int) -> Outgoing:
-        """End the agreement, delete the disclosed data if asked, queue the ack: one transaction.
-        A revocation seen before gets the ack sent then."""
+    def purge_expired(self, now: int) -> int:
+        """Delete disclosed data whose agreement's period (duration_days) is over; the agreement
+        is marked deleted. Returns how many disclosures went."""
         with self._tx() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO revocations (id, agreement, intent, delete_data, reason, received_at, "
-                "ack_id, ack_topic, ack_token, ack_exp) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (r.id, r.agreement, r.intent, int(r.delete), r.reason, r.received_at, r.ack.msg_id,
-                 r.ack.topic, r.ack.token, r.ack.exp))
+            expired = "SELECT id FROM agreements WHERE received_at + duration_days * ? < ?"
+            cur = db.execute(f"DELETE FROM disclosures WHERE agreement IN ({expired})", (DAY, now))
             if not cur.rowcount:
-                row = db.execute("SELECT ack_id, ack_topic, ack_token, ack_exp FROM revocations WHERE id = ?",
-                                 (r.id,)).fetchone()
-                return Outgoing(row["ack_id"], row["ack_topic"], row["ack_token"], row["ack_exp"])
+                return 0
+            db.execute(f"UPDATE agreements SET deleted = 1 WHERE id IN ({expired})", (DAY, now))
+            db.execute("INSERT OR IGNORE INTO purge (id, created_at) VALUES (?, ?)", (f"expired-{now}", now))
+            n = cur.rowcount
+        self.purge_wal()
+        return n
+
+    # -------------------------------------------------------------------------- revocations
+    def revocation_id(self, agreement_id: str) -> str | None:
+        """The id of the revocation already recorded for this agreement, if any."""
+        r = self._one("SELECT id FROM revocations WHERE agreement = ?", agreement_id)
+        return r["id"] if r else None
+
+    def revoke(self, r: RevocationRecord, now: int) -> Outgoing | None:
+        """End the agreement, delete the disclosed data if asked, queue the ack: one transaction.
+        An agreement is revoked once: the same revocation again gets the ack made then; another
+        revocation of it is refused (ProtocolError). Returns the ack to publish, or None while it
+        is held until the deleted data has left the WAL (the worker retries the purge)."""
+        with self._tx() as db:
+            row = db.execute("SELECT * FROM revocations WHERE agreement = ?", (r.agreement,)).fetchone()
+            if row is not None:
+                if row["id"] != r.id:
+                    raise ProtocolError("bad_field", f"agreement {r.agreement[:12]}... was already revoked "
+                                                     f"by revocation {row['id']}")
+                held = db.execute("SELECT 1 FROM purge WHERE id = ?", (row["ack_id"],)).fetchone()
+                return None if held else Outgoing(row["ack_id"], row["ack_topic"], row["ack_token"], row["ack_exp"])
+            db.execute(
+                "INSERT INTO revocations (agreement, id, intent, delete_data, reason, received_at, "
+                "ack_id, ack_topic, ack_token, ack_exp) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (r.agreement, r.id, r.intent, int(r.delete), r.reason, r.received_at, r.ack.msg_id,
+                 r.ack.topic, r.ack.token, r.ack.exp))
             if r.delete:
                 db.execute("DELETE FROM disclosures WHERE agreement = ?", (r.agreement,))
+                db.execute("INSERT OR IGNORE INTO purge (id, created_at) VALUES (?, ?)", (r.ack.msg_id, now))
             db.execute("UPDATE agreements SET revoked_at = COALESCE(revoked_at, ?), "
                        "revocation = COALESCE(revocation, ?), deleted = MAX(deleted, ?) WHERE id = ?",
                        (r.received_at, r.id, int(r.delete), r.agreement))
             self._enqueue(db, r.ack, now)
-        if r.delete:
-            self._purge_wal()
-        return r.ack
+        if not r.delete:
+            return r.ack
+        released = self.purge_wal()
+        return r.ack if released is not None and r.ack.msg_id in {o.msg_id for o in released} else None
 
-    def _purge_wal(self) -> None:
+    # -------------------------------------------------------------------------- purging
+    def purge_pending(self) -> bool:
+        """Is deleted data waiting for a WAL truncation (here or in another worker)?"""
+        return self._one("SELECT 1 FROM purge LIMIT 1") is not None
+
+    def purge_wal(self) -> list[Outgoing] | None:
         """Deleted rows are zeroed in the database (secure_delete); the WAL still holds the
-        old page images until it is checkpointed and truncated."""
-        with self._lock:
-            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        old page images until it is checkpointed and truncated. Try that now, waiting at most
+        STEP_BUSY_MS for readers. On success, return the held acks it releases (not yet sent);
+        None if a reader blocked it (the `purge` rows stay: try again later)."""
+        waiting = [r["id"] for r in self._all("SELECT id FROM purge")]  # read first: committed before
+        with self._lock:                                                # the checkpoint, so covered
+            try:
+                busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise
+                busy = 1
         if busy:
-            log.warning("WAL checkpoint blocked by a reader; deleted data leaves the WAL at the next checkpoint")
+            log.warning("WAL checkpoint blocked by a reader; deleted data stays in the WAL until the retry")
+            return None
+        if not waiting:
+            return []
+        marks = ",".join("?" * len(waiting))
+        with self._tx() as db:
+            rows = db.execute(f"SELECT * FROM outbox WHERE sent_at IS NULL AND id IN ({marks})", waiting).fetchall()
+            db.execute(f"DELETE FROM purge WHERE id IN ({marks})", waiting)
+        return [_outgoing(r) for r in rows]
+
+    # -------------------------------------------------------------------------- pruning
+    def prune(self, now: int) -> dict[str, int]:
+        """Forget what can no longer matter: withdrawals, outbox rows, offers nobody agreed to
+        and intents without offers, all some time after they expired. Agreements stay."""
+        cutoff = now - PRUNE_MARGIN_S
+        with self._tx() as db:
+            counts = {
+                "withdrawals": db.execute("DELETE FROM withdrawals WHERE exp < ?", (cutoff,)).rowcount,
+                "outbox": db.execute("DELETE FROM outbox WHERE exp < ? AND id NOT IN (SELECT offer FROM agreements) "
+                                     "AND id NOT IN (SELECT id FROM purge)", (cutoff,)).rowcount,
+                "offers": db.execute("DELETE FROM offers WHERE valid_until < ? AND NOT EXISTS "
+                                     "(SELECT 1 FROM agreements WHERE agreements.offer = offers.id)",
+                                     (cutoff,)).rowcount,
+                "intents": db.execute("DELETE FROM intents WHERE COALESCE(exp, received_at + ?) < ? AND NOT EXISTS "
+                                      "(SELECT 1 FROM offers WHERE offers.intent = intents.intent)",
+                                      (MAX_LIFETIME, cutoff)).rowcount,
+            }
+        if any(counts.values()):
+            log.info("ledger pruned: %s", ", ".join(f"{n} {k}" for k, n in counts.items() if n))
+        return counts
 
     # -------------------------------------------------------------------------- listings (CLI)
     def list_intents(self) -> list[dict[str, Any]]:
@@ -322,3 +521,7 @@ class Ledger:
                  "purpose": r["purpose"], "fields": json.loads(r["fields"]), "received_at": r["received_at"]}
                 for r in self._all("SELECT disclosures.*, agreements.purpose FROM disclosures JOIN agreements "
                                    "ON agreements.id = disclosures.agreement ORDER BY disclosures.received_at")]
+
+
+def _outgoing(r: sqlite3.Row) -> Outgoing:
+    return Outgoing(r["id"], r["topic"], r["token"], r["exp"], bool(r["retain"]))

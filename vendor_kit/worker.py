@@ -1,16 +1,25 @@
 """The imperative shell: MQTT in, core handlers, ledger, MQTT out.
 
-paho-mqtt 2.x, MQTT v5, QoS 1 throughout. Every callback runs on paho's network thread, so
-all message handling, ledger writes and publishing happen on that one thread; the caller's
-thread only waits for the stop event. Bad input never escapes a handler: a ProtocolError is
-logged with its reason and the message dropped; anything else is logged with a traceback.
+paho-mqtt 2.x, MQTT v5, QoS 1 throughout. Messages are handled on paho's network thread; the
+caller's thread runs `run()`'s loop, which waits for the stop request and does the timed
+housekeeping (re-sending the outbox, refreshing the profile, purging, pruning), so that also
+happens on an idle connection. Bad input never escapes a handler: a ProtocolError is logged
+with its reason and the message dropped; anything else is logged with a traceback.
+
+Messages are acknowledged (PUBACK) by hand, after handling: one that could not be handled
+because the ledger stayed locked (another worker, or we are stopping) is kept and retried, and
+not acknowledged, so with a persistent session the broker delivers it again after a restart.
 """
 from __future__ import annotations
 
+import heapq
 import logging
+import re
 import secrets
+import sqlite3
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
@@ -20,8 +29,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, ProtocolError, ReplayGuard,
-                          Revocation, topics, verify)
+from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError,
+                          Revocation, token_hash, topics, verify)
+from vrm_protocol.codec import CLOCK_SKEW
 
 from . import core
 from .catalogue import Catalogue
@@ -30,8 +40,15 @@ from .ledger import Ledger
 
 log = logging.getLogger(__name__)
 
-HOUSEKEEPING_S = 30        # re-flush the outbox / prune the replay guard at most this often
+TICK_S = 0.25              # run loop: how soon a stop request or a pending purge is noticed
+HOUSEKEEPING_S = 30        # re-flush the outbox / prune the replay guard / purge expired data
+PRUNE_S = 3600             # forget expired ledger rows
 PROFILE_REFRESH_S = 24 * 3600
+FLUSH_MIN_AGE_S = 10       # periodic re-send: only our rows this old (younger ones are in flight)
+MAX_HELD = 1000            # messages kept for a retry (ledger locked) before new ones are dropped
+SUB_SHARED = 1             # MQTT 5 Subscription Identifiers: which subscription delivered a message
+SUB_PLAIN = 2
+_SHARE_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,11 @@ class BrokerSettings:
     reconnect_min_s: int = 1
     reconnect_max_s: int = 30
 
+    def __post_init__(self) -> None:
+        # A share name is one topic level: '/', '+' or '#' would make the filter mean something else.
+        if self.share_group is not None and not _SHARE_GROUP_RE.match(self.share_group):
+            raise ValueError(f"share group must be 1-64 of A-Z a-z 0-9 _ . -, got {self.share_group!r}")
+
     @classmethod
     def from_url(cls, url: str, **kw: object) -> "BrokerSettings":
         """mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS, default port 8883)."""
@@ -60,6 +82,55 @@ class BrokerSettings:
         tls = parts.scheme == "mqtts" or bool(kw.get("tls_ca"))
         port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
         return cls(host=parts.hostname, port=port, tls=tls, **kw)  # type: ignore[arg-type]
+
+
+class ReplayWindow:
+    """Message ids seen, until they expire: the protocol's replay guard with O(log n) upkeep.
+
+    Why not vrm_protocol.ReplayGuard: once full it prunes the whole map and scans for the
+    minimum on every new message. Here a heap by expiry makes pruning and eviction cheap.
+    """
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self._seen: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
+        self._max = max_entries
+
+    def __contains__(self, msg_id: str) -> bool:
+        return msg_id in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def check_and_remember(self, msg_id: str, exp: int, now: float) -> None:
+        if msg_id in self._seen:
+            raise ProtocolError("replay", f"message id {msg_id} seen before")
+        if len(self._seen) >= self._max:
+            self.prune(now)
+            while len(self._seen) >= self._max:   # still full: forget the soonest-expiring
+                self._pop()
+        self._seen[msg_id] = exp
+        heapq.heappush(self._heap, (exp, msg_id))
+
+    def prune(self, now: float) -> None:
+        cutoff = now - CLOCK_SKEW
+        while self._heap and self._heap[0][0] < cutoff:
+            self._pop()
+
+    def _pop(self) -> None:
+        exp, msg_id = heapq.heappop(self._heap)
+        if self._seen.get(msg_id) == exp:
+            del self._seen[msg_id]
+
+
+@dataclass(frozen=True)
+class _Held:
+    """A message the ledger could not take yet: retried from the run loop, acked when done."""
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    connection: int
 
 
 class VendorWorker:
@@ -75,11 +146,19 @@ class VendorWorker:
         ledger.client_id = self.client_id  # the ledger records which worker did what
         self._on_ready = on_ready
         self._clock = clock
-        self._replay = ReplayGuard()
+        self._replay = ReplayWindow()
         self._stop = threading.Event()
+        self._stop_requested: str | None = None   # set by request_stop (signal-safe: a plain attribute)
         self._ready_sent = False
-        self._pending: dict[int, str] = {}     # paho mid -> outbox message id
+        self._lock = threading.Lock()           # guards the fields below; never held while calling paho
+        self._pending: dict[int, str | None] = {}   # paho mid -> outbox message id (None: the profile)
+        self._early: set[int] = set()           # PUBACKs that beat the registration of their mid
+        self._subacks: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, until the SUBACK
+        self._held: deque[_Held] = deque()
+        self._connection = 0
+        self._purge_pending = True              # check the ledger at the first housekeeping
         self._last_housekeeping = 0.0
+        self._last_prune = 0.0
         self._profile_at = 0.0
         self._client = self._make_client()
         uncovered = catalogue.categories() - set(identity.categories)
@@ -89,7 +168,8 @@ class VendorWorker:
 
     # ------------------------------------------------------------------------------ lifecycle
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
+                        manual_ack=True)
         if self.broker.username is not None:
             c.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls:
@@ -104,7 +184,8 @@ class VendorWorker:
         return c
 
     def run(self, stop: threading.Event | None = None) -> None:
-        """Connect (retrying while the broker is away) and serve until `stop` is set."""
+        """Connect (retrying while the broker is away) and serve until `stop` is set,
+        `stop()` is called, or `request_stop()` (e.g. from a signal handler)."""
         if stop is not None:
             self._stop = stop
         log.info("vendor %s (%s) as %s -> %s:%s%s", self.identity.vendor, self.identity.did, self.client_id,
@@ -121,30 +202,106 @@ class VendorWorker:
                                    clean_start=not persistent, properties=props)
         self._client.loop_start()
         try:
-            while not self._stop.wait(1.0):
-                pass
+            while not self._stopping():
+                self._stop.wait(TICK_S)   # the signal handler never touches this Event (see request_stop)
+                if not self._stopping():
+                    self._tick()
         finally:
+            if self._stop_requested:
+                log.info("%s: stopping", self._stop_requested)
+            self.ledger.interrupt()   # a handler waiting for a locked ledger gives up now (message kept unacked)
             self._client.disconnect()
-            # loop_stop joins paho's network thread; under load in CI it once never returned after
-            # SIGTERM. The thread is a daemon thread, so bound the wait and let the process exit.
+            # loop_stop joins paho's network thread; bound the wait (it is a daemon thread).
             stopper = threading.Thread(target=self._client.loop_stop, daemon=True)
             stopper.start()
             stopper.join(5)
             if stopper.is_alive():
                 log.warning("network thread did not stop within 5 s; exiting anyway")
+            else:
+                self.ledger.interrupt(False)
             log.info("stopped")
 
     def stop(self) -> None:
+        """Stop from another thread."""
         self._stop.set()
 
+    def request_stop(self, why: str = "stop requested") -> None:
+        """Stop from a signal handler: only plain attributes are set. (Event.set() there could
+        deadlock: the main thread may hold the Event's lock inside wait() when the signal lands.)
+        The run loop notices within TICK_S."""
+        self._stop_requested = why
+        self.ledger.interrupt()
+
+    def _stopping(self) -> bool:
+        return self._stop_requested is not None or self._stop.is_set()
+
+    # ------------------------------------------------------------------------------ run-loop timer
+    def _tick(self) -> None:
+        """Timed work, on the caller's thread: it must not depend on messages arriving."""
+        now = self._clock()
+        try:
+            if self._held:
+                self._retry_held()
+            if self._purge_pending:
+                self._try_purge()
+            if now - self._last_housekeeping >= HOUSEKEEPING_S:
+                self._housekeeping(now)
+        except sqlite3.OperationalError as exc:
+            log.warning("housekeeping postponed: %s", exc)
+        except Exception:
+            log.exception("housekeeping failed")
+
+    def _housekeeping(self, now: float) -> None:
+        self._last_housekeeping = now
+        with self._lock:
+            self._replay.prune(now)
+        expired = self.ledger.purge_expired(int(now))
+        if expired:
+            log.info("deleted the disclosed data of %d agreement(s) whose period is over", expired)
+        self._purge_pending = self._purge_pending or self.ledger.purge_pending()
+        if self._purge_pending:
+            self._try_purge()
+        if now - self._last_prune >= PRUNE_S:
+            self._last_prune = now
+            self.ledger.prune(int(now))
+        if self._client.is_connected():
+            if now - self._profile_at > PROFILE_REFRESH_S:
+                self._publish_profile()
+            self._flush_outbox(min_age_s=FLUSH_MIN_AGE_S)
+
+    def _try_purge(self) -> None:
+        released = self.ledger.purge_wal()
+        if released is None:
+            return
+        self._purge_pending = False
+        for out in released:
+            log.info("deleted data left the WAL: sending ack %s", out.msg_id)
+            self._publish(out)
+
+    def _retry_held(self) -> None:
+        for _ in range(len(self._held)):
+            held = self._held.popleft()
+            if not self.handle(held.topic, held.payload):
+                self._held.appendleft(held)
+                return
+            self._ack(held.mid, held.qos, held.connection)
+
     # ------------------------------------------------------------------------------ paho callbacks
-    def _subscriptions(self) -> list[str]:
+    def _subscription_plan(self) -> list[tuple[int, list[str]]]:
+        """(Subscription Identifier, filters) per SUBSCRIBE. In a share group, the shared filters
+        split live messages between workers, and a plain intents filter reads the retained
+        intents, which MQTT 5 does not deliver to shared subscriptions (docs/protocol.md §3)."""
         group = self.broker.share_group
-        subs = []
+        shared = []
         for cat in self.identity.categories:
-            subs += [topics.intents(cat, group), topics.withdrawals(cat, group)]
-        subs.append(topics.vendor_inbox(self.identity.vendor, group))
-        return subs
+            shared += [topics.intents(cat, group), topics.withdrawals(cat, group)]
+        shared.append(topics.vendor_inbox(self.identity.vendor, group))
+        if not group:
+            return [(SUB_PLAIN, shared)]
+        return [(SUB_SHARED, shared), (SUB_PLAIN, [topics.intents(cat) for cat in self.identity.categories])]
+
+    def _subscriptions(self) -> list[str]:
+        return [t for _, filters in self._subscription_plan() for t in filters]
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
                     properties: object) -> None:
@@ -154,10 +311,18 @@ class VendorWorker:
         log.info("connected to %s:%s (session present: %s)", self.broker.host, self.broker.port,
                  getattr(flags, "session_present", False))
         try:
+            with self._lock:
+                self._connection += 1
+                self._subacks.clear()
             # Profile first: by the time the SUBACK arrives (READY) the retained profile is stored.
-            self._pending.clear()  # a fresh session: whatever was in flight is re-sent from the outbox
             self._publish_profile()
-            client.subscribe([(t, SubscribeOptions(qos=topics.QOS)) for t in self._subscriptions()])
+            for sub_id, filters in self._subscription_plan():
+                props = Properties(PacketTypes.SUBSCRIBE)
+                props.SubscriptionIdentifier = sub_id
+                rc, mid = client.subscribe([(t, SubscribeOptions(qos=topics.QOS)) for t in filters],
+                                           properties=props)
+                with self._lock:
+                    self._subacks[mid] = filters
             self._flush_outbox()
         except Exception:
             log.exception("error while setting up the session")
@@ -167,14 +332,19 @@ class VendorWorker:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason_code: object,
                        properties: object) -> None:
-        if not self._stop.is_set():
+        if not self._stopping():
             log.warning("disconnected from broker (%s); reconnecting", reason_code)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, reason_codes: list,
                       properties: object) -> None:
-        failed = [(t, rc) for t, rc in zip(self._subscriptions(), reason_codes) if rc.is_failure]
+        with self._lock:
+            filters = self._subacks.pop(mid, [])
+            outstanding = len(self._subacks)
+        failed = [(t, rc) for t, rc in zip(filters, reason_codes) if rc.is_failure]
         if failed:
             log.error("subscriptions refused: %s", failed)
+            return
+        if outstanding:
             return
         log.info("subscribed to %s", ", ".join(self._subscriptions()))
         if not self._ready_sent:
@@ -184,34 +354,76 @@ class VendorWorker:
 
     def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason_code: object,
                     properties: object) -> None:
-        msg_id = self._pending.pop(mid, None)
+        with self._lock:
+            if mid not in self._pending:   # PUBACK before _publish (another thread) registered it
+                self._early.add(mid)
+                return
+            msg_id = self._pending.pop(mid)
         if msg_id is None:
             return
         if getattr(reason_code, "is_failure", False):
-            log.error("broker refused message %s: %s (will retry on reconnect)", msg_id, reason_code)
+            log.error("broker refused message %s: %s (will retry)", msg_id, reason_code)
             return
+        self._mark_sent(msg_id)
+
+    def _mark_sent(self, msg_id: str) -> None:
         try:
             self.ledger.mark_sent(msg_id, int(self._clock()))
+        except sqlite3.OperationalError as exc:
+            log.warning("could not mark %s sent (%s); it may be sent again", msg_id, exc)
         except Exception:
             log.exception("could not mark %s sent", msg_id)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        self.handle(message.topic, message.payload)
+        if self._wanted(message) and not self.handle(message.topic, message.payload):
+            with self._lock:
+                connection = self._connection
+            if len(self._held) < MAX_HELD:
+                log.warning("message on %s kept for a retry (not acknowledged)", message.topic)
+                self._held.append(_Held(message.topic, message.payload, message.mid, message.qos, connection))
+                return
+            log.error("too many messages waiting for the ledger: message on %s dropped", message.topic)
+        self._ack(message.mid, message.qos, None)
+
+    def _wanted(self, message: mqtt.MQTTMessage) -> bool:
+        """In a share group, a copy from the plain intents subscription is acted on only if it is
+        a retained intent: live intents are left to the shared subscription, which gives each to
+        one worker. (A retained intent can come several ways; the ledger answers it once.)"""
+        if not self.broker.share_group:
+            return True
+        ids = getattr(message.properties, "SubscriptionIdentifier", None) or []
+        if not ids or SUB_SHARED in ids:
+            return True
+        return bool(message.retain)
+
+    def _ack(self, mid: int, qos: int, connection: int | None) -> None:
+        """PUBACK a handled message, unless it came on an earlier connection (its mid may name
+        another message now; with a persistent session the broker re-sends it anyway)."""
+        if qos == 0:
+            return
+        with self._lock:
+            if connection is not None and connection != self._connection:
+                return
+        self._client.ack(mid, qos)
 
     # ------------------------------------------------------------------------------ dispatch
-    def handle(self, topic: str, payload: bytes) -> None:
-        """One incoming message, end to end. Never raises."""
+    def handle(self, topic: str, payload: bytes) -> bool:
+        """One incoming message, end to end. Never raises. False: the ledger was locked (or we
+        are stopping) and nothing was done; the message can be handled again later."""
         try:
             if not payload:  # a cleared retained intent (withdrawal): nothing to do
                 log.debug("empty payload on %s ignored", topic)
-                return
-            self._housekeeping()
+                return True
             for out in self._dispatch(topic, payload):
                 self._publish(out)
         except ProtocolError as exc:
             log.warning("refused message on %s: %s: %s", topic, exc.reason, exc.detail)
+        except sqlite3.OperationalError as exc:
+            log.warning("ledger unavailable for message on %s: %s", topic, exc)
+            return False
         except Exception:
             log.exception("error handling message on %s (dropped)", topic)
+        return True
 
     def _dispatch(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         vendor = self.identity.vendor
@@ -229,18 +441,29 @@ class VendorWorker:
         log.debug("message on unexpected topic %s ignored", topic)
         return []
 
+    def _check_fresh(self, msg: Message) -> None:
+        """The replay check (protocol §11), separate from verify() so that a message the ledger
+        could not take is not remembered, and a re-sent identical token can be answered again."""
+        with self._lock:
+            if msg.id in self._replay:
+                raise ProtocolError("replay", f"message id {msg.id} seen before")
+
+    def _remember(self, msg: Message, now: float) -> None:
+        with self._lock:
+            if msg.id not in self._replay:
+                self._replay.check_and_remember(msg.id, msg.envelope.exp, now)
+
     def _intent(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        # No ReplayGuard here: the ledger is the durable one for intents (a retained intent
+        # No replay window here: the ledger is the durable one for intents (a retained intent
         # comes back on every reconnect and must simply not be answered twice).
         msg = verify(payload, now=now, expect=Intent)
         intent_id = msg.body.intent  # type: ignore[union-attr]
         if self.ledger.intent(intent_id) is not None:
             log.debug("intent %s already handled", intent_id)
             return []
-        answer = core.answer_intent(msg, topic, self.identity, self.catalogue, now,
-                                    withdrawn_by=self.ledger.withdrawal_signer(intent_id))
-        if not self.ledger.claim_intent(answer, int(now)):
+        answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now))
+        if answer is None:
             log.debug("intent %s claimed by another worker", intent_id)
             return []
         log.info("intent %s (%s): %s, %d offer(s)", intent_id, answer.intent.category, answer.intent.status,
@@ -249,40 +472,78 @@ class VendorWorker:
 
     def _withdrawal(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, replay=self._replay, expect=IntentWithdrawal)
-        w = core.accept_withdrawal(msg, topic, self.ledger.intent(msg.body.intent), now)  # type: ignore[union-attr]
+        msg = verify(payload, now=now, expect=IntentWithdrawal)
+        self._check_fresh(msg)
+        try:
+            w = core.accept_withdrawal(msg, topic, self.ledger.intent(msg.body.intent), now)  # type: ignore[union-attr]
+        except ProtocolError:
+            self._remember(msg, now)
+            raise
         self.ledger.record_withdrawal(w)
+        self._remember(msg, now)
         log.info("intent %s withdrawn", w.intent)
         return []
 
     def _agreement(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, replay=self._replay, expect=Agreement)
-        record = core.countersign(msg, self.identity, self.ledger.offer(msg.body.offer), now)  # type: ignore[union-attr]
-        cs = self.ledger.store_agreement(record, int(now))
+        msg = verify(payload, now=now, expect=Agreement)
+        known = self.ledger.agreement(token_hash(msg.token))
+        if known is not None:  # the very same token again: the box did not get our countersignature
+            log.info("agreement %s received again: countersignature re-sent", known.id)
+            return [known.countersignature]
+        self._check_fresh(msg)
+        try:
+            record = core.countersign(msg, self.identity, self.ledger.offer(msg.body.offer), now)  # type: ignore[union-attr]
+            cs = self.ledger.store_agreement(record, int(now))
+        except ProtocolError:
+            self._remember(msg, now)
+            raise
+        self._remember(msg, now)
         log.info("agreement %s on offer %s countersigned (fields: %s)", record.id, record.offer,
                  ", ".join(record.fields))
         return [cs]
 
     def _disclosure(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, replay=self._replay, expect=Disclosure)
+        msg = verify(payload, now=now, expect=Disclosure)
+        self._check_fresh(msg)
         body = msg.body
-        record = core.open_disclosure(msg, self.identity, self.ledger.agreement(body.agreement), now)  # type: ignore[union-attr]
-        if self.ledger.store_disclosure(record):
+        try:
+            record = core.open_disclosure(msg, self.identity, self.ledger.agreement(body.agreement), now)  # type: ignore[union-attr]
+            stored = self.ledger.store_disclosure(record)
+        except ProtocolError:
+            self._remember(msg, now)
+            raise
+        self._remember(msg, now)
+        if stored:
             log.info("disclosure for agreement %s stored (fields: %s)", record.agreement,
                      ", ".join(sorted(record.fields)))  # names only, never values
         else:
-            log.warning("disclosure for agreement %s dropped: revoked meanwhile", record.agreement)
+            log.warning("disclosure for agreement %s dropped: revoked or expired meanwhile", record.agreement)
         return []
 
     def _revocation(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, replay=self._replay, expect=Revocation)
+        msg = verify(payload, now=now, expect=Revocation)
         body = msg.body
         record = core.acknowledge_revocation(msg, self.identity, self.ledger.agreement(body.agreement), now)  # type: ignore[union-attr]
-        ack = self.ledger.revoke(record, int(now))
-        log.info("agreement %s revoked%s", record.agreement, ", disclosed data deleted" if record.delete else "")
+        again = self.ledger.revocation_id(body.agreement) == msg.id  # type: ignore[union-attr]
+        if not again:
+            self._check_fresh(msg)
+        try:
+            ack = self.ledger.revoke(record, int(now))
+        except ProtocolError:
+            self._remember(msg, now)
+            raise
+        self._remember(msg, now)
+        if again:
+            log.info("revocation of agreement %s received again: ack %s", record.agreement,
+                     "re-sent" if ack else "still held until the data has left the WAL")
+        else:
+            log.info("agreement %s revoked%s", record.agreement, ", disclosed data deleted" if record.delete else "")
+        if ack is None:
+            self._purge_pending = True   # the run loop retries the WAL purge, then sends the ack
+            return []
         return [ack]
 
     # ------------------------------------------------------------------------------ output
@@ -291,39 +552,39 @@ class VendorWorker:
         if remaining <= 0:
             log.info("not sending expired message %s", out.msg_id)
             return
+        self._send(out.topic, out.token, out.retain, remaining, out.msg_id)
+
+    def _send(self, topic: str, token: str, retain: bool, expiry: int, msg_id: str | None) -> None:
         props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = remaining
-        info = self._client.publish(out.topic, out.token, qos=topics.QOS, retain=out.retain, properties=props)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS or info.rc == mqtt.MQTT_ERR_NO_CONN:
-            self._pending[info.mid] = out.msg_id
-        else:
-            log.error("publish of %s failed: %s", out.msg_id, mqtt.error_string(info.rc))
+        props.MessageExpiryInterval = expiry
+        info = self._client.publish(topic, token, qos=topics.QOS, retain=retain, properties=props)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho queues it
+            log.error("publish of %s failed: %s", msg_id or topic, mqtt.error_string(info.rc))
+            return
+        with self._lock:
+            acked = info.mid in self._early
+            if acked:
+                self._early.discard(info.mid)
+            else:
+                self._pending[info.mid] = msg_id
+        if acked and msg_id is not None:
+            self._mark_sent(msg_id)
 
     def _publish_profile(self) -> None:
         now = self._clock()
         out = core.signed_profile(self.identity, now)
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = out.exp - int(now)
-        self._client.publish(out.topic, out.token, qos=topics.QOS, retain=True, properties=props)
+        self._send(out.topic, out.token, True, out.exp - int(now), None)
         self._profile_at = now
         log.info("profile published on %s", out.topic)
 
-    def _flush_outbox(self) -> None:
-        """Publish what was committed but never acknowledged (crash, broker loss, a dead peer)."""
+    def _flush_outbox(self, min_age_s: int = 0) -> None:
+        """Publish what was committed but never acknowledged (crash, broker loss, a dead peer).
+        Messages paho still holds for this session (published, no PUBACK yet) are left to it."""
         now = self._clock()
-        self._last_housekeeping = now
-        pending = set(self._pending.values())
-        unsent = [o for o in self.ledger.unsent(int(now)) if o.msg_id not in pending]
+        with self._lock:
+            pending = set(self._pending.values())
+        unsent = [o for o in self.ledger.unsent(int(now), min_age_s=min_age_s) if o.msg_id not in pending]
         for out in unsent:
             self._publish(out)
         if unsent:
             log.info("re-sent %d queued message(s)", len(unsent))
-
-    def _housekeeping(self) -> None:
-        now = self._clock()
-        if now - self._last_housekeeping < HOUSEKEEPING_S:
-            return
-        self._replay.prune(now)
-        if now - self._profile_at > PROFILE_REFRESH_S:
-            self._publish_profile()
-        self._flush_outbox()
