@@ -53,6 +53,7 @@ class _Inbound:
     attempts: int = 0
 
 
+PRUNE_EVERY_S = 3600
 MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
 
 
@@ -84,6 +85,7 @@ class Daemon:
         self.box_id = self._box_id()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
         self._stop = threading.Event()
+        self._last_prune = 0.0
         self._connected = threading.Event()
         self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
         self._subscribed: set[str] = set()
@@ -283,6 +285,10 @@ class Daemon:
 
     def _tick(self) -> None:
         self.intake.flush_counts()
+        if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+            self._last_prune = time.monotonic()
+            self.store.prune()
+            self.intake.replay.prune(self.clock())
         if self.market.expire_intents():
             self.intake.refresh()
             self._sync_subscriptions()

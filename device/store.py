@@ -850,6 +850,16 @@ class Store:
             self._conn.execute("UPDATE outbox SET sent_at=? WHERE id=? AND sent_at IS NULL",
                                (self.now(), int(outbox_id)))
 
+    def prune(self, keep_sent_s: int = 7 * 86400) -> int:
+        """Forget what only protects against replays that can no longer happen (expired message
+        ids) and outbox rows sent long ago. Returns the rows deleted."""
+        now = self.now()
+        with self._tx():
+            a = self._conn.execute("DELETE FROM seen_messages WHERE exp < ?", (now - 300,)).rowcount
+            b = self._conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < ?",
+                                   (now - keep_sent_s,)).rowcount
+        return a + b
+
     # ---------------------------------------------------------------- snapshot (export/import)
     def is_fresh(self) -> bool:
         """True for a box never used or just erased: no data, and a log that is empty or holds

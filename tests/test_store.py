@@ -409,3 +409,19 @@ def test_concurrent_first_opens_agree_on_the_keys(tmp_path):
     with Store.open(d) as s:
         assert set(s.get_profile()) == {f"t{i}" for i in range(6)}
         assert s.audit.verify().ok
+
+
+def test_prune_forgets_expired_message_ids_and_old_sent_outbox_rows(tmp_path):
+    now = [1_800_000_000]
+    s = Store.open(tmp_path / "p", clock=lambda: now[0])
+    s.add_offer("offer-id-1", "intent-id-1", "acme", "did:key:z", "a.b.c", {"x": 1}, now[0])
+    kept = s.queue_outbox("t/1", "payload")
+    sent = s.queue_outbox("t/2", "payload")
+    s.mark_sent(sent)
+    assert s.prune() == 0
+    now[0] += 8 * 86400
+    assert s.prune() == 2              # the offer's id (remembered for a day) and the sent row
+    assert s.seen_message_ids(0) == []
+    assert [r.id for r in s.pending_outbox()] == [kept]
+    assert s.get_offer("offer-id-1") is not None   # offers themselves are the person's record
+    s.close()
