@@ -61,12 +61,12 @@ def ledger_json(kind: str, vendor_dir: Path) -> list[dict]:
 class VendorProcess:
     """`vrm-vendor run` in its own process; waits for its READY line."""
 
-    def __init__(self, vendor_dir: Path, broker, catalogue: Path, log: Path, *extra: str) -> None:
+    def __init__(self, vendor_dir: Path, broker, catalogue: Path, log: Path, *extra: str, verbose: bool = False) -> None:
         self.log = log
         self._logf = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vendor_kit.cli", "run", "--dir", str(vendor_dir), "--broker", broker.url,
-             "--catalogue", str(catalogue), *extra],
+            [sys.executable, "-m", "vendor_kit.cli", *(["-v"] if verbose else []), "run", "--dir", str(vendor_dir),
+             "--broker", broker.url, "--catalogue", str(catalogue), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._logf, text=True)
         self._lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -299,15 +299,16 @@ def test_restart_does_not_answer_again_and_broker_loss_is_survived(broker, tmp_p
 
 def test_shared_subscription_splits_intents_without_double_answers(broker, tmp_path, vendor_setup):
     vendor_dir, catalogue, info = vendor_setup
+    box = Box(broker, topics.offers("+"))
+    # Retained before the group subscribes: MQTT 5 does not send it to shared subscriptions, so
+    # the workers also read intents with a plain subscription (answered once all the same).
+    _, early, _ = publish_intent(box)
     workers = [VendorProcess(vendor_dir, broker, catalogue, tmp_path / f"w{n}.log", "--share-group", "g",
-                             "--client-id", f"acme-w{n}") for n in (1, 2)]
-    box = None
+                             "--client-id", f"acme-w{n}", verbose=True) for n in (1, 2)]
     try:
         for w in workers:
             w.wait_ready()
-        box = Box(broker, topics.offers("+"))
         n = 40
-        # Non-retained: MQTT 5 does not send retained messages to shared subscriptions on subscribe.
         intent_ids = {publish_intent(box, retain=False)[1] for _ in range(n)}
         per_intent: dict[str, list[str]] = defaultdict(list)
         deadline = time.monotonic() + 30
@@ -318,22 +319,183 @@ def test_shared_subscription_splits_intents_without_double_answers(broker, tmp_p
                 per_intent[offer.body.intent].append(offer.id)
         for topic, payload in box.drain(1.0):           # anything late would be a double answer
             per_intent[verify(payload, now=time.time()).body.intent].append("late")
-        assert set(per_intent) == intent_ids
+        assert set(per_intent) == intent_ids | {early}
         assert all(len(ids) == 2 and len(set(ids)) == 2 for ids in per_intent.values()), \
             {k: v for k, v in per_intent.items() if len(v) != 2}
+        # a live intent reaches one worker only: the plain subscription leaves it to the shared one
+        logs = "".join(w.log.read_text() for w in workers)
+        assert not any(f"intent {i} already handled" in logs or f"intent {i} claimed by" in logs for i in intent_ids)
 
         intents = ledger_json("intents", vendor_dir)
-        assert len(intents) == n and {i["intent"] for i in intents} == intent_ids
+        assert len(intents) == n + 1 and {i["intent"] for i in intents} == intent_ids | {early}
+        intents = [i for i in intents if i["intent"] != early]
         by_worker = defaultdict(int)
         for i in intents:
             by_worker[i["client_id"]] += 1
         assert set(by_worker) == {"acme-w1", "acme-w2"}, by_worker   # both did part of the work
         offers = ledger_json("offers", vendor_dir)
-        assert len(offers) == 2 * n and all(o["sent"] for o in offers)
+        assert len(offers) == 2 * (n + 1) and all(o["sent"] for o in offers)
         for w in workers:
             assert w.terminate() == 0
     finally:
         for w in workers:
             w.kill()
-        if box:
-            box.close()
+        box.close()
+
+
+# ------------------------------------------------------------------------------------ review fixes
+class InProcessVendor:
+    """A VendorWorker on a thread of the test (for tests that tune its timers or its ledger)."""
+
+    def __init__(self, tmp_path: Path, broker, *, client_id: str = "acme-in-process", busy_timeout_s: float = 30.0,
+                 share_group: str | None = None) -> None:
+        from vendor_kit import BrokerSettings, Catalogue, Ledger, VendorIdentity, VendorWorker
+        self.dir = tmp_path / "acme-inproc"
+        self.identity = VendorIdentity.create(self.dir, "acme", "Acme Bikes", ["bikes", "tents"])
+        (tmp_path / "inproc.yaml").write_text(CATALOGUE)
+        self.ledger = Ledger.in_dir(self.dir)
+        self.ledger.busy_timeout_s = busy_timeout_s
+        if busy_timeout_s < 1:   # also SQLite's own wait: any "database is locked" must not lose a message
+            self.ledger._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+        ready = threading.Event()
+        self.worker = VendorWorker(self.identity, Catalogue.load(tmp_path / "inproc.yaml"), self.ledger,
+                                   BrokerSettings(host=broker.host, port=broker.port, client_id=client_id,
+                                                  share_group=share_group),
+                                   on_ready=ready.set)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True)
+        self.thread.start()
+        assert ready.wait(10), "in-process vendor not ready"
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+        self.ledger.close()
+
+
+def _agreement_for(box: Box, key: Identity, intent_id: str, did: str) -> tuple[str, str]:
+    offer = verify(box.take(topics.offers(intent_id)), now=time.time(), expect=Offer)
+    token = sign(key, Agreement(intent=intent_id, offer=offer.id, offer_hash=token_hash(offer.token), vendor="acme",
+                                vendor_did=did, terms=TERMS, fields=["name"], purpose="delivery", duration_days=30),
+                 now=time.time(), ttl=3600)
+    return token, token_hash(token)
+
+
+def test_item1_sigterm_while_the_ledger_is_locked_exits_fast_and_keeps_the_message(broker, tmp_path, vendor_setup):
+    """Another process holds the ledger's write lock while an intent arrives: SIGTERM must not
+    wait for SQLite, and the intent, never acknowledged, comes back to the restarted worker."""
+    import sqlite3
+    vendor_dir, catalogue, _ = vendor_setup
+    box = Box(broker, topics.offers("+"))
+    vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v1.log", "--client-id", "acme-1")
+    locker = None
+    try:
+        vendor.wait_ready()
+        locker = sqlite3.connect(vendor_dir / "ledger.sqlite", isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")
+        _, intent_id, _ = publish_intent(box, retain=False)
+        time.sleep(1.0)                                   # the worker now waits for the lock
+        started = time.monotonic()
+        assert vendor.terminate(timeout=4) == 0
+        assert time.monotonic() - started < 3
+        locker.execute("ROLLBACK")
+        assert box.drain(0.3) == []
+        vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v2.log", "--client-id", "acme-1")
+        vendor.wait_ready()
+        assert [t for t, _ in box.drain(1.5)] == [topics.offers(intent_id)] * 2
+        assert vendor.terminate() == 0
+        assert "Traceback" not in (tmp_path / "v1.log").read_text() + vendor.log.read_text()
+    finally:
+        vendor.kill()
+        box.close()
+        if locker:
+            locker.close()
+
+
+def test_item7_housekeeping_runs_on_an_idle_connection(broker, tmp_path, monkeypatch):
+    from vendor_kit import Ledger, worker as worker_module
+    monkeypatch.setattr(worker_module, "HOUSEKEEPING_S", 0.3)
+    monkeypatch.setattr(worker_module, "PROFILE_REFRESH_S", 0.5)
+    box = Box(broker, topics.vendor_profile("acme"), topics.offers("+"))
+    vendor = InProcessVendor(tmp_path, broker)
+    try:
+        assert box.take(topics.vendor_profile("acme"))
+        # another worker committed offers ages ago and died before publishing them
+        from vendor_kit import core
+        key, intent_id = Identity.generate(), new_id()
+        token = sign(key, Intent(intent=intent_id, category="bikes", terms=TERMS), now=time.time(), ttl=600,
+                     msg_id=intent_id)
+        answer = core.answer_intent(verify(token, now=time.time(), expect=Intent), topics.intent("bikes", intent_id),
+                                    vendor.identity, vendor.worker.catalogue, time.time())
+        with Ledger.in_dir(vendor.dir, client_id="acme-dead") as other:
+            assert other.claim_intent(answer, int(time.time()) - 60)
+        # nothing is sent to the worker, yet it refreshes its profile and re-sends the orphans
+        assert box.take(topics.vendor_profile("acme"), timeout=3)
+        assert {verify(box.take(topics.offers(intent_id), timeout=3), now=time.time()).id for _ in range(3)} == \
+               {o.id for o in answer.offers}
+    finally:
+        vendor.close()
+        box.close()
+
+
+def test_item8_and_item2_repeats_are_answered_again_and_the_ack_waits_for_the_purge(broker, tmp_path):
+    import sqlite3
+    vendor = InProcessVendor(tmp_path, broker)
+    box = Box(broker, topics.box_inbox("+"))
+    did = vendor.identity.did
+    try:
+        key, intent_id, _ = publish_intent(box)
+        agreement_token, agreement_id = _agreement_for(box, key, intent_id, did)
+        box.publish(topics.agreements("acme"), agreement_token)
+        first = box.take(topics.countersignatures(intent_id))
+        box.publish(topics.agreements("acme"), agreement_token)       # the box did not get it: same token again
+        assert box.take(topics.countersignatures(intent_id)) == first
+
+        jwe = encrypt_json({"agreement": agreement_id, "fields": {"name": "Quentin Purgeable-4410"}},
+                           vendor.identity.enc_key)
+        box.publish(topics.disclosures("acme"),
+                    sign(key, Disclosure(agreement=agreement_id, intent=intent_id, jwe=jwe), now=time.time(), ttl=600))
+        deadline = time.monotonic() + 5
+        while not vendor.ledger.list_disclosures():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        reader = sqlite3.connect(vendor.dir / "ledger.sqlite", isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM intents").fetchone()     # e.g. `vrm-vendor disclosures` running
+        revocation = sign(key, Revocation(agreement=agreement_id, intent=intent_id, delete=True), now=time.time(),
+                          ttl=600)
+        box.publish(topics.revocations("acme"), revocation)
+        time.sleep(1.5)
+        assert topics.revocation_acks(intent_id) not in [t for t, _ in box.drain(0.2)]   # no "deleted: true"
+        assert b"Purgeable-4410" in b"".join(p.read_bytes() for p in vendor.dir.glob("ledger.sqlite*"))
+        reader.execute("COMMIT")
+        reader.close()
+        ack = verify(box.take(topics.revocation_acks(intent_id), timeout=5), now=time.time(), expect=RevocationAck)
+        assert ack.body.deleted is True
+        assert b"Purgeable-4410" not in b"".join(p.read_bytes() for p in vendor.dir.glob("ledger.sqlite*"))
+        box.publish(topics.revocations("acme"), revocation)          # repeated: the same ack again
+        assert verify(box.take(topics.revocation_acks(intent_id)), now=time.time()).id == ack.id
+    finally:
+        vendor.close()
+        box.close()
+
+
+def test_lesser_message_the_ledger_could_not_take_is_retried_not_dropped(broker, tmp_path):
+    import sqlite3
+    vendor = InProcessVendor(tmp_path, broker, busy_timeout_s=0.3)
+    box = Box(broker, topics.offers("+"))
+    locker = sqlite3.connect(vendor.dir / "ledger.sqlite", isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")                            # locked for longer than the worker waits
+        _, intent_id, _ = publish_intent(box, retain=False)
+        time.sleep(1.0)
+        assert box.drain(0.2) == []
+        locker.execute("ROLLBACK")
+        assert [t for t, _ in box.drain(1.5)] == [topics.offers(intent_id)] * 2
+        assert [i["intent"] for i in vendor.ledger.list_intents()] == [intent_id]
+    finally:
+        locker.close()
+        vendor.close()
+        box.close()

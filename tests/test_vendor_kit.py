@@ -500,3 +500,324 @@ def test_worker_handle_never_raises_and_logs_reason(tmp_path, vendor, catalogue,
         assert all(": bad_encoding: " in r for r in reasons[:3])
         assert "bad_field" in reasons[3] and "never sent" in reasons[3]
         assert led.list_agreements() == []
+
+
+# ------------------------------------------------------------------------------------ review fixes
+def _ledger_with_disclosure(path, vendor, catalogue, secret, duration_days=30):
+    """A ledger holding one countersigned agreement and its disclosure {"name": secret}."""
+    box = Identity.generate()
+    answer = answered(vendor, catalogue, box)
+    offer = answer.offers[0]
+    body = Agreement(intent=offer.intent, offer=offer.id, offer_hash=offer.hash, vendor=vendor.vendor,
+                     vendor_did=vendor.did, terms=TERMS, fields=["name"], purpose="delivery",
+                     duration_days=duration_days)
+    agreement = core.countersign(verify(sign(box, body, now=NOW, ttl=3600), now=NOW, expect=Agreement),
+                                 vendor, offer, NOW)
+    led = Ledger(path)
+    led.claim_intent(answer, int(NOW))
+    led.store_agreement(agreement, int(NOW))
+    rec = core.open_disclosure(disclosure_msg(box, agreement.id, offer.intent, vendor, {"name": secret}),
+                               vendor, led.agreement(agreement.id), NOW)
+    assert led.store_disclosure(rec)
+    return led, box, answer, agreement
+
+
+def _file_bytes(directory: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in directory.glob(LEDGER_FILE + "*"))
+
+
+def test_item9_huge_integer_attributes_do_not_crash_pricing(catalogue):
+    huge = 10 ** 400   # math.isfinite(huge) raises OverflowError
+    assert Condition("budget_max", "lte", 700).matches({"budget_max": huge}) is False
+    assert Condition("budget_max", "gte", 700).matches({"budget_max": huge}) is True
+    assert Condition("n", "eq", 1).matches({"n": huge}) is False
+    intent = Intent(intent=new_id(), category="bikes", terms=TERMS, attributes={"budget_max": huge})
+    assert [i.sku for i, _ in offers_for(catalogue, intent)] == ["BK-1", "BK-2"]   # no budget cut
+    tiny = Intent(intent=new_id(), category="bikes", terms=TERMS, attributes={"budget_max": -huge})
+    assert offers_for(catalogue, tiny) == []
+    with pytest.raises(CatalogueError, match="items\\[1\\] \\(sku 'BK-2'\\): field 'price' must be <="):
+        parse_catalogue(_broken(items__1__price=huge))
+    with pytest.raises(CatalogueError, match="rules\\[0\\]: field 'add' must be <="):
+        parse_catalogue(_broken(rules__0__add=huge))
+    assert parse_catalogue(_broken(rules__0__when={"attribute": "budget_max", "lte": huge})).rules[0].when.value == huge
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"items__1__price": 1e16}, "items[1] (sku 'BK-2'): field 'price' must be <= 1000000000000000"),
+    ({"rules__0__add": -2e15}, "rules[0]: field 'add' must be >= -1000000000000000"),
+    ({"region": "x" * 2001}, "catalogue: field 'region' is longer than 2000"),
+    ({"items__0__attributes": {"a": ["y" * 1999] * 60}}, "items[0] (sku 'BK-1'): an offer for this item would"),
+    ({"items__0__attributes": {1: "x"}}, "items[0] (sku 'BK-1'): field 'attributes': names must be strings"),
+    ({"rules__0__category": "bike"}, "rules[0]: field 'category' 'bike' is not the category of any item"),
+])
+def test_lesser_catalogue_gaps_are_load_errors(changes, message):
+    with pytest.raises(CatalogueError) as err:
+        parse_catalogue(_broken(**changes))
+    assert message in str(err.value)
+
+
+def test_lesser_catalogue_non_string_yaml_keys_are_errors(tmp_path):
+    (tmp_path / "c.yaml").write_text("currency: EUR\nitems:\n - {category: bikes, name: B, sku: S, price: 1, "
+                                     "attributes: {1: x}}\n")
+    with pytest.raises(CatalogueError, match="names must be strings"):
+        Catalogue.load(tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("currency: EUR\n2024-01-01: x\nitems:\n - {category: bikes, name: B, "
+                                     "sku: S, price: 1}\n")
+    with pytest.raises(CatalogueError, match="unknown field\\(s\\) 2024-01-01"):
+        Catalogue.load(tmp_path / "d.yaml")
+
+
+def test_lesser_offer_priced_past_the_protocol_bound_is_not_made(vendor):
+    cat = parse_catalogue({"currency": "EUR", "items": [{"category": "bikes", "name": "B", "sku": "S",
+                                                         "price": 9e14}],
+                           "rules": [{"when": {"attribute": "x", "eq": 1}, "add": 9e14}]})
+    msg, topic = make_intent(Identity.generate(), attributes={"x": 1})
+    assert core.answer_intent(msg, topic, vendor, cat, NOW).offers == ()   # 1.8e15: every box would refuse it
+
+
+def test_lesser_eq_and_in_do_not_confuse_booleans_with_numbers():
+    assert not Condition("vip", "eq", 1).matches({"vip": True})
+    assert not Condition("vip", "eq", True).matches({"vip": 1})
+    assert Condition("vip", "eq", True).matches({"vip": True})
+    assert Condition("vip", "ne", 1).matches({"vip": True})
+    assert not Condition("k", "in", [0]).matches({"k": False})
+    assert Condition("k", "in", [0, False]).matches({"k": False})
+    assert Condition("k", "in", [1.0]).matches({"k": 1})                  # 1 and 1.0 are the same number
+    assert not Condition("k", "eq", [1, 2]).matches({"k": [True, 2]})
+
+
+def test_item3_disclosure_after_the_agreed_period_is_refused(vendor, catalogue):
+    box, _, offer, agreement = agreed(vendor, catalogue)        # duration_days=30
+    late = NOW + 31 * 86400
+    token = sign(box, Disclosure(agreement=agreement.id, intent=offer.intent,
+                                 jwe=encrypt_json({"agreement": agreement.id, "fields": {"name": "A"}}, vendor.enc_key)),
+                 now=late, ttl=3600)
+    with pytest.raises(ProtocolError, match="30-day period") as err:
+        core.open_disclosure(verify(token, now=late, expect=Disclosure), vendor, agreement, late)
+    assert err.value.reason == "expired"
+
+
+def test_item3_expired_disclosures_are_purged_from_the_files(tmp_path, vendor, catalogue):
+    secret = "Expiring Q. Person-5521"
+    led, box, answer, agreement = _ledger_with_disclosure(tmp_path / LEDGER_FILE, vendor, catalogue, secret,
+                                                          duration_days=2)
+    with led:
+        assert led.purge_expired(int(NOW) + 86400) == 0                  # still within the period
+        assert secret.encode() in _file_bytes(tmp_path)
+        assert led.purge_expired(int(NOW) + 2 * 86400 + 1) == 1
+        assert led.list_disclosures() == [] and led.list_agreements()[0]["deleted"] is True
+        assert secret.encode() not in _file_bytes(tmp_path)
+        assert not led.purge_pending()
+
+
+def test_item2_blocked_checkpoint_neither_stalls_nor_acks_before_the_data_is_gone(tmp_path, vendor, catalogue):
+    import sqlite3
+    secret = "Blocked Q. Checkpoint-9137"
+    led, box, answer, agreement = _ledger_with_disclosure(tmp_path / LEDGER_FILE, vendor, catalogue, secret)
+    reader = sqlite3.connect(tmp_path / LEDGER_FILE, isolation_level=None)
+    try:
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM intents").fetchone()    # an open read transaction pins the WAL
+        rev = core.acknowledge_revocation(revocation_msg(box, agreement.id, answer.intent.intent), vendor,
+                                          led.agreement(agreement.id), NOW)
+        result: list = []
+        t = threading.Thread(target=lambda: result.append(led.revoke(rev, int(NOW))), daemon=True)
+        started = time.monotonic()
+        t.start()
+        t.join(5)
+        assert not t.is_alive(), "revoke waited for the reader (checkpoint with the 30 s busy timeout)"
+        assert time.monotonic() - started < 2
+        assert result == [None]                                  # ack held: the data is still in the WAL
+        assert led.list_disclosures() == [] and secret.encode() in _file_bytes(tmp_path)
+        assert rev.ack.msg_id not in {o.msg_id for o in led.unsent(int(NOW))}
+        assert led.purge_pending() and led.purge_wal() is None   # still blocked
+        assert led.revoke(rev, int(NOW)) is None                 # a repeat does not leak the ack either
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    assert led.purge_wal() == [rev.ack]
+    assert secret.encode() not in _file_bytes(tmp_path)
+    assert not led.purge_pending()
+    assert rev.ack.msg_id in {o.msg_id for o in led.unsent(int(NOW))}
+    assert led.revoke(rev, int(NOW)) == rev.ack
+    led.close()
+
+
+def test_item4_one_revocation_per_agreement_and_lesser_reused_revocation_id(tmp_path, vendor, catalogue):
+    led, box, answer, first = _ledger_with_disclosure(tmp_path / LEDGER_FILE, vendor, catalogue, "Ann")
+    with led:
+        second_offer = answer.offers[1]
+        second = core.countersign(make_agreement(box, second_offer, vendor), vendor, second_offer, NOW)
+        led.store_agreement(second, int(NOW))
+        led.store_disclosure(core.open_disclosure(disclosure_msg(box, second.id, second_offer.intent, vendor,
+                                                                 {"name": "Bob"}), vendor, second, NOW))
+        rev_id = new_id()
+
+        def revocation(agreement, msg_id):
+            token = sign(box, Revocation(agreement=agreement.id, intent=agreement.intent, delete=True), now=NOW,
+                         ttl=3600, msg_id=msg_id)
+            return core.acknowledge_revocation(verify(token, now=NOW, expect=Revocation), vendor,
+                                               led.agreement(agreement.id), NOW)
+
+        ack = led.revoke(revocation(first, rev_id), int(NOW))
+        assert ack is not None
+        with pytest.raises(ProtocolError, match="already revoked by revocation"):
+            led.revoke(revocation(first, new_id()), int(NOW))       # no second ack for the same agreement
+        assert led.revoke(revocation(first, rev_id), int(NOW)) == ack
+        # the same revocation id on the other agreement: that one is revoked and deleted too
+        other = led.revoke(revocation(second, rev_id), int(NOW))
+        assert other is not None and other != ack
+        assert verify(other.token, now=NOW).body.agreement == second.id
+        assert led.list_disclosures() == []
+        assert [a["deleted"] for a in led.list_agreements()] == [True, True]
+
+
+def test_item4_prune_forgets_expired_rows_but_keeps_agreements(tmp_path, vendor, catalogue):
+    led, box, answer, agreement = _ledger_with_disclosure(tmp_path / LEDGER_FILE, vendor, catalogue, "Ann")
+    with led:
+        for _ in range(3):   # withdrawals for random intent ids, from any key
+            led.record_withdrawal(core.WithdrawalRecord(new_id(), "bikes", Identity.generate().did, int(NOW),
+                                                        int(NOW) + 60))
+        lone = answered(vendor, catalogue, Identity.generate())   # offers nobody agreed to
+        led.claim_intent(lone, int(NOW))
+
+        def count(table):
+            return led._one(f"SELECT count(*) AS n FROM {table}")["n"]
+        assert (count("withdrawals"), count("intents"), count("offers"), count("outbox")) == (3, 2, 4, 5)
+        assert led.prune(int(NOW)) == {"withdrawals": 0, "outbox": 0, "offers": 0, "intents": 0}
+        later = int(NOW) + 2 * 3600 + 3600    # past every exp (intent 1 h, offers 1 h, withdrawals 60 s)
+        counts = led.prune(later)
+        assert counts == {"withdrawals": 3, "outbox": 3, "offers": 3, "intents": 1}
+        assert led.offer(agreement.offer) is not None and led.intent(agreement.intent) is not None
+        assert [a["id"] for a in led.list_agreements()] == [agreement.id]
+        assert led.list_offers()[0]["sent"] is False and len(led.list_offers()) == 1
+
+
+def test_item5_withdrawal_is_checked_inside_the_claim_and_kept_per_signer(tmp_path, vendor, catalogue):
+    box, stranger = Identity.generate(), Identity.generate()
+    msg, topic = make_intent(box)
+    intent_id = msg.body.intent
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        answer = core.answer_intent(msg, topic, vendor, catalogue, NOW)   # computed before the withdrawal lands
+        assert answer.offers
+        led.record_withdrawal(core.WithdrawalRecord(intent_id, "bikes", stranger.did, int(NOW)))
+        led.record_withdrawal(core.WithdrawalRecord(intent_id, "bikes", box.did, int(NOW)))
+        assert led.claim_intent(answer, int(NOW))
+        assert led.list_offers() == [] and led.unsent(int(NOW)) == []
+        assert led.list_intents()[0]["status"] == "withdrawn"
+        # claim() says what was recorded: withdrawn, so nothing to publish
+        msg2, topic2 = make_intent(box)
+        led.record_withdrawal(core.WithdrawalRecord(msg2.body.intent, "bikes", box.did, int(NOW)))
+        recorded = led.claim(core.answer_intent(msg2, topic2, vendor, catalogue, NOW), int(NOW))
+        assert recorded is not None and recorded.intent.status == "withdrawn" and recorded.offers == ()
+        # a stranger's withdrawal alone withdraws nothing
+        msg3, topic3 = make_intent(box)
+        led.record_withdrawal(core.WithdrawalRecord(msg3.body.intent, "bikes", stranger.did, int(NOW)))
+        assert led.claim(core.answer_intent(msg3, topic3, vendor, catalogue, NOW), int(NOW)).intent.status == "answered"
+
+
+def test_ledger_v1_is_migrated(tmp_path, vendor, catalogue):
+    import sqlite3
+    db = sqlite3.connect(tmp_path / LEDGER_FILE, isolation_level=None)
+    db.executescript("""
+      CREATE TABLE intents (intent TEXT PRIMARY KEY, category TEXT NOT NULL, signer TEXT NOT NULL,
+        terms_id TEXT NOT NULL, terms_sha256 TEXT NOT NULL, attributes TEXT NOT NULL, received_at INTEGER NOT NULL,
+        status TEXT NOT NULL, offers INTEGER NOT NULL, client_id TEXT NOT NULL);
+      CREATE TABLE withdrawals (intent TEXT PRIMARY KEY, category TEXT NOT NULL, signer TEXT NOT NULL,
+        received_at INTEGER NOT NULL);
+      CREATE TABLE revocations (id TEXT PRIMARY KEY, agreement TEXT NOT NULL, intent TEXT NOT NULL,
+        delete_data INTEGER NOT NULL, reason TEXT, received_at INTEGER NOT NULL, ack_id TEXT NOT NULL,
+        ack_topic TEXT NOT NULL, ack_token TEXT NOT NULL, ack_exp INTEGER NOT NULL);
+      INSERT INTO withdrawals VALUES ('intent-0001', 'bikes', 'did:key:zA', 1800000000);
+      INSERT INTO revocations VALUES ('rev-00001', 'agr', 'intent-0002', 1, NULL, 1800000000, 'ack-0001', 't', 'tok', 1);
+      PRAGMA user_version = 1;""")
+    db.close()
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        assert led.withdrawal_signer("intent-0001") == "did:key:zA"
+        assert led.revocation_id("agr") == "rev-00001"
+        assert led._one("PRAGMA user_version")[0] == 2
+        box = Identity.generate()
+        msg, topic = make_intent(box)
+        assert led.claim(core.answer_intent(msg, topic, vendor, catalogue, NOW), int(NOW)).offers
+
+
+def test_lesser_share_group_name_is_validated():
+    for bad in ("a/b", "g+", "#", "", "x" * 65):
+        with pytest.raises(ValueError, match="share group"):
+            BrokerSettings.from_url("mqtt://localhost:1883", share_group=bad)
+    assert BrokerSettings.from_url("mqtt://localhost:1883", share_group="acme-1.b_2").share_group == "acme-1.b_2"
+
+
+def test_lesser_replay_window_stays_cheap_when_full(vendor, catalogue, tmp_path):
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        w = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", port=1, client_id="t"))
+        guard = w._replay
+        for n in range(200_000):
+            guard.check_and_remember(f"id{n:08d}", int(NOW) + 3600 + n, NOW)
+        started = time.monotonic()
+        for n in range(300):    # full of unexpired ids: each new one evicts the soonest-expiring
+            guard.check_and_remember(f"new{n:08d}", int(NOW) + 7200, NOW)
+        assert time.monotonic() - started < 0.5
+        assert len(guard) == 200_000 and "new00000299" in guard and "id00000000" not in guard
+        with pytest.raises(ProtocolError, match="seen before"):
+            guard.check_and_remember("new00000299", int(NOW) + 7200, NOW)
+        guard.prune(NOW + 10 ** 6)
+        assert len(guard) == 0
+
+
+def test_item6_share_group_also_reads_retained_intents_with_a_plain_subscription(vendor, catalogue, tmp_path):
+    from vendor_kit.worker import SUB_PLAIN, SUB_SHARED
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        plain = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", client_id="t"))
+        assert plain._subscription_plan() == [(SUB_PLAIN, [topics.intents("bikes"), topics.withdrawals("bikes"),
+                                                           topics.intents("tents"), topics.withdrawals("tents"),
+                                                           topics.vendor_inbox("acme")])]
+        grouped = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", client_id="t",
+                                                                      share_group="g"))
+        plan = dict(grouped._subscription_plan())
+        assert plan[SUB_PLAIN] == [topics.intents("bikes"), topics.intents("tents")]
+        assert all(t.startswith("$share/g/") for t in plan[SUB_SHARED]) and len(plan[SUB_SHARED]) == 5
+
+
+def test_item1_request_stop_is_signal_safe(vendor, catalogue, tmp_path):
+    """A signal lands while the main thread holds the stop Event's lock (inside wait()): the
+    handler must not need that lock."""
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        w = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", port=1, client_id="t"))
+        with w._stop._cond:                      # what Event.wait() holds
+            done = threading.Event()
+            t = threading.Thread(target=lambda: (w.request_stop("test"), done.set()), daemon=True)
+            t.start()
+            t.join(2)
+            assert not t.is_alive(), "request_stop blocked on the Event's lock"
+        assert w._stopping()
+
+
+def test_item1_ledger_waits_are_interruptible_and_close_does_not_hang(tmp_path, vendor, catalogue):
+    import sqlite3
+    path = tmp_path / LEDGER_FILE
+    led = Ledger(path)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")                       # another worker holds the write lock
+    answer = answered(vendor, catalogue, Identity.generate())
+    errors: list = []
+
+    def claim() -> None:
+        try:
+            led.claim_intent(answer, int(NOW))
+        except sqlite3.OperationalError as exc:
+            errors.append(exc)
+    t = threading.Thread(target=claim, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    assert t.is_alive()                                    # waiting, as it should, for the other worker
+    started = time.monotonic()
+    led.interrupt()
+    t.join(2)
+    assert not t.is_alive() and time.monotonic() - started < 1
+    assert errors and "interrupted" in str(errors[0])
+    led.close()
+    other.execute("ROLLBACK")
+    other.close()
+    with Ledger(path) as again:
+        assert again.list_intents() == []                  # nothing half-written

@@ -135,6 +135,7 @@ class Ledger:
         self.client_id = client_id
         self.busy_timeout_s = busy_timeout_s
         self._interrupted = False   # a plain flag: interrupt() may be called from a signal handler
+        self._local = threading.local()   # per-thread cap on lock waits (max_wait)
         if not self.path.exists():  # personal data inside: never world-readable, not even briefly
             try:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -173,6 +174,17 @@ class Ledger:
         flag, so it is safe in a signal handler; `interrupt(False)` undoes it."""
         self._interrupted = on
 
+    @contextmanager
+    def max_wait(self, seconds: float) -> Iterator[None]:
+        """Within this block, this thread waits at most `seconds` for a lock (then LedgerBusy):
+        for a thread that must stay responsive, e.g. the worker's run loop."""
+        before = getattr(self._local, "cap", None)
+        self._local.cap = seconds
+        try:
+            yield
+        finally:
+            self._local.cap = before
+
     def close(self, timeout: float = 2.0) -> None:
         """Close the connection. If another thread still holds the ledger after `timeout`
         (a network thread that did not stop), leave it open: the process is exiting and SQLite
@@ -195,14 +207,16 @@ class Ledger:
     # -------------------------------------------------------------------------- locking
     def _attempts(self) -> Iterator[None]:
         """Yield once per attempt; sleep between them; raise LedgerBusy when time is up."""
-        deadline = time.monotonic() + self.busy_timeout_s
+        cap = getattr(self._local, "cap", None)
+        limit = self.busy_timeout_s if cap is None else min(cap, self.busy_timeout_s)
+        deadline = time.monotonic() + limit
         delay = 0.005
         while True:
             yield
             if self._interrupted:
                 raise LedgerBusy("ledger wait interrupted (stopping)")
             if time.monotonic() > deadline:
-                raise LedgerBusy(f"ledger locked by another worker for over {self.busy_timeout_s:.0f} s")
+                raise LedgerBusy(f"ledger locked by another worker for over {limit:g} s")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
@@ -461,7 +475,7 @@ class Ledger:
                     raise
                 busy = 1
         if busy:
-            log.warning("WAL checkpoint blocked by a reader; deleted data stays in the WAL until the retry")
+            log.debug("WAL checkpoint blocked by a reader; deleted data stays in the WAL until a retry")
             return None
         if not waiting:
             return []

@@ -12,7 +12,6 @@ not acknowledged, so with a persistent session the broker delivers it again afte
 """
 from __future__ import annotations
 
-import heapq
 import logging
 import re
 import secrets
@@ -31,17 +30,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError,
                           Revocation, token_hash, topics, verify)
-from vrm_protocol.codec import CLOCK_SKEW
 
 from . import core
 from .catalogue import Catalogue
 from .identity import VendorIdentity
 from .ledger import Ledger
+from .replay import ReplayWindow
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.25              # run loop: how soon a stop request or a pending purge is noticed
 HOUSEKEEPING_S = 30        # re-flush the outbox / prune the replay guard / purge expired data
+PURGE_RETRY_S = 1.0        # retry a WAL truncation a reader blocked (a deletion ack waits for it)
+HELD_RETRY_S = 0.5         # retry a message the ledger could not take
+MAIN_THREAD_WAIT_S = 1.0   # the run loop's thread waits at most this for the ledger
 PRUNE_S = 3600             # forget expired ledger rows
 PROFILE_REFRESH_S = 24 * 3600
 FLUSH_MIN_AGE_S = 10       # periodic re-send: only our rows this old (younger ones are in flight)
@@ -84,45 +86,6 @@ class BrokerSettings:
         return cls(host=parts.hostname, port=port, tls=tls, **kw)  # type: ignore[arg-type]
 
 
-class ReplayWindow:
-    """Message ids seen, until they expire: the protocol's replay guard with O(log n) upkeep.
-
-    Why not vrm_protocol.ReplayGuard: once full it prunes the whole map and scans for the
-    minimum on every new message. Here a heap by expiry makes pruning and eviction cheap.
-    """
-
-    def __init__(self, max_entries: int = 200_000) -> None:
-        self._seen: dict[str, int] = {}
-        self._heap: list[tuple[int, str]] = []
-        self._max = max_entries
-
-    def __contains__(self, msg_id: str) -> bool:
-        return msg_id in self._seen
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def check_and_remember(self, msg_id: str, exp: int, now: float) -> None:
-        if msg_id in self._seen:
-            raise ProtocolError("replay", f"message id {msg_id} seen before")
-        if len(self._seen) >= self._max:
-            self.prune(now)
-            while len(self._seen) >= self._max:   # still full: forget the soonest-expiring
-                self._pop()
-        self._seen[msg_id] = exp
-        heapq.heappush(self._heap, (exp, msg_id))
-
-    def prune(self, now: float) -> None:
-        cutoff = now - CLOCK_SKEW
-        while self._heap and self._heap[0][0] < cutoff:
-            self._pop()
-
-    def _pop(self) -> None:
-        exp, msg_id = heapq.heappop(self._heap)
-        if self._seen.get(msg_id) == exp:
-            del self._seen[msg_id]
-
-
 @dataclass(frozen=True)
 class _Held:
     """A message the ledger could not take yet: retried from the run loop, acked when done."""
@@ -154,9 +117,12 @@ class VendorWorker:
         self._pending: dict[int, str | None] = {}   # paho mid -> outbox message id (None: the profile)
         self._early: set[int] = set()           # PUBACKs that beat the registration of their mid
         self._subacks: dict[int, list[str]] = {}  # SUBSCRIBE mid -> its filters, until the SUBACK
+        self._sub_failed = False
         self._held: deque[_Held] = deque()
         self._connection = 0
-        self._purge_pending = True              # check the ledger at the first housekeeping
+        self._purge_pending = False             # deleted data waits for a WAL truncation (ack held)
+        self._purge_tried = 0.0
+        self._held_tried = 0.0
         self._last_housekeeping = 0.0
         self._last_prune = 0.0
         self._profile_at = 0.0
@@ -237,19 +203,25 @@ class VendorWorker:
 
     # ------------------------------------------------------------------------------ run-loop timer
     def _tick(self) -> None:
-        """Timed work, on the caller's thread: it must not depend on messages arriving."""
+        """Timed work, on the caller's thread: it must not depend on messages arriving. Ledger
+        waits are capped here so that this thread keeps noticing a stop request."""
         now = self._clock()
         try:
-            if self._held:
-                self._retry_held()
-            if self._purge_pending:
-                self._try_purge()
-            if now - self._last_housekeeping >= HOUSEKEEPING_S:
-                self._housekeeping(now)
+            with self.ledger.max_wait(MAIN_THREAD_WAIT_S):
+                self._timed_work(now)
         except sqlite3.OperationalError as exc:
             log.warning("housekeeping postponed: %s", exc)
         except Exception:
             log.exception("housekeeping failed")
+
+    def _timed_work(self, now: float) -> None:
+        if self._held and now - self._held_tried >= HELD_RETRY_S:
+            self._held_tried = now
+            self._retry_held()
+        if self._purge_pending and now - self._purge_tried >= PURGE_RETRY_S:
+            self._try_purge()
+        if now - self._last_housekeeping >= HOUSEKEEPING_S:
+            self._housekeeping(now)
 
     def _housekeeping(self, now: float) -> None:
         self._last_housekeeping = now
@@ -270,8 +242,10 @@ class VendorWorker:
             self._flush_outbox(min_age_s=FLUSH_MIN_AGE_S)
 
     def _try_purge(self) -> None:
+        self._purge_tried = self._clock()
         released = self.ledger.purge_wal()
         if released is None:
+            self._purge_pending = True
             return
         self._purge_pending = False
         for out in released:
@@ -281,7 +255,7 @@ class VendorWorker:
     def _retry_held(self) -> None:
         for _ in range(len(self._held)):
             held = self._held.popleft()
-            if not self.handle(held.topic, held.payload):
+            if not self.handle(held.topic, held.payload, retry=True):
                 self._held.appendleft(held)
                 return
             self._ack(held.mid, held.qos, held.connection)
@@ -314,6 +288,7 @@ class VendorWorker:
             with self._lock:
                 self._connection += 1
                 self._subacks.clear()
+                self._sub_failed = False
             # Profile first: by the time the SUBACK arrives (READY) the retained profile is stored.
             self._publish_profile()
             for sub_id, filters in self._subscription_plan():
@@ -339,13 +314,12 @@ class VendorWorker:
                       properties: object) -> None:
         with self._lock:
             filters = self._subacks.pop(mid, [])
-            outstanding = len(self._subacks)
-        failed = [(t, rc) for t, rc in zip(filters, reason_codes) if rc.is_failure]
-        if failed:
-            log.error("subscriptions refused: %s", failed)
-            return
-        if outstanding:
-            return
+            failed = [(t, rc) for t, rc in zip(filters, reason_codes) if rc.is_failure]
+            self._sub_failed = self._sub_failed or bool(failed)
+            if self._subacks or self._sub_failed:   # wait for every SUBACK; no READY after a refusal
+                if failed:
+                    log.error("subscriptions refused: %s", failed)
+                return
         log.info("subscribed to %s", ", ".join(self._subscriptions()))
         if not self._ready_sent:
             self._ready_sent = True
@@ -407,7 +381,7 @@ class VendorWorker:
         self._client.ack(mid, qos)
 
     # ------------------------------------------------------------------------------ dispatch
-    def handle(self, topic: str, payload: bytes) -> bool:
+    def handle(self, topic: str, payload: bytes, *, retry: bool = False) -> bool:
         """One incoming message, end to end. Never raises. False: the ledger was locked (or we
         are stopping) and nothing was done; the message can be handled again later."""
         try:
@@ -419,7 +393,8 @@ class VendorWorker:
         except ProtocolError as exc:
             log.warning("refused message on %s: %s: %s", topic, exc.reason, exc.detail)
         except sqlite3.OperationalError as exc:
-            log.warning("ledger unavailable for message on %s: %s", topic, exc)
+            log.log(logging.DEBUG if retry else logging.WARNING, "ledger unavailable for message on %s: %s",
+                    topic, exc)
             return False
         except Exception:
             log.exception("error handling message on %s (dropped)", topic)
@@ -542,6 +517,8 @@ class VendorWorker:
         else:
             log.info("agreement %s revoked%s", record.agreement, ", disclosed data deleted" if record.delete else "")
         if ack is None:
+            log.warning("ack for agreement %s held: a reader blocks the WAL truncation; retrying",
+                        record.agreement)
             self._purge_pending = True   # the run loop retries the WAL purge, then sends the ack
             return []
         return [ack]
