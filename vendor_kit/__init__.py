@@ -4,7 +4,6 @@
     catalogue  Catalogue, price_for: items and pricing rules (pure after loading)
     core       pure handlers: verified message + ledger state -> records to store and publish
     ledger     Ledger: the vendor's SQLite store (shared by workers on one directory)
-    replay     ReplayWindow: the replay check, cheap even when full
     worker     VendorWorker, BrokerSettings: the MQTT shell
 """
 from .catalogue import Catalogue, CatalogueError, CatalogueItem, Rule, offers_for, price_for

@@ -29,13 +29,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError,
-                          Revocation, token_hash, topics, verify)
+                          ReplayGuard, Revocation, token_hash, topics, verify)
 
 from . import core
 from .catalogue import Catalogue
 from .identity import VendorIdentity
 from .ledger import Ledger
-from .replay import ReplayWindow
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ class VendorWorker:
         ledger.client_id = self.client_id  # the ledger records which worker did what
         self._on_ready = on_ready
         self._clock = clock
-        self._replay = ReplayWindow()
+        self._replay = ReplayGuard()
         self._stop = threading.Event()
         self._stop_requested: str | None = None   # set by request_stop (signal-safe: a plain attribute)
         self._ready_sent = False

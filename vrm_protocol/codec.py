@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import heapq
 import json
 import re
 import secrets
@@ -255,11 +256,14 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
 class ReplayGuard:
     """Message ids seen, kept until they expire (an expired message is refused anyway).
 
-    In-memory and bounded; the box also keeps stored message ids unique in its store.
+    In-memory and bounded; a heap by expiry keeps pruning and eviction O(log n) per message,
+    so a full guard under a flood costs no more than an empty one. The box also keeps stored
+    message ids unique in its store.
     """
 
     def __init__(self, max_entries: int = 200_000) -> None:
         self._seen: dict[str, int] = {}
+        self._heap: list[tuple[int, str]] = []
         self._max = max_entries
 
     def __contains__(self, msg_id: str) -> bool:
@@ -273,18 +277,25 @@ class ReplayGuard:
             raise ProtocolError("replay", f"message id {msg_id} seen before")
         if len(self._seen) >= self._max:
             self.prune(now)
-            if len(self._seen) >= self._max:  # still full: forget the oldest-expiring
-                oldest = min(self._seen, key=self._seen.__getitem__)
-                del self._seen[oldest]
-        self._seen[msg_id] = exp
+            while len(self._seen) >= self._max:   # still full: forget the soonest-expiring
+                self._pop()
+        self.remember(msg_id, exp)
 
     def remember(self, msg_id: str, exp: int) -> None:
-        """Seed from the store after a restart."""
+        """Also seeds the guard from the store after a restart."""
         self._seen[msg_id] = exp
+        heapq.heappush(self._heap, (exp, msg_id))
 
     def prune(self, now: float) -> None:
         cutoff = now - CLOCK_SKEW
-        self._seen = {k: v for k, v in self._seen.items() if v >= cutoff}
+        while self._heap and self._heap[0][0] < cutoff:
+            self._pop()
+
+    def _pop(self) -> None:
+        exp, msg_id = heapq.heappop(self._heap)
+        if self._seen.get(msg_id) == exp:
+            del self._seen[msg_id]
+
 
 
 def unverified_payload(token: str) -> dict[str, Any]:
