@@ -114,14 +114,17 @@ class Intake:
             return Rejection("oversize", None, f"{len(payload)} bytes")
         box = topics.parse_box_topic(topic)
         vend = topics.parse_vendor_topic(topic)
-        if vend and vend[1] == "profile":
-            if not payload:
-                return None
-            try:
-                _, header = read_header(payload)
-                did = did_from_kid(header["kid"])
-            except ProtocolError as exc:
-                return Rejection(exc.reason, None, exc.detail)
+        is_profile = bool(vend and vend[1] == "profile")
+        if is_profile and not payload:
+            return None
+        if not is_profile and not box:
+            return Rejection("unknown_topic", None, topic[:100])
+        try:  # who signed it, from the header alone (verified later)
+            _, header = read_header(payload)
+            did = did_from_kid(header["kid"])
+        except ProtocolError as exc:
+            return Rejection(exc.reason, None, exc.detail)
+        if is_profile:
             with self._lock:
                 known_key = did in self._vendors_by_did or did in self._pending_dids
             # Known keys re-publish at their own pace; brand-new keys share one bucket, so fresh
@@ -129,14 +132,7 @@ class Intake:
             if not self.limiter.allow("profile:" + did if known_key else "profile:new", self.clock()):
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None)
-        if not box:
-            return Rejection("unknown_topic", None, topic[:100])
-        intent, kind = box
-        try:
-            _, header = read_header(payload)
-            did = did_from_kid(header["kid"])
-        except ProtocolError as exc:
-            return Rejection(exc.reason, None, exc.detail)
+        intent, kind = box  # type: ignore[misc]
         with self._lock:
             known = intent in self._known_intents
             ours = intent in self._all_intents
