@@ -8,6 +8,7 @@ persistent, so an offer is never lost to a crash, a restart or a broker outage.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import fcntl
 import logging
@@ -86,6 +87,7 @@ class Daemon:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
         self._stop = threading.Event()
         self._last_prune = 0.0
+        self._retries: collections.deque[_Inbound] = collections.deque()
         self._connected = threading.Event()
         self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
         self._subscribed: set[str] = set()
@@ -186,10 +188,13 @@ class Daemon:
     def _work(self) -> None:
         last_tick = 0.0
         while not self._stop.is_set() or not self._queue.empty():
-            try:
-                item = self._queue.get(timeout=TICK_S)
-            except queue.Empty:
-                item = None
+            if self._retries:
+                item = self._retries.popleft()
+            else:
+                try:
+                    item = self._queue.get(timeout=TICK_S)
+                except queue.Empty:
+                    item = None
             try:
                 if item is not None:
                     self._handle(item)
@@ -201,7 +206,7 @@ class Daemon:
                 if isinstance(item, _Inbound):  # its PUBACK is still owed: retry, then give up
                     item.attempts += 1
                     if item.attempts < MAX_ATTEMPTS:
-                        self._put(item)
+                        self._retries.append(item)  # not the queue: the worker must never block on it
                     else:
                         log.error("dropping a message on %s after %d failures", item.pre.topic,
                                   MAX_ATTEMPTS)
@@ -214,8 +219,6 @@ class Daemon:
                 self.intake.count(outcome)
                 self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
             elif isinstance(outcome, Outcome) and outcome.event:
-                if outcome.kind == "profile":
-                    self._sync_subscriptions()
                 self.events.publish(outcome.event)
             self._ack(item.mid, item.qos)  # only now: the result is committed
             return
