@@ -1,0 +1,61 @@
+"""The daemon's worker loop in-process (no broker connection is made): a message whose handling
+fails is retried and its PUBACK is owed exactly once, and the worker never blocks on itself."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+from device.config import load_config
+from device.daemon import MAX_ATTEMPTS, Daemon, _Inbound
+from device.intake import Outcome, Pre
+
+
+def make(tmp_path) -> Daemon:
+    cfg = load_config(None, {"data_dir": str(tmp_path / "box"), "intake.max_queue": 2,
+                             "intake.per_vendor_burst": 1}, env={})
+    return Daemon(cfg)
+
+
+def run_worker(d: Daemon, until) -> None:
+    t = threading.Thread(target=d._work, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    d._stop.set()
+    t.join(5)
+    assert not t.is_alive()
+
+
+def test_a_failing_message_is_retried_then_acked_once(tmp_path):
+    d = make(tmp_path)
+    acks, calls = [], []
+
+    def flaky(pre):
+        calls.append(pre)
+        if len(calls) == 1:  # the network thread fills the queue meanwhile
+            while not d._queue.full():
+                d._queue.put_nowait(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=8, qos=1))
+        if len(calls) < MAX_ATTEMPTS:
+            raise sqlite3.OperationalError("database is locked")
+        return Outcome("duplicate", {})
+    d.intake.handle = flaky
+    d._ack = lambda mid, qos: acks.append(mid)
+    d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=7, qos=1))
+    run_worker(d, lambda: 7 in acks and acks.count(8) == 2)
+    assert acks.count(7) == 1 and acks.count(8) == 2   # a retry through the full queue would hang
+    assert len(calls) == MAX_ATTEMPTS + 2
+
+
+def test_a_message_that_always_fails_is_dropped_and_acked(tmp_path):
+    d = make(tmp_path)
+    acks = []
+
+    def broken(pre):
+        raise sqlite3.OperationalError("database is locked")
+    d.intake.handle = broken
+    d._ack = lambda mid, qos: acks.append(mid)
+    d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=9, qos=1))
+    run_worker(d, lambda: acks == [9])
+    assert acks == [9]        # the broker's in-flight slot is freed, not held forever
