@@ -62,6 +62,37 @@ def queue_deletion_requests(store: Store, now: float) -> tuple[int, int]:
     return requests, withdrawals
 
 
+def _messages_to_keep(store: Store) -> dict[int, str]:
+    """Unsent messages that tell vendors to forget (deletion requests, withdrawals, retained
+    clears), by outbox id. Unsent agreements and disclosures die with the box."""
+    keep = {}
+    for rec in store.pending_outbox():
+        vendor_topic = topics.parse_vendor_topic(rec.topic)
+        intent_topic = topics.parse_intent_topic(rec.topic)
+        if (vendor_topic and vendor_topic[1] == "revocations") or \
+                (intent_topic and (intent_topic[0] == "withdrawal" or rec.payload == "")):
+            keep[rec.id] = rec.payload
+    return keep
+
+
+def _unseal_outbox(db: Path, keep: dict[int, str]) -> None:
+    """Step 1b: the old data key is about to go, so the messages still to send are written back
+    in the clear (they hold ids and signatures, no personal value; Store.open seals them again
+    with the new key) and every other unsent message is dropped — in one transaction, so a crash
+    leaves either the sealed outbox or this one."""
+    conn = sqlite3.connect(db, timeout=30, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        for (oid,) in conn.execute("SELECT id FROM outbox WHERE sent_at IS NULL").fetchall():
+            if oid in keep:
+                conn.execute("UPDATE outbox SET payload=? WHERE id=?", (keep[oid], oid))
+            else:
+                conn.execute("DELETE FROM outbox WHERE id=?", (oid,))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
 def _wipe_database(db: Path) -> None:
     """Step 3: keep only unsent outbox rows; drop everything else and compact the file."""
     if not db.exists():
@@ -97,6 +128,7 @@ def erase(data_dir: Path, clock: Callable[[], float] = time.time) -> EraseResult
     data_dir = Path(data_dir)
     requests = withdrawals = 0
     old_did: str | None = None
+    keep: dict[int, str] | None = None
     if (data_dir / DB_FILE).exists():
         try:
             store = Store.open(data_dir, clock=clock)
@@ -107,8 +139,11 @@ def erase(data_dir: Path, clock: Callable[[], float] = time.time) -> EraseResult
             try:
                 old_did = store.device_identity.did
                 requests, withdrawals = queue_deletion_requests(store, clock())
+                keep = _messages_to_keep(store)
             finally:
                 store.close()
+            if keep is not None:
+                _unseal_outbox(data_dir / DB_FILE, keep)
     _shred_keys(data_dir)
     _wipe_database(data_dir / DB_FILE)
     with Store.open(data_dir, clock=clock) as fresh:

@@ -87,7 +87,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str], ...]]] = {
     "rules": (("id",), (("id", "int"), ("value", "sealed"))),
     "reviews": (("id",), (("id", "text"), ("vendor", "text"), ("agreement_id", "text?"),
                           ("data", "sealed"), ("created_at", "int"))),
-    "outbox": (("id",), (("id", "int"), ("topic", "text"), ("payload", "text"), ("retain", "int"),
+    "outbox": (("id",), (("id", "int"), ("topic", "text"), ("payload", "sealed"), ("retain", "int"),
                          ("created_at", "int"), ("sent_at", "int?"))),
     "seen_messages": (("id",), (("id", "text"), ("exp", "int"))),
 }
@@ -202,7 +202,20 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return cls(data_dir, conn, keys, clock)
+        store = cls(data_dir, conn, keys, clock)
+        store._reseal_outbox()
+        return store
+
+    def _reseal_outbox(self) -> None:
+        """Outbox rows left in the clear by an erase (under the old key) are sealed again."""
+        rows = self._conn.execute("SELECT id, payload FROM outbox WHERE typeof(payload)='text'").fetchall()
+        if not rows:
+            return
+        with self._tx():
+            for oid, payload in rows:
+                self._conn.execute("UPDATE outbox SET payload=? WHERE id=?",
+                                   (self._seal("outbox", "payload", (oid,), payload), oid))
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no old page image stays in the WAL
 
     def close(self) -> None:
         self._conn.close()
@@ -832,18 +845,23 @@ class Store:
 
     # ---------------------------------------------------------------- outbox
     def queue_outbox(self, topic: str, payload: str | bytes, retain: bool = False) -> int:
-        """Queue a message for the daemon to publish (survives restarts)."""
+        """Queue a message for the daemon to publish (survives restarts). Sealed like any
+        personal value: an agreement or intent token spells out purpose, fields, description."""
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
         with self._tx():
             cur = self._conn.execute("INSERT INTO outbox(topic, payload, retain, created_at) VALUES (?,?,?,?)",
-                                     (topic, payload, int(bool(retain)), self.now()))
-            return int(cur.lastrowid)
+                                     (topic, b"", int(bool(retain)), self.now()))
+            oid = int(cur.lastrowid)
+            self._conn.execute("UPDATE outbox SET payload=? WHERE id=?",
+                               (self._seal("outbox", "payload", (oid,), payload), oid))
+            return oid
 
     def pending_outbox(self) -> list[OutboxRecord]:
-        return [OutboxRecord(r[0], r[1], r[2], bool(r[3]), r[4], r[5]) for r in self._conn.execute(
-            "SELECT id, topic, payload, retain, created_at, sent_at FROM outbox WHERE sent_at IS NULL"
-            " ORDER BY id")]
+        return [OutboxRecord(r[0], r[1], self._open("outbox", "payload", (r[0],), r[2]), bool(r[3]), r[4], r[5])
+                for r in self._conn.execute(
+                    "SELECT id, topic, payload, retain, created_at, sent_at FROM outbox WHERE sent_at IS NULL"
+                    " ORDER BY id").fetchall()]
 
     def mark_sent(self, outbox_id: int) -> None:
         with self._tx():
@@ -913,15 +931,14 @@ class Store:
                 self._conn.execute("DELETE FROM audit_head")
                 self._conn.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
                                    "SELECT RAISE(ABORT, 'audit is append-only'); END")
-                unsent = self._conn.execute("SELECT topic, payload, retain, created_at FROM outbox"
-                                            " WHERE sent_at IS NULL ORDER BY id").fetchall()
+                unsent = self.pending_outbox()
                 for table in TABLES:
                     self._conn.execute(f"DELETE FROM {table}")
                 for table, rows in tables.items():
                     self._insert_rows(table, rows)
                 # this box's unsent messages (e.g. deletion requests queued by erase) still go out
-                self._conn.executemany("INSERT INTO outbox(topic, payload, retain, created_at)"
-                                       " VALUES (?,?,?,?)", unsent)
+                for rec in unsent:  # sealed again: the seal is bound to the new row id
+                    self.queue_outbox(rec.topic, rec.payload, rec.retain)
                 for e in entries:
                     self._conn.execute(
                         "INSERT INTO audit(seq, created_at, event_type, data, prev_hash, entry_hash,"

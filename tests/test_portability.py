@@ -177,11 +177,14 @@ def test_erased_box_counts_as_fresh_and_keeps_its_outbox(source, tmp_path):
     d = tmp_path / "erased"
     with Store.open(d) as s:
         s.set_profile_field("x", 1)
-        s.queue_outbox("vrm/v1/t", "tok")
+        s.queue_outbox("vrm/v1/vendor/acme/revocations", "deletion-request-tok")  # kept
+        s.queue_outbox("vrm/v1/vendor/acme/disclosures", "secret-disclosure")     # not yet sent: dropped
     erase(d)
+    raw = b"".join(p.read_bytes() for p in d.glob("store.db*"))
+    assert b"deletion-request-tok" not in raw and b"secret-disclosure" not in raw  # sealed anew
     with Store.open(d) as s:
         portability.import_from_file(s, f)
-        assert [o.payload for o in s.pending_outbox()] == ["tok"]
+        assert [o.payload for o in s.pending_outbox()] == ["deletion-request-tok"]
         assert s.audit.verify().ok
 
 

@@ -425,3 +425,12 @@ def test_prune_forgets_expired_message_ids_and_old_sent_outbox_rows(tmp_path):
     assert [r.id for r in s.pending_outbox()] == [kept]
     assert s.get_offer("offer-id-1") is not None   # offers themselves are the person's record
     s.close()
+
+
+def test_outbox_payloads_are_sealed_at_rest(tmp_path):
+    s = Store.open(tmp_path / "o")
+    s.queue_outbox("vrm/v1/vendor/acme/agreements", "purpose-deliver-to-my-mothers-house")
+    assert [r.payload for r in s.pending_outbox()] == ["purpose-deliver-to-my-mothers-house"]
+    s.close()
+    raw = b"".join(p.read_bytes() for p in (tmp_path / "o").glob("store.db*"))
+    assert b"mothers-house" not in raw
