@@ -153,9 +153,7 @@ def verify_chain(entries: list[AuditEntry], head: AuditHead | None, anchor_did: 
     if first_sig is not None:
         return VerifyResult(False, first_sig, "signature does not verify", n)
 
-    if head is None:
-        if n == 0:
-            return VerifyResult(True, None, "empty log", 0)
+    if head is None:  # every store signs a head (count 0) when it is created
         return VerifyResult(False, None, "audit head is missing", n)
     if not _sig_ok(anchor_did, head.signature, head_bytes(head.count, head.last_hash)):
         return VerifyResult(False, None, "audit head signature does not verify", n)

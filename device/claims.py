@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import warnings
 from datetime import datetime
 from typing import Any
@@ -50,11 +51,17 @@ def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     return obj
 
 
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
 def _time(value: Any, what: str) -> int | None:
     """NumericDate or ISO 8601 (VC 2.0 validFrom/validUntil) to epoch seconds."""
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value) or abs(value) > 2**53:
+            raise ClaimError(f"{what} is not a valid date")
         return int(value)
     if isinstance(value, str):
         try:
@@ -105,8 +112,12 @@ def check_vc_jwt(token: str, *, now: float, trusted_issuers: list[str] | None) -
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise ClaimError("credential signature does not verify against the issuer's did:key") from exc
 
-    valid_from = _time(payload.get("nbf", vc.get("validFrom", vc.get("issuanceDate"))), "validFrom")
-    valid_until = _time(payload.get("exp", vc.get("validUntil", vc.get("expirationDate"))), "validUntil")
+    valid_from = _time(_first(payload.get("nbf"), vc.get("validFrom"), vc.get("issuanceDate")), "validFrom")
+    # the earliest stated end wins: a null or missing `exp` cannot hide the credential's own
+    valid_until = min((t for t in (_time(payload.get("exp"), "exp"),
+                                   _time(vc.get("validUntil"), "validUntil"),
+                                   _time(vc.get("expirationDate"), "expirationDate")) if t is not None),
+                      default=None)
     if valid_until is not None and now > valid_until + CLOCK_SKEW:
         raise ClaimError("credential has expired")
     if valid_from is not None and now + CLOCK_SKEW < valid_from:

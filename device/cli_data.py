@@ -21,7 +21,7 @@ from typing import Any, Callable
 from . import claims as claims_mod
 from . import erase as erase_mod
 from . import portability
-from .keystore import KeyFileError
+from .keystore import DecryptError, KeyFileError
 from .migrations import SchemaError
 from .store import Store, StoreError
 
@@ -95,6 +95,8 @@ def _with_store(fn: Callable[[argparse.Namespace, Store], int]) -> Callable[[arg
             return fn(args, store)
         except (StoreError, portability.PortabilityError, claims_mod.ClaimError) as exc:
             return _fail(args, str(exc))
+        except DecryptError as exc:  # a sealed value was altered: say so, no traceback
+            return _fail(args, f"the store is damaged: {exc}")
         finally:
             store.close()
     return handler

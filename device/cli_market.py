@@ -17,7 +17,7 @@ from typing import Any
 
 from .config import Config, ConfigError, load_config
 from .control import ControlError, button_socket, call, dispatch, subscribe
-from .keystore import KeyFileError
+from .keystore import DecryptError, KeyFileError
 from .market import Market, MarketError
 from .migrations import SchemaError
 from .store import Store, StoreError
@@ -79,8 +79,8 @@ def _run_op(args: argparse.Namespace, op: str, op_args: dict[str, Any],
             text: Any = lambda r: json.dumps(r, indent=2, default=str)) -> int:
     try:
         result = operate(args, op, op_args)
-    except (MarketError, StoreError, ConfigError, KeyFileError, SchemaError, sqlite3.DatabaseError,
-            OSError, ValueError) as exc:
+    except (MarketError, StoreError, ConfigError, KeyFileError, DecryptError, SchemaError,
+            sqlite3.DatabaseError, OSError, ValueError) as exc:
         return _fail(args, str(exc))
     _print(args, result, text)
     return 0

@@ -46,6 +46,8 @@ SCRYPT_N = 2 ** 15
 SCRYPT_R = 8
 SCRYPT_P = 1
 _MAX_N, _MAX_R, _MAX_P = 2 ** 20, 32, 16   # refuse KDF settings that would exhaust the Pi
+_MAX_KDF_MEMORY = 256 * 1024 * 1024         # scrypt needs 128·n·r bytes
+_MAX_KDF_WORK = 2 ** 24                     # n·r·p: about 16× our own setting
 
 
 class PortabilityError(ValueError):
@@ -86,8 +88,9 @@ def build_export(store: Store) -> dict[str, Any]:
     """Everything in the store as one signed JSON object (the export is audited first, so the
     file contains its own "export" entry)."""
     store.flush_rejections()
-    store.record_event("export", {"format_version": FORMAT_VERSION})
-    return _signed_doc(store)
+    with store.transaction():  # the entry, the head and the data read as one state
+        store.record_event("export", {"format_version": FORMAT_VERSION})
+        return _signed_doc(store)
 
 
 def _signed_doc(store: Store) -> dict[str, Any]:
@@ -247,8 +250,9 @@ def build_backup(store: Store, passphrase: str, *, n: int = SCRYPT_N) -> dict[st
     if len(passphrase or "") < 8:
         raise PortabilityError("the backup passphrase must be at least 8 characters")
     store.flush_rejections()
-    store.record_event("backup", {"format_version": FORMAT_VERSION, "kdf": "scrypt"})
-    inner = {"export": _signed_doc(store), "device_seed": _b64(store.device_identity.seed)}
+    with store.transaction():  # the entry, the head and the data read as one state
+        store.record_event("backup", {"format_version": FORMAT_VERSION, "kdf": "scrypt"})
+        inner = {"export": _signed_doc(store), "device_seed": _b64(store.device_identity.seed)}
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
     header = {"format": BACKUP_FORMAT, "version": FORMAT_VERSION,
               "kdf": {"name": "scrypt", "n": n, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)},
@@ -277,7 +281,8 @@ def open_backup(obj: Any, passphrase: str) -> tuple[ExportDoc, bytes]:
         raise PortabilityError("backup kdf must be scrypt with n, r, p, salt")
     n, r, p = kdf["n"], kdf["r"], kdf["p"]
     if not all(isinstance(x, int) and not isinstance(x, bool) for x in (n, r, p)) \
-            or not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P):
+            or not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P) \
+            or 128 * n * r > _MAX_KDF_MEMORY or n * r * p > _MAX_KDF_WORK:
         raise PortabilityError("backup kdf parameters out of range")
     salt, nonce = _unb64(kdf["salt"], "salt"), _unb64(obj["nonce"], "nonce")
     if len(nonce) != 12 or not 8 <= len(salt) <= 64:

@@ -194,7 +194,8 @@ class Store:
                 raise KeyFileError("keys/data.key does not belong to this store")
             if meta.get("device_did", keys.device.did) != keys.device.did:
                 raise KeyFileError("keys/device.key does not belong to this store")
-            if "data_key_fp" not in meta or "device_did" not in meta:
+            fresh_store = "data_key_fp" not in meta or "device_did" not in meta
+            if fresh_store:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('data_key_fp', ?)", (fp,))
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('device_did', ?)", (keys.device.did,))
@@ -203,6 +204,9 @@ class Store:
             conn.close()
             raise
         store = cls(data_dir, conn, keys, clock)
+        if fresh_store:  # a signed empty head: deleting the whole log later is detectable
+            with store._tx():
+                store.audit.resign_head()
         store._reseal_outbox()
         return store
 
@@ -271,6 +275,8 @@ class Store:
         provenance read-only (the professional channel); the person may only annotate it."""
         if not isinstance(name, str) or not _NAME_RE.match(name):
             raise StoreError("field name must be 1-64 characters of [A-Za-z0-9_.-]")
+        if value is None:
+            raise StoreError(f"field {name} needs a value (delete the field instead of setting null)")
         if provenance not in PROVENANCES:
             raise StoreError(f"provenance must be one of {list(PROVENANCES)}")
         if provenance in ("co-managed", "read-only", "claim") and not source:
@@ -334,6 +340,8 @@ class Store:
         """Small JSON values; a change of value is audited by key (never by value)."""
         if not isinstance(key, str) or not 0 < len(key) <= 128:
             raise StoreError("setting key must be 1-128 characters")
+        if value is None:
+            raise StoreError(f"setting {key} needs a value")
         _check_json_value(value, "setting value")
         with self._tx():
             old = self.get_setting(key, _MISSING)

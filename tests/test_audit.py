@@ -202,3 +202,26 @@ def test_change_and_entry_commit_together(tmp_path):
                 raise RuntimeError("boom")
         assert s.audit.count() == n and "y" not in s.get_profile()
         assert s.audit.verify().ok
+
+
+def test_wiping_the_whole_log_and_its_head_is_detected(tmp_path):
+    import sqlite3
+    from device.store import Store
+    s = Store.open(tmp_path / "w")
+    s.set_profile_field("email", "a@b.c")
+    s.close()
+    conn = sqlite3.connect(tmp_path / "w" / "store.db")
+    conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
+    conn.execute("DELETE FROM audit")
+    conn.execute("DELETE FROM audit_head")
+    conn.commit()
+    conn.close()
+    with Store.open(tmp_path / "w") as s:
+        result = s.audit.verify()
+    assert not result.ok and "head" in result.reason
+
+
+def test_a_new_store_verifies_with_an_empty_signed_log(tmp_path):
+    from device.store import Store
+    with Store.open(tmp_path / "n") as s:
+        assert s.audit.verify().ok and s.audit.head().count == 0

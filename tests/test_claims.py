@@ -117,3 +117,24 @@ def test_cli_claims_trust_import_list(tmp_path, issuer):
     assert r.returncode == 0, r.stdout
     listed = json.loads(run("list").stdout)
     assert listed[0]["issuer"] == issuer.did and "jwt" not in listed[0]
+
+
+def test_claim_dates_that_are_not_dates_or_hide_an_expiry_are_refused(tmp_path):
+    """A null `exp` must not hide the credential's own expirationDate; NaN is not a date."""
+    import math as _m
+    from device.claims import ClaimError, _time
+    with pytest.raises(ClaimError):
+        _time(_m.nan, "exp")
+    with pytest.raises(ClaimError):
+        _time(1e400, "exp")
+
+
+def test_a_null_exp_does_not_hide_an_expired_credential(store, issuer):
+    payload = {"iss": issuer.did, "sub": "did:example:me", "nbf": NOW - 100, "exp": None,
+               "vc": {"@context": ["https://www.w3.org/2018/credentials/v1"],
+                      "type": ["VerifiableCredential"], "expirationDate": "2020-01-01T00:00:00Z",
+                      "credentialSubject": {"id": "did:example:me"}}}
+    token = jwt.encode(payload, issuer.private_key, algorithm="EdDSA", headers={"kid": issuer.kid})
+    with pytest.raises(ClaimError, match="expired"):
+        import_claim(store, token)
+    assert store.list_claims() == []

@@ -434,3 +434,12 @@ def test_outbox_payloads_are_sealed_at_rest(tmp_path):
     s.close()
     raw = b"".join(p.read_bytes() for p in (tmp_path / "o").glob("store.db*"))
     assert b"mothers-house" not in raw
+
+
+def test_null_values_are_refused_so_every_export_imports(tmp_path):
+    s = Store.open(tmp_path / "n")
+    with pytest.raises(StoreError):
+        s.set_profile_field("x", None)
+    with pytest.raises(StoreError):
+        s.set_setting("k", None)
+    s.close()
