@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vrm_protocol import Identity, ProtocolError
 from vrm_protocol.didkey import public_bytes_from_did
 
+from vrm_protocol.codec import b64url
+
 from .records import AuditEntry
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,6 @@ def compute_hash(seq: int, created_at: int, event_type: str, data: dict[str, Any
 
 def head_bytes(count: int, last_hash: str) -> bytes:
     return canonical_json({"audit_head": {"count": count, "last_hash": last_hash}}).encode("utf-8")
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -203,7 +201,7 @@ class AuditLog:
         created_at = int(self._clock())
         h = compute_hash(seq, created_at, event_type, data, prev)
         ident = self._identity()
-        sig = _b64(ident.private_key.sign(bytes.fromhex(h)))
+        sig = b64url(ident.private_key.sign(bytes.fromhex(h)))
         self._conn.execute(
             "INSERT INTO audit(seq, created_at, event_type, data, prev_hash, entry_hash, signature)"
             " VALUES (?,?,?,?,?,?,?)", (seq, created_at, event_type, canonical_json(data), prev, h, sig))
@@ -211,7 +209,7 @@ class AuditLog:
         return AuditEntry(seq, created_at, event_type, data, prev, h, sig)
 
     def _write_head(self, count: int, last_hash: str, ident: Identity) -> None:
-        sig = _b64(ident.private_key.sign(head_bytes(count, last_hash)))
+        sig = b64url(ident.private_key.sign(head_bytes(count, last_hash)))
         self._conn.execute("INSERT OR REPLACE INTO audit_head(id, count, last_hash, signature)"
                            " VALUES (1,?,?,?)", (count, last_hash, sig))
 

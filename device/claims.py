@@ -24,6 +24,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from vrm_protocol import ProtocolError, token_hash
+from vrm_protocol.codec import b64url
 from vrm_protocol.didkey import did_from_kid, public_bytes_from_did
 
 from .records import ClaimRecord
@@ -104,7 +105,7 @@ def check_vc_jwt(token: str, *, now: float, trusted_issuers: list[str] | None) -
     except ProtocolError as exc:
         raise ClaimError(f"issuer must be an Ed25519 did:key ({exc.detail})") from exc
     key = OKPKey.import_key({"kty": "OKP", "crv": "Ed25519",
-                             "x": base64.urlsafe_b64encode(pub).rstrip(b"=").decode("ascii")})
+                             "x": b64url(pub)})
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -90,10 +90,10 @@ class Intake:
     # ---------------------------------------------------------------- caches (worker thread)
     def refresh(self) -> None:
         """Reload what the cheap checks need; call after any change to intents or vendors."""
-        intents = self.store.list_intents()
+        intents = self.store.intent_states()
         vendors = self.store.list_vendors()
-        waiting = {a.intent_id for a in self.store.list_agreements()
-                   if a.status in ("confirmed", "active") or (a.revocation_token and not a.revocation_ack)}
+        waiting = {a.intent_id for a in self.store.agreement_states()
+                   if a.status in ("confirmed", "active") or (a.revoked and not a.acknowledged)}
         with self._lock:
             self._open_intents = frozenset(i.intent_id for i in intents if i.status == "active")
             # intents that can still be answered: open ones, and those with a countersignature
@@ -236,8 +236,8 @@ class Intake:
         stored = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
                                       body_to_dict(body), int(self.clock()))
         self._remember(msg)
-        if not stored:
-            return Outcome("duplicate", {"offer": msg.id})
+        if not stored:  # an id stored long ago (its replay entry pruned), now with another token
+            raise ProtocolError("replay", f"message id {msg.id} seen before")
         ranked = self.market.ranked_offers(body.intent, include_ineligible=True)
         mine = next((r for r in ranked if r["offer"] == msg.id), None)
         position = [r["offer"] for r in ranked if r["eligible"]].index(msg.id) + 1 \

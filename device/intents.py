@@ -4,13 +4,13 @@ Each intent gets a fresh Identity: two intents of the same person share no ident
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from vrm_protocol import Identity, Intent, IntentWithdrawal, Terms, new_id, sign
+from vrm_protocol.codec import b64url
 from vrm_protocol.messages import body_to_dict, parse_dataclass
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ class BuiltIntent:
 def terms_for(terms_id: str, text: str, uri: str | None = None) -> Terms:
     """The person's proffered terms: an id plus the SHA-256 of the exact text (IEEE 7012 spirit)."""
     digest = hashlib.sha256(text.encode("utf-8")).digest()
-    terms = Terms(id=terms_id, sha256=base64.urlsafe_b64encode(digest).rstrip(b"=").decode(), uri=uri)
+    terms = Terms(id=terms_id, sha256=b64url(digest), uri=uri)
     terms.check()
     return terms
 

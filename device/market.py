@@ -104,7 +104,7 @@ class Market:
     def expire_intents(self) -> list[str]:
         """Mark intents past their expiry; the broker drops the retained copy by itself."""
         now, done = self.now(), []
-        for rec in self.store.list_intents("active"):
+        for rec in self.store.intent_states("active"):
             if rec.expires_at <= now:
                 self.store.set_intent_status(rec.intent_id, "expired")
                 done.append(rec.intent_id)
@@ -137,8 +137,8 @@ class Market:
         return self._compiled[1]
 
     def context(self) -> Context:
-        agreements = [{"vendor": a.vendor, "status": a.status, "revocation_ack": a.revocation_ack,
-                       "updated_at": a.updated_at} for a in self.store.list_agreements()]
+        agreements = [{"vendor": a.vendor, "status": a.status, "revocation_ack": a.acknowledged or None,
+                       "updated_at": a.updated_at} for a in self.store.agreement_states()]
         reviews = [{"vendor": r.vendor, "rating": r.rating} for r in self.store.list_reviews()]
         return Context(suppliers=frozenset(s.vendor for s in self.store.list_suppliers()),
                        reputation=reputation_from(agreements, reviews, self.now()))
@@ -149,7 +149,7 @@ class Market:
     def ranked_offers(self, intent_id: str | None = None, include_ineligible: bool = False,
                       include_closed: bool = False) -> list[dict[str, Any]]:
         """Offers ranked by the person's current rules, each with its explanation."""
-        categories = {r.intent_id: r.category for r in self.store.list_intents()}
+        categories = {r.intent_id: r.category for r in self.store.intent_states()}
         now = self.now()
         offers = [o for o in self.store.list_offers(intent_id)
                   if include_closed or o.status == "new"

@@ -30,6 +30,8 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from vrm_protocol import Identity, ProtocolError
 from vrm_protocol.didkey import public_bytes_from_did
 
+from vrm_protocol.codec import b64url
+
 from .audit import (AuditHead, AuditEntry, canonical_json, entry_from_dict, entry_to_dict,
                     verify_chain)
 from .keystore import fsync_dir
@@ -63,10 +65,6 @@ class ExportDoc:
     entries: list[AuditEntry]
     head: AuditHead | None
     raw: dict[str, Any]
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: Any, what: str) -> bytes:
@@ -106,7 +104,7 @@ def _signed_doc(store: Store) -> dict[str, Any]:
                   "head": None if head is None else {"count": head.count, "last_hash": head.last_hash,
                                                      "signature": head.signature}},
     }
-    doc["signature"] = _b64(store.device_identity.private_key.sign(_doc_digest(doc)))
+    doc["signature"] = b64url(store.device_identity.private_key.sign(_doc_digest(doc)))
     return doc
 
 
@@ -252,15 +250,15 @@ def build_backup(store: Store, passphrase: str, *, n: int = SCRYPT_N) -> dict[st
     store.flush_rejections()
     with store.transaction():  # the entry, the head and the data read as one state
         store.record_event("backup", {"format_version": FORMAT_VERSION, "kdf": "scrypt"})
-        inner = {"export": _signed_doc(store), "device_seed": _b64(store.device_identity.seed)}
+        inner = {"export": _signed_doc(store), "device_seed": b64url(store.device_identity.seed)}
     salt, nonce = secrets.token_bytes(16), secrets.token_bytes(12)
     header = {"format": BACKUP_FORMAT, "version": FORMAT_VERSION,
-              "kdf": {"name": "scrypt", "n": n, "r": SCRYPT_R, "p": SCRYPT_P, "salt": _b64(salt)},
-              "cipher": "A256GCM", "nonce": _b64(nonce)}
+              "kdf": {"name": "scrypt", "n": n, "r": SCRYPT_R, "p": SCRYPT_P, "salt": b64url(salt)},
+              "cipher": "A256GCM", "nonce": b64url(nonce)}
     key = _kdf(passphrase, salt, n, SCRYPT_R, SCRYPT_P)
     ct = AESGCM(key).encrypt(nonce, canonical_json(inner).encode("utf-8"),
                              canonical_json(header).encode("utf-8"))
-    return {**header, "ciphertext": _b64(ct)}
+    return {**header, "ciphertext": b64url(ct)}
 
 
 def backup_to_file(store: Store, path: Path, passphrase: str, *, n: int = SCRYPT_N) -> None:

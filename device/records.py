@@ -43,6 +43,16 @@ class IntentRecord:
 
 
 @dataclass(frozen=True)
+class IntentState:
+    """An intent's clear columns only: what caches and timers need, without unsealing its key."""
+
+    intent_id: str
+    category: str
+    status: str
+    expires_at: int
+
+
+@dataclass(frozen=True)
 class OfferRecord:
     offer_id: str
     intent_id: str
@@ -82,6 +92,19 @@ class AgreementRecord:
     updated_at: int = 0
     revocation_token: str | None = None
     revocation_ack: str | None = None
+
+
+@dataclass(frozen=True)
+class AgreementState:
+    """An agreement's clear columns only (no token, no sealed terms or fields)."""
+
+    agreement_id: str
+    intent_id: str
+    vendor: str
+    status: str
+    updated_at: int
+    revoked: bool
+    acknowledged: bool
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,15 @@ from typing import Any, Callable, Iterator
 
 from vrm_protocol import Identity, new_id
 
+from vrm_protocol.codec import b64url
+
 from . import keystore
 from .audit import AuditLog, AuditEntry, canonical_json
 from .keystore import Cipher, KeyFileError
 from .migrations import SCHEMA_VERSION, migrate
 from .records import (AGREEMENT_STATUSES, INTENT_STATUSES, OFFER_STATUSES, PROVENANCES,
-                      VENDOR_STATUSES, AgreementRecord, ClaimRecord, DisclosureRecord,
-                      IntentRecord, OfferRecord, OutboxRecord, ProfileField, ReviewRecord,
+                      VENDOR_STATUSES, AgreementRecord, AgreementState, ClaimRecord,
+                      DisclosureRecord, IntentRecord, IntentState, OfferRecord, OutboxRecord, ProfileField, ReviewRecord,
                       StuffRecord, SupplierRecord, VendorRecord)
 
 log = logging.getLogger(__name__)
@@ -112,10 +114,6 @@ def _set_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
 
 def _aad(table: str, column: str, key: tuple[Any, ...]) -> str:
     return f"vrmbox/{table}.{column}:" + "\x1f".join(str(k) for k in key)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _unb64(text: str) -> bytes:
@@ -367,7 +365,7 @@ class Store:
                 self._conn.execute(
                     "INSERT INTO intents(intent_id, category, seed, token, body, status, expires_at,"
                     " created_at) VALUES (?,?,?,?,?,?,?,?)",
-                    (intent_id, category, self._seal("intents", "seed", k, _b64(bytes(identity_seed))),
+                    (intent_id, category, self._seal("intents", "seed", k, b64url(bytes(identity_seed))),
                      self._seal("intents", "token", k, token), self._seal("intents", "body", k, body),
                      "active", int(expires_at), self.now()))
             except sqlite3.IntegrityError as exc:
@@ -394,6 +392,14 @@ class Store:
         rows = (self._conn.execute(q + " WHERE status=? ORDER BY created_at, intent_id", (status,))
                 if status else self._conn.execute(q + " ORDER BY created_at, intent_id"))
         return [self._intent(r) for r in rows.fetchall()]
+
+    def intent_states(self, status: str | None = None) -> list[IntentState]:
+        """Every intent's id, category, status and expiry, unsealing nothing: for the daemon's
+        caches and its twice-a-second timer."""
+        q = "SELECT intent_id, category, status, expires_at FROM intents"
+        rows = (self._conn.execute(q + " WHERE status=? ORDER BY created_at, intent_id", (status,))
+                if status else self._conn.execute(q + " ORDER BY created_at, intent_id"))
+        return [IntentState(*r) for r in rows.fetchall()]
 
     def set_intent_status(self, intent_id: str, status: str) -> None:
         if status not in INTENT_STATUSES:
@@ -652,6 +658,14 @@ class Store:
         else:
             rows = self._conn.execute(self._AGREEMENT_Q + " ORDER BY a.created_at, a.agreement_id")
         return [self._agreement(r) for r in rows.fetchall()]
+
+    def agreement_states(self) -> list[AgreementState]:
+        """Every agreement's clear columns, unsealing nothing (caches, reputation, ranking)."""
+        return [AgreementState(r[0], r[1], r[2], r[3], r[4], r[5] is not None, r[6] is not None)
+                for r in self._conn.execute(
+                    "SELECT a.agreement_id, a.intent_id, a.vendor, a.status, a.updated_at, r.token,"
+                    " r.ack_token FROM agreements a LEFT JOIN revocations r"
+                    " ON r.agreement_id = a.agreement_id ORDER BY a.created_at, a.agreement_id")]
 
     def _agreement_vendor(self, agreement_id: str) -> str:
         row = self._conn.execute("SELECT vendor FROM agreements WHERE agreement_id=?",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import socket
 import subprocess

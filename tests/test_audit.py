@@ -148,7 +148,8 @@ def test_tampered_or_missing_head(box):
 def test_handover_chain_verifies_and_a_forged_handover_does_not():
     """Entries signed by an old key are accepted only behind a handover signed by the new key."""
     old, new, mallory = Identity.generate(), Identity.generate(), Identity.generate()
-    from device.audit import AuditHead, AuditEntry, _b64, head_bytes
+    from device.audit import AuditHead, AuditEntry, head_bytes
+    from vrm_protocol.codec import b64url as _b64
 
     def mk(entries, seq, ev, data, key):
         prev = entries[-1].entry_hash if entries else GENESIS_HASH

@@ -6,7 +6,6 @@ import datetime as dt
 import json
 import ssl
 import subprocess
-import time
 
 import paho.mqtt.client as mqtt
 import pytest

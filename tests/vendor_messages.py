@@ -5,11 +5,11 @@ The vendor kit is the real vendor; this builds hostile and edge-case messages it
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from vrm_protocol import (Countersignature, DecryptionKey, Identity, Item, Offer, RevocationAck,
-                          TermsResponse, VendorProfile, sign, token_hash, verify)
+                          TermsResponse, VendorProfile, sign, token_hash)
 from vrm_protocol.codec import unverified_payload
 
 

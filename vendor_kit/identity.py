@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrm_protocol.codec import b64url
 from vrm_protocol import DecryptionKey, EncryptionKey, Identity, ProtocolError, VendorProfile
 from vrm_protocol.messages import check_slug
 
@@ -26,10 +27,6 @@ PUBLIC_FILE = "vendor.json"
 
 class IdentityError(Exception):
     """The identity directory is missing, incomplete, inconsistent, or would be overwritten."""
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _b64url_decode(text: str) -> bytes:
@@ -95,7 +92,7 @@ class VendorIdentity:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         try:
-            _write_new(directory / SEED_FILE, (_b64url(ident.signing.seed) + "\n").encode())
+            _write_new(directory / SEED_FILE, (b64url(ident.signing.seed) + "\n").encode())
             _write_new(directory / ENC_KEY_FILE, json.dumps(ident.decryption.jwk).encode())
             _write_new(directory / PUBLIC_FILE, json.dumps(ident.public_json(), indent=2).encode())
         except FileExistsError as exc:  # a concurrent init won the race

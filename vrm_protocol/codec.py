@@ -63,8 +63,12 @@ class Message:
         return token_hash(self.token)
 
 
-def _b64url(data: bytes) -> str:
+def b64url(data: bytes) -> str:
+    """Unpadded base64url (RFC 7515 §2): the one encoder for hashes, keys and signatures."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+_b64url = b64url
 
 
 def _b64url_decode(segment: str) -> bytes:
