@@ -464,3 +464,27 @@ def test_every_reason_the_intake_gives_is_declared():
     used |= set(re.findall(r'else "([a-z_]+)"', source))
     assert used <= set(intake_mod.INTAKE_REASONS) | set(REASONS)     # nothing undeclared
     assert set(intake_mod.INTAKE_REASONS) <= used                    # nothing declared and dead
+
+
+def test_decline_hides_an_offer_and_snooze_hides_it_until_the_time_is_up(tmp_path):
+    clock = [time.time()]
+    store = Store.open(tmp_path / "b", clock=lambda: clock[0])
+    box = Box.__new__(Box)
+    box.store, box.market = store, Market(store, clock=lambda: clock[0])
+    box.intake = Intake(box.market, limiter=RateLimiter(60, 20), max_bytes=65536, clock=lambda: clock[0])
+    iid = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    v = with_vendor(box)
+    tokens = [v.offer(store.get_intent(iid).token, now=clock[0], price=p, valid_s=86400, ttl=86400)
+              for p in (100, 200)]
+    a, b = (unverified_payload(t)["id"] for t in tokens)
+    for t in tokens:
+        box.feed(topics.offers(iid), t)
+    box.market.decline(a)
+    box.market.snooze(b, 3600)
+    assert box.market.ranked_offers() == []
+    assert {r["offer"]: r["status"] for r in box.market.ranked_offers(include_closed=True)} == \
+        {a: "declined", b: "snoozed"}
+    clock[0] += 3601
+    assert [r["offer"] for r in box.market.ranked_offers()] == [b]
+    store.close()
