@@ -12,7 +12,7 @@ import sys
 
 # Modules that add subcommands; a module missing here (not written yet) is simply skipped.
 COMMAND_MODULES = ("device.cli_data", "device.cli_market", "provisioning.cli", "hardware.cli",
-                   "device.ui.cli", "companion_app.cli")
+                   "device.ui.cli", "companion_app.cli", "provisioning.demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
