@@ -37,7 +37,7 @@ from ..market import Market, MarketError, market_settings
 from ..ratelimit import RateLimiter
 from ..store import Store
 from . import ops
-from .access import BUTTON, BUTTON_SOCKET, CONTROL_SOCKET, build_access
+from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
 from .held import HeldError, HeldRequests
 from .notify import notify
@@ -257,9 +257,10 @@ class Daemon:
             return h.public()
         what = ops.held_description(spec, args, role)
         if what is not None:
-            h = self.held.add(op, args, what, requested_by=str(args.get("requested_by") or role)[:64])
+            h = self.held.add(op, args, what, requested_by=str(args.get("requested_by") or role)[:64],
+                              role=role)
             self.events.publish({"type": "pending", "request": h.request, "what": what})
-            return {"status": "waiting_for_button", **h.public()}
+            return {**h.public(), "status": "waiting_for_button"}
         return self._execute(op, args, role)
 
     def _execute(self, op: str, args: dict[str, Any], role: str) -> Any:
@@ -276,10 +277,10 @@ class Daemon:
         return result
 
     def _approve(self, request: str) -> Any:
-        """The person long-pressed on the box: run what was asked, as the box's button."""
+        """The person long-pressed on the box: run what was asked, as the one who asked."""
         h = self.held.take(request)
         try:
-            result = self._execute(h.op, h.args, BUTTON)
+            result = self._execute(h.op, h.args, h.role)
         except (MarketError, HeldError, ValueError) as exc:
             self.held.finish(h, error=str(exc))
             raise
