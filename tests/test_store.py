@@ -526,3 +526,19 @@ def test_passphrase_key_provider_takes_a_restored_device_key_and_an_erase(tmp_pa
     with Store.open(d, clock=clock, keys=passphrase_keys("unlock", vault)) as s:
         assert s.get_profile() == {} and s.device_identity.did == result.new_device_did != src_did
         assert [e.event_type for e in s.audit.entries()] == ["erase"] and s.audit.verify().ok
+
+
+def test_docs_list_exactly_the_sealed_and_clear_columns_of_the_schema():
+    """docs/store.md tells the person what a copied store.db shows; it must match the schema."""
+    import re
+    from pathlib import Path
+    from device.store.schema import SCHEMA, clear_columns, sealed_columns
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "store.md").read_text(encoding="utf-8")
+    header = "| table | sealed columns | clear columns |\n|---|---|---|\n"
+    assert header in doc
+    rows = doc.split(header, 1)[1].split("\n\n", 1)[0].splitlines()
+    listed = {}
+    for row in rows:
+        table, sealed, clear = (cell.strip() for cell in row.strip("|").split("|"))
+        listed[table] = (tuple(re.findall(r"`([a-z_]+)`", sealed)), tuple(re.findall(r"`([a-z_]+)`", clear)))
+    assert listed == {t.name: (sealed_columns(t.name), clear_columns(t.name)) for t in SCHEMA}
