@@ -17,7 +17,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, MutableMapping, Protocol
+from typing import Any, Callable, MutableMapping, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -158,6 +158,15 @@ def stage_device_key(data_dir: Path, seed: bytes) -> Path:
     return path
 
 
+def _expected_seed(read: Callable[[], bytes], expected_did: str | None) -> bytes | None:
+    """A staged device seed if it is the one the committed store expects, else None."""
+    try:
+        seed = read()
+        return seed if Identity.from_seed(seed).did == expected_did else None
+    except (KeyFileError, ValueError):
+        return None
+
+
 def adopt_pending_device_key(data_dir: Path, expected_did: str | None) -> None:
     """Finish (or undo) a device-key swap interrupted by a crash.
 
@@ -167,12 +176,7 @@ def adopt_pending_device_key(data_dir: Path, expected_did: str | None) -> None:
     pending = data_dir / KEYS_DIR / (DEVICE_KEY_FILE + PENDING_SUFFIX)
     if not pending.exists():
         return
-    try:
-        seed = _read_key(pending)
-        did = Identity.from_seed(seed).did
-    except (KeyFileError, ValueError):
-        did = None
-    if did is not None and did == expected_did:
+    if _expected_seed(lambda: _read_key(pending), expected_did) is not None:
         os.replace(pending, data_dir / KEYS_DIR / DEVICE_KEY_FILE)
         fsync_dir(pending.parent)
         log.info("adopted the restored device key")
@@ -316,12 +320,8 @@ class PassphraseKeyProvider:
         pending = DEVICE_KEY_FILE + PENDING_SUFFIX
         if pending not in self._vault:
             return
-        try:
-            seed = self._unwrap(pending)
-            did = Identity.from_seed(seed).did
-        except (KeyFileError, ValueError):
-            did = None
-        if did is not None and did == expected_did:
+        seed = _expected_seed(lambda: self._unwrap(pending), expected_did)
+        if seed is not None:
             self._wrap(DEVICE_KEY_FILE, seed)  # wrapped again: the seal names its slot
             log.info("adopted the restored device key")
         del self._vault[pending]
