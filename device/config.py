@@ -93,6 +93,7 @@ class IntakeConfig:
     per_vendor_burst: int = 20
     max_message_bytes: int = 65536
     max_offers_per_vendor_intent: int = 20
+    max_vendors: int = 2000                 # pinned vendors at most; new slugs past it are refused
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     },
     "intake": {"max_queue": _int(1, 1_000_000), "per_vendor_per_minute": _int(1, 100_000),
                "per_vendor_burst": _int(1, 100_000), "max_message_bytes": _int(1024, 65536),
-               "max_offers_per_vendor_intent": _int(1, 10_000)},
+               "max_offers_per_vendor_intent": _int(1, 10_000), "max_vendors": _int(1, 100_000)},
     "intents": {"default_ttl_s": _int(60, 366 * 86400), "terms_id": _slug,
                 "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True),
                 "republish_window_s": _int(1, 3600)},

@@ -68,7 +68,7 @@ def home(tmp_path_factory):
 def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path, broker, home,
                                                                          monkeypatch):
     box_config(tmp_path, monkeypatch, f'[home_broker]\nurl = "{home.url}"\n')
-    market = Watcher(broker, "vrm/v1/status/#", "#")
+    market = Watcher(broker, f"{topics.PREFIX}/status/#", "#")
     local = Watcher(home, topics.availability("+"))
     proc = daemon(tmp_path / "box", broker.url, tmp_path / "daemon.log").start()
     try:
@@ -81,7 +81,7 @@ def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path
         wait_for(lambda: local.got[-1][1] == b"offline", timeout=30, what="last will on the home broker")
         assert 0 < local.got[-1][2].MessageExpiryInterval <= STATUS_EXPIRY_S
         market.barrier("zz/test/barrier")
-        assert market.topics("vrm/v1/status/") == []
+        assert market.topics(f"{topics.PREFIX}/status/") == []
         status_id = local.got[-1][0].rsplit("/", 1)[1]
         assert all(status_id.encode() not in p and status_id not in t for t, p, _, _ in market.got)
         assert intent["intent"] not in status_id
@@ -117,7 +117,7 @@ def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, br
     watch = Watcher(broker, "#")
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
     vrmbox("intent", "add", "bikes", "--json", data_dir=data)
-    wait_for(lambda: watch.topics("vrm/v1/intents/"), what="intent on the wire")
+    wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
     proc.stop()
     watch.barrier("zz/test/barrier")
     seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
@@ -162,14 +162,14 @@ def test_after_a_restart_intents_come_back_one_at_a_time(tmp_path, broker, monke
            for _ in range(3)]
     proc.stop()
     wiper = Watcher(broker, topics.intents("bikes"))          # the broker loses the retained copies
-    wait_for(lambda: len(wiper.topics("vrm/v1/intents/")) == 3, what="three retained intents")
+    wait_for(lambda: len(wiper.topics(f"{topics.PREFIX}/intents/")) == 3, what="three retained intents")
     for i in ids:
         wiper.c.publish(topics.intent("bikes", i), b"", qos=1, retain=True).wait_for_publish(5)
     wiper.close()
     watch = Watcher(broker, topics.intents("bikes"))
     proc = daemon(data, broker.url, tmp_path / "daemon2.log").start()
     try:
-        wait_for(lambda: len(watch.topics("vrm/v1/intents/")) == 3, timeout=60, what="all three again")
+        wait_for(lambda: len(watch.topics(f"{topics.PREFIX}/intents/")) == 3, timeout=60, what="all three again")
         arrivals = sorted(when for t, p, _, when in watch.got if p)
         assert all(b - a >= 0.3 for a, b in zip(arrivals, arrivals[1:])), arrivals   # never a burst
     finally:
