@@ -7,6 +7,7 @@ the queue by bytes instead.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from vrm_protocol import MAX_MESSAGE_BYTES
@@ -15,6 +16,30 @@ from vrm_protocol import MAX_MESSAGE_BYTES
 MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 4096
 # Per-client queue bound in bytes (0 in max_queued_messages = no count limit).
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Listener:
+    """Where a config makes Mosquitto listen."""
+
+    port: int
+    bind: str
+    tls: bool = False
+
+
+def read_listener(conf_text: str) -> Listener:
+    """The listener of a config this module wrote (one listener; TLS when it names a certfile)."""
+    port, bind, tls = None, "127.0.0.1", False
+    for line in conf_text.splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "listener":
+            port = int(words[1])
+            bind = words[2] if len(words) > 2 else "0.0.0.0"
+        elif words and words[0] == "certfile":
+            tls = True
+    if port is None:
+        raise ValueError("the config has no listener line")
+    return Listener(port, bind, tls)
 
 
 def mosquitto_conf(*, port: int, data_dir: Path, bind: str = "127.0.0.1",
