@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 from typing import IO, Mapping
 
+from provisioning import accounts
 from provisioning.mosquitto import Listener, mosquitto_conf, read_listener
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 # The project's source tree; children import this tree's code (PYTHONPATH), wherever they run.
 ROOT = Path(__file__).resolve().parent.parent
-# Accounts a root-started Mosquitto may drop to, best first (Debian's package creates the first).
-UNPRIVILEGED_USERS = ("mosquitto", "nobody")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -49,30 +47,9 @@ def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def broker_user() -> str:
-    """The account Mosquitto runs as: the current user, or an unprivileged one when root."""
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    for name in UNPRIVILEGED_USERS:
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    raise RuntimeError(f"running as root, but none of the accounts {UNPRIVILEGED_USERS} exists "
-                       "for Mosquitto to drop to; create one (Debian's mosquitto package adds "
-                       "'mosquitto')")
-
-
-def hand_to(path: Path, user: str, *, writable: bool) -> None:
-    """Let `user` read (and with writable, own) path; a no-op unless we are root."""
-    if os.geteuid() != 0:
-        return
-    entry = pwd.getpwnam(user)
-    if writable:
-        os.chown(path, entry.pw_uid, entry.pw_gid)
-    else:
-        os.chown(path, 0, entry.pw_gid)
+def _give(path: Path, user: str, *, writable: bool) -> None:
+    """As root: `user` owns what Mosquitto writes and reads the rest through its group."""
+    if accounts.hand_to(path, user, owner=writable) and not writable:
         path.chmod(0o640 if path.is_file() else 0o750)
 
 
@@ -108,11 +85,11 @@ class Broker:
 
     def _own_conf(self, port: int, password_file: Path | None, tls: Mapping[str, Path] | None,
                   acl_file: Path | None) -> str:
-        user = broker_user()
+        user = accounts.broker_user()
         data = self.workdir / "data"
         data.mkdir(exist_ok=True)
-        hand_to(data, user, writable=True)
-        hand_to(self.workdir, user, writable=False)
+        _give(data, user, writable=True)
+        _give(self.workdir, user, writable=False)
 
         def local(src: Path | None, name: str) -> Path | None:
             if src is None:
@@ -121,7 +98,7 @@ class Broker:
             if Path(src).resolve() != dst.resolve():
                 shutil.copyfile(src, dst)
             dst.chmod(0o600)
-            hand_to(dst, user, writable=False)
+            _give(dst, user, writable=False)
             return Path(name)
 
         tls_local = ({k: local(Path(v), f"tls-{k}.pem") for k, v in tls.items()} if tls else None)
