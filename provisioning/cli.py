@@ -15,11 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from device import config as device_config
-from provisioning import mosquitto
-from provisioning.layout import layout_for
-from provisioning.provision import (HOME_BROKER_BIND, HOME_BROKER_PORT, Market, Options,
-                                    ProvisionError, Report, add_vendor, provision)
+# The work is imported inside each command: `vrmbox` loads this module for every command.
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +25,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _show(report: Report, args: argparse.Namespace) -> None:
+def _show(report: Any, args: argparse.Namespace) -> None:
     lists = {k: [str(p) for p in getattr(report, k)] for k in ("created", "updated", "rotated", "kept")}
     if args.json:
         print(json.dumps({"changed": report.changed, "dry_run": args.dry_run, **lists,
@@ -51,6 +47,9 @@ def _show(report: Report, args: argparse.Namespace) -> None:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
+    from device import config as device_config
+    from provisioning.provision import (HOME_BROKER_BIND, HOME_BROKER_PORT, Market, Options,
+                                        ProvisionError, check_market, provision, try_market)
     market = None
     if args.market:
         market = Market(args.market, Path(args.market_ca) if args.market_ca else None,
@@ -60,23 +59,26 @@ def cmd_provision(args: argparse.Namespace) -> int:
         return _fail("--market-ca, --market-username and --market-password-file need --market URL")
     opts = Options(root=Path(args.root) if args.root else None, dry_run=args.dry_run,
                    rotate=args.rotate, market=market, check_market=not args.no_market_check,
-                   broker_port=args.broker_port, broker_bind=args.broker_bind,
+                   broker_port=args.broker_port or HOME_BROKER_PORT,
+                   broker_bind=args.broker_bind or HOME_BROKER_BIND,
                    names=tuple(args.name or ()))
     try:
         if market is not None and opts.check_market:
-            from provisioning.provision import check_market, try_market
             check_market(market)
             try_market(market)
         report = provision(opts)
-    except ProvisionError as exc:
+    except (ProvisionError, device_config.ConfigError) as exc:
         return _fail(str(exc))
-    except device_config.ConfigError as exc:
-        return _fail(f"{exc}")
+    except RuntimeError as exc:          # mosquitto_passwd failed, no account to run Mosquitto as
+        return _fail(str(exc))
     _show(report, args)
     return 0
 
 
 def cmd_add_vendor(args: argparse.Namespace) -> int:
+    from provisioning import mosquitto
+    from provisioning.layout import layout_for
+    from provisioning.provision import ProvisionError, add_vendor
     lay = layout_for(Path(args.root) if args.root else None, os.geteuid())
     out = Path(args.out) if args.out else None
     if out is not None and out.exists():
@@ -123,6 +125,8 @@ def cmd_add_vendor(args: argparse.Namespace) -> int:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from device import config as device_config
+    from provisioning.layout import layout_for
     path = Path(args.file) if args.file else None
     if path is None:
         provisioned = layout_for(None, os.geteuid()).config
@@ -165,8 +169,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--market-password-file", metavar="FILE", help="file holding that account's password")
     p.add_argument("--no-market-check", action="store_true",
                    help="do not try the market broker's credentials now (e.g. offline first boot)")
-    p.add_argument("--broker-port", type=int, default=HOME_BROKER_PORT, help="home broker's TLS port")
-    p.add_argument("--broker-bind", default=HOME_BROKER_BIND, help="home broker's listen address")
+    p.add_argument("--broker-port", type=int, default=None, help="home broker's TLS port (8883)")
+    p.add_argument("--broker-bind", default=None, help="home broker's listen address (all)")
     p.add_argument("--name", action="append", metavar="NAME",
                    help="another DNS name or IP for the box's certificates (repeatable)")
     p.set_defaults(func=cmd_provision)
