@@ -402,6 +402,12 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
         _own(item, system)
     if not store_exists:
         _open_store(lay, system)
+    for target in (lay.broker_conf, lay.broker_data / "x"):
+        blocked = accounts.blocked_dir(target, broker_user)
+        if blocked is not None:
+            report.notes.append(f"Mosquitto runs as {broker_user!r}, which cannot enter {blocked}; "
+                                f"it will not start from {lay.broker_conf} until it can (chmod o+x)")
+            break
     if opts.rotate and report.rotated:
         from device.store import Store
         with Store.open(lay.data) as store:
