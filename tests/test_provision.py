@@ -267,3 +267,53 @@ def test_market_credentials_are_tried_before_anything_is_written(root, root2, tm
     assert cfg.broker.url == f"mqtts://127.0.0.1:{mport}" and cfg.broker.username == "box-at-market"
     assert cfg.broker.password == out.read_text().strip()
     assert os.path.samefile(cfg.broker.ca_file, layout(root).market_ca)
+
+
+NOBODY_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from device.cli import main
+from provisioned import Client, box_credentials
+from provisioning.launch import Broker, free_port
+from provisioning.layout import layout_for
+port = free_port()
+rc = main(["provision", "--broker-port", str(port), "--broker-bind", "127.0.0.1"])
+lay = layout_for(None, os.geteuid())
+broker = Broker(Path(os.environ["HOME"]) / "run", conf=lay.broker_conf).start()
+try:
+    c = Client(broker.host, broker.port, lay.pem("ca"), *box_credentials(lay), name="box")
+    connack = c.connect()
+    c.close()
+finally:
+    broker.stop()
+print(json.dumps({"rc": rc, "connack": connack, "config": str(lay.config),
+                  "uid": os.geteuid(), "owner": lay.box_password.stat().st_uid}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as an ordinary user")
+def test_an_ordinary_user_provisions_into_xdg_dirs_and_runs_the_broker():
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from provisioning.launch import ROOT, child_env
+    nobody = pwd.getpwnam("nobody")
+    home = Path(tempfile.mkdtemp(prefix="vrm-home-"))
+    try:
+        os.chown(home, nobody.pw_uid, nobody.pw_gid)
+        env = {k: v for k, v in child_env().items() if not k.startswith("XDG_")}
+        env.update(HOME=str(home), VRMBOX_CONFIG=os.devnull)
+        # util-linux's setpriv: Popen(user=...) cannot exec a Python that lives under /root
+        p = subprocess.run(["setpriv", f"--reuid={nobody.pw_uid}", f"--regid={nobody.pw_gid}",
+                            "--clear-groups", sys.executable, "-c", NOBODY_SCRIPT], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+        assert out == {"rc": 0, "connack": 0, "config": str(home / ".config/vrmbox/config.toml"),
+                       "uid": nobody.pw_uid, "owner": nobody.pw_uid}
+    finally:
+        shutil.rmtree(home)
