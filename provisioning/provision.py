@@ -458,16 +458,11 @@ def _mkdir(d: Path, mode: int, owner: str | None, group: str | None, system: boo
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    """Atomically: a 0600 temp file, fsync, chmod, rename. Never a half-written secret."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    """Atomically, never briefly readable by more than `mode` allows (keystore's writer: 0600
+    temp file, fsync, rename), then widened to mode where it is public."""
+    keystore.write_private_file(path, data)
+    if mode != 0o600:
+        os.chmod(path, mode)
 
 
 def _own(item: Item, system: bool) -> None:
