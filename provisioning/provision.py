@@ -275,6 +275,8 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
                                      "rerun with --rotate to replace it")
 
     home_url = f"mqtts://127.0.0.1:{opts.broker_port}"
+    home = {"url": home_url, "ca_file": lay.pem("ca"), "username": box_user,
+            "password_file": lay.box_password}
     conf_values: dict[str, object] = {"data_dir": lay.data}
     if opts.market is not None:
         conf_values["broker.url"] = opts.market.url
@@ -284,26 +286,34 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
             conf_values["broker.username"] = opts.market.username
             conf_values["broker.password_file"] = lay.market_password
     else:
-        conf_values.update({"broker.url": home_url, "broker.ca_file": lay.pem("ca"),
-                            "broker.username": box_user, "broker.password_file": lay.box_password})
-    control = device_config.SCHEMA["control"]
+        conf_values.update({f"broker.{k}": v for k, v in home.items()})
+    schema = device_config.SCHEMA
+    if "home_broker" in schema:          # the daemon also keeps its local topics there
+        conf_values.update({f"home_broker.{k}": v for k, v in home.items()})
+    elif opts.market is not None:
+        report.notes.append("device/config.py has no [home_broker] yet: the home broker is only "
+                            "named in config.toml's header")
     conf_values["control.socket"] = lay.control_socket
     pending_keys = []
     for key, value in (("button_socket", lay.button_socket),
                        ("control_users", list(accounts.CONTROL_USERS)),
                        ("button_users", list(accounts.BUTTON_USERS))):
-        if key in control:
-            if lay.system:
-                conf_values[f"control.{key}"] = value
-        else:
+        if key not in schema["control"]:
             pending_keys.append(key)
+        elif not lay.system:
+            continue                      # one user in a home dir: the single-user setup
+        elif isinstance(value, list) and not all(accounts.exists(u) for u in value):
+            report.notes.append(f"control.{key} not written: no account {', '.join(value)} here "
+                                "(install.sh creates them); the daemon runs as a single-user setup")
+        else:
+            conf_values[f"control.{key}"] = value
     if pending_keys:
         report.notes.append(f"device/config.py has no control.{', control.'.join(pending_keys)} yet: "
                             "not written to config.toml")
     header = ("VRM box configuration, written by `vrmbox provision`. Every setting is here;\n"
               "values not set by provisioning are config.py's defaults. Check edits with\n"
               "`vrmbox config check`. Reference: docs/config.md, docs/provisioning.md.")
-    if opts.market is not None:
+    if opts.market is not None and "home_broker" not in schema:
         header += (f"\nThe box's home broker (local topics) is {home_url}, account in "
                    f"{lay.box_username},\npassword in {lay.box_password}.")
 
