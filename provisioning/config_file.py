@@ -27,7 +27,7 @@ COMMENTS: dict[str, str] = {
     "broker.ca_file": "CA certificate(s) the broker's certificate must chain to.",
     "broker.cert_file": "Client certificate for mutual TLS (optional).",
     "broker.key_file": "Key of cert_file, when cert_file does not hold it.",
-    "broker.client_id": "MQTT client id; default derived from the box's device key.",
+    "broker.client_id": "MQTT client id; default: the box chooses one (docs/config.md).",
     "broker.keepalive": "Seconds between MQTT keep-alive pings (5..3600).",
     "broker.session_expiry": "Seconds the broker keeps the box's session and queue while offline.",
     "broker.reconnect_min": "Reconnect back-off start, seconds.",
@@ -50,7 +50,7 @@ COMMENTS: dict[str, str] = {
     "agreements.companion_only_confirmation": "true: only the paired phone confirms, not the button.",
     "control.socket": "Unix socket of the control API (CLI, companion app).",
     "control.button_socket": "Unix socket of the box's button handler (the UI).",
-    "control.control_users": "Accounts that may open control.sock.",
+    "control.control_users": "Accounts that may open control.sock (none listed: the box's own user only).",
     "control.control_groups": "Groups whose members may open control.sock.",
     "control.button_users": "Accounts that may open button.sock (a press counts as consent).",
     "control.button_groups": "Groups whose members may open button.sock.",
@@ -70,6 +70,9 @@ EXAMPLES: dict[str, object] = {
     "broker.key_file": "/etc/vrmbox/tls/box.key", "broker.client_id": "vrmbox-livingroom",
     "intents.terms_uri": "https://example.org/terms/vrm-basic-1",
     "control.socket": "/run/vrmbox/control.sock",
+    "control.button_socket": "/run/vrmbox/button.sock",
+    "control.control_users": ["vrmbox", "vrmbox-companion"], "control.control_groups": ["vrmbox-admin"],
+    "control.button_users": ["vrmbox-ui"], "control.button_groups": ["vrmbox-ui"],
 }
 _DERIVED = {"broker.host", "broker.port", "broker.tls"}     # read from url, not keys
 
@@ -122,7 +125,7 @@ def config_toml(values: Mapping[str, Any], header: str) -> str:
             if optional and value is not None and value is not MISSING:
                 out.append(f"# {key} = {_toml(value)}")
             elif value is None or value is MISSING:
-                example = EXAMPLES.get(dotted)
+                example = EXAMPLES.get(dotted, EXAMPLES.get(f"broker.{key}") if section == "home_broker" else None)
                 out.append(f"# {key} = {_toml(example)}" if example is not None else f"# {key} =")
             else:
                 out.append(f"{key} = {_toml(value)}")
