@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from device.config import user_config_dir, user_data_home
+
 log = logging.getLogger(__name__)
 
 RUNTIME_DIR_NAME = "vrmbox"          # systemd RuntimeDirectory= of the daemon: /run/vrmbox
@@ -102,8 +104,7 @@ def layout_for(root: Path | None, euid: int, env: Mapping[str, str] = os.environ
         r = Path(root) if root is not None else Path("/")
         return Layout(True, r / "etc/vrmbox", r / "var/lib/vrmbox", r / "var/lib/vrmbox-broker",
                       r / "run" / RUNTIME_DIR_NAME)
-    home = Path(env.get("HOME") or Path.home())
-    cfg = Path(env.get("XDG_CONFIG_HOME") or home / ".config") / "vrmbox"
-    data_home = Path(env.get("XDG_DATA_HOME") or home / ".local/share")
+    cfg = user_config_dir(env)
+    data_home = user_data_home(env)
     data = data_home / "vrmbox"
     return Layout(False, cfg, data, data_home / "vrmbox-broker", data)
