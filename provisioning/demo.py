@@ -34,11 +34,11 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from provisioning.launch import ROOT, Broker, Proc, free_port, python_module
 from vendor_kit.catalogue import Catalogue, CatalogueError
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
 SCENE_FILE = ROOT / "examples" / "demo" / "scene.yaml"
 READY = "READY"
 START_TIMEOUT_S = 30.0          # per child, to print READY (a loaded 2-core machine is slow)
@@ -46,6 +46,9 @@ STOP_TIMEOUT_S = 15.0           # per tier, after SIGTERM, before SIGKILL
 CLI_TIMEOUT_S = 60.0
 PORT_TIMEOUT_S = 20.0           # the companion app's port must accept connections by then
 PR_SET_PDEATHSIG = 1            # <linux/prctl.h>
+# Stop order, for the demo itself and for its guard: front ends, vendors and the forger; the
+# daemon; the broker.
+TIER_FRONT, TIER_DAEMON, TIER_BROKER = 0, 1, 2
 
 
 class DemoError(Exception):
@@ -189,11 +192,11 @@ def box_config_text(layout: Layout, broker_url: str) -> str:
 
 
 def vrmbox_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "device.cli", *args]
+    return python_module("device.cli", *args)
 
 
 def vendor_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "vendor_kit.cli", *args]
+    return python_module("vendor_kit.cli", *args)
 
 
 def intent_argv(intent: DemoIntent, ttl: int | None) -> list[str]:
@@ -316,8 +319,8 @@ def panel_bytes(top: int, lines: Iterable[str], cols: int) -> bytes:
 
 # ============================================================================ shell
 def _pdeathsig() -> None:
-    """In the child before exec: die with the demo (Linux). Cleared by setuid, so a Mosquitto
-    dropping root keeps only the process-group stop."""
+    """In the child before exec: die with the demo (Linux). Linux clears it when a process
+    changes credentials, hence also the guard (provisioning/demo_guard.py)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -422,8 +425,10 @@ class Demo:
         root = Path(args.data_dir).resolve() if self.keep else Path(tempfile.mkdtemp(prefix="vrmbox-demo-"))
         self.layout = Layout(root, Path(args.frames).resolve() if args.frames else root / "frames")
         self.out = Output()
-        self.broker: Any = None
-        self.procs: dict[str, Any] = {}        # name -> provisioning.launch.Proc, in start order
+        self.broker: Broker | None = None
+        self.procs: dict[str, Proc] = {}        # name -> child that prints READY, in start order
+        self.guard: subprocess.Popen | None = None
+        self._guard_lock = threading.Lock()
         self.fronts: list[tuple[str, subprocess.Popen, Any]] = []   # (name, popen, log file)
         self.events: queue.Queue = queue.Queue()
         self.parts: dict[str, Any] = {}
@@ -466,6 +471,49 @@ class Demo:
             raise DemoError("; ".join(failed))
         return outs
 
+    # ------------------------------------------------------------ the guard
+    def start_guard(self) -> None:
+        self.guard = subprocess.Popen(python_module("provisioning.demo_guard"), stdin=subprocess.PIPE,
+                                      stdout=subprocess.DEVNULL, stderr=open(self.layout.log("guard"), "ab"),
+                                      cwd=ROOT, env=os.environ.copy(), start_new_session=True)
+
+    def guard_child(self, tier: int, popen: subprocess.Popen) -> None:
+        if self.guard is None or self.guard.stdin is None:
+            return
+        with self._guard_lock:
+            try:
+                self.guard.stdin.write(f"{tier} {popen.pid}\n".encode())
+                self.guard.stdin.flush()
+            except (BrokenPipeError, ValueError):
+                log.warning("the demo's guard is gone; a SIGKILLed demo may leave processes behind")
+
+    def guard_when_started(self, tier: int, proc: Proc) -> None:
+        """Proc.start spawns and then waits for READY: register the child as soon as it exists."""
+        def watch() -> None:
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while proc.proc is None and time.monotonic() < deadline:
+                time.sleep(0.005)
+            if proc.proc is not None:
+                self.guard_child(tier, proc.proc)
+        threading.Thread(target=watch, name="demo-guard-register", daemon=True).start()
+
+    def stop_guard(self) -> None:
+        """Everything is stopped: tell the guard, let it go."""
+        if self.guard is None:
+            return
+        with self._guard_lock:
+            try:
+                assert self.guard.stdin
+                self.guard.stdin.write(b"done\n")
+                self.guard.stdin.close()
+            except (BrokenPipeError, ValueError):
+                pass
+        try:
+            self.guard.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.guard.kill()
+            self.guard.wait()
+
     # ------------------------------------------------------------ start
     def prepare(self) -> None:
         L = self.layout
@@ -474,11 +522,13 @@ class Demo:
         os.chmod(L.root, 0o700)
 
     def start(self) -> None:
-        from provisioning.launch import Broker
         L, scene = self.layout, self.scene
         self.prepare()
+        self.start_guard()
         self.broker = Broker(L.broker)
         self.broker.start()
+        assert self.broker.proc is not None
+        self.guard_child(TIER_BROKER, self.broker.proc)
         L.config.write_text(box_config_text(L, self.broker.url))
         # Every child (and the person's `vrmbox` in another terminal) uses this run's config.
         os.environ["VRMBOX_CONFIG"] = str(L.config)
@@ -501,13 +551,13 @@ class Demo:
                                  for k, v in fields[1:]])
 
         daemon = self._launch(vrmbox_argv("-v", "run", "--data-dir", str(L.box), "--broker", self.broker.url),
-                              "daemon")
+                              "daemon", TIER_DAEMON)
         self.parts["daemon"] = daemon.proc.pid
         self._subscribe()
         bad = scene.mischief
         if bad is not None:  # before the vendors, so it sees their first offers
-            self._launch([sys.executable, "-m", "provisioning.demo_mischief", "--dir",
-                                          str(L.vendor(bad.slug)), "--broker", self.broker.url], "mischief")
+            self._launch(python_module("provisioning.demo_mischief", "--dir", str(L.vendor(bad.slug)),
+                                       "--broker", self.broker.url), "mischief")
             self.parts["mischief"] = bad.slug
         for v in scene.vendors:
             self._launch(vendor_argv("run", "--dir", str(L.vendor(v.slug)), "--broker", self.broker.url,
@@ -518,11 +568,11 @@ class Demo:
                              for i in scene.intents])
         self.parts["intents"] = [json.loads(o).get("intent") for o in outs]
 
-    def _launch(self, argv: list[str], name: str) -> Any:
+    def _launch(self, argv: list[str], name: str, tier: int = TIER_FRONT) -> Proc:
         """Start a child that prints READY; registered first, so a stop during start-up finds it."""
-        from provisioning.launch import Proc
-        proc = Proc(argv, self.layout.log(name), ready=READY, **_proc_kwargs())
+        proc = Proc(argv, self.layout.log(name), ready=READY)
         self.procs[name] = proc
+        self.guard_when_started(tier, proc)
         try:
             proc.start(timeout=START_TIMEOUT_S)
         except RuntimeError as exc:
@@ -547,6 +597,7 @@ class Demo:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else logf,
                              stderr=logf, cwd=ROOT, **_child_kwargs())
         self.fronts.append((name, p, logf))
+        self.guard_child(TIER_FRONT, p)
         return p
 
     def _fronts(self) -> None:
@@ -571,7 +622,6 @@ class Demo:
         else:
             self.parts["display"] = None
         if "companion" in commands:
-            from provisioning.launch import free_port
             port = free_port()
             p = self._front("companion", vrmbox_argv("companion", "--bind", "127.0.0.1", "--port", str(port),
                                                      "--data-dir", str(L.box)))
@@ -686,11 +736,6 @@ class Demo:
             shutil.rmtree(self.layout.root, ignore_errors=True)
 
 
-def _proc_kwargs() -> dict[str, Any]:
-    """Extra arguments for provisioning.launch.Proc: the demo's children die with it."""
-    return {}
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     try:
         scene = load_scene(Path(args.scene) if args.scene else SCENE_FILE)
@@ -720,6 +765,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except (DemoError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
             demo.errors.append(f"could not read the box's figures: {exc}")
         demo.stop_broker()
+        demo.stop_guard()
     finally:
         for s, h in old.items():
             signal.signal(s, h)
