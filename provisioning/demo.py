@@ -21,7 +21,6 @@ import queue
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ PR_SET_PDEATHSIG = 1            # <linux/prctl.h>
 # Stop order, for the demo itself and for its guard: front ends, vendors and the forger; the
 # daemon; the broker.
 TIER_FRONT, TIER_DAEMON, TIER_BROKER = 0, 1, 2
+OPTIONAL_PARTS = ("ui", "companion")   # the demo goes on without them
 
 
 class DemoError(Exception):
@@ -251,6 +251,8 @@ def summary_text(s: dict[str, Any]) -> str:
     lines.append(f"  agreements        {s.get('agreements', '?')}"
                  + (f"  ({', '.join(f'{k} {v}' for k, v in s.get('agreements_by_status', {}).items())})"
                     if s.get("agreements") else ""))
+    for w in s.get("warnings", []):
+        lines.append(f"  warning: {w}")
     for e in s.get("errors", []):
         lines.append(f"  error: {e}")
     if s.get("kept"):
@@ -384,18 +386,6 @@ def available_commands() -> set[str]:
     return set()
 
 
-def _scheme(port: int) -> str:
-    """http or https: does the companion app speak TLS on its port?"""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw:
-            with ctx.wrap_socket(raw, server_hostname="127.0.0.1"):
-                return "https"
-    except (ssl.SSLError, OSError):
-        return "http"
-
-
 class Output:
     """Human text: to stderr (stdout carries only the summary, or the JSON object with --json).
     With the UI drawing in the terminal, the lines go to a panel below its picture."""
@@ -436,7 +426,9 @@ class Demo:
         self.signals = 0
         self.starting = True
         self.errors: list[str] = []
+        self.warnings: list[str] = []
         self.started_at = 0.0
+        self._tty: Any = None
 
     # ------------------------------------------------------------ signals
     def on_signal(self, signum: int, frame: object) -> None:
@@ -455,18 +447,26 @@ class Demo:
 
     def cli_all(self, jobs: list[tuple[list[str], str]]) -> list[str]:
         """Run short commands side by side (each is a Python start-up: seconds on a Pi)."""
-        procs = [(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT),
-                  what) for argv, what in jobs]
+        procs: list[tuple[subprocess.Popen, str]] = []
         outs, failed = [], []
-        for p, what in procs:
-            try:
-                out, err = p.communicate(timeout=CLI_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                out, err = p.communicate()
-            outs.append(out)
-            if p.returncode != 0:
-                failed.append(f"{what} failed: {(out + err).strip()[-1500:]}")
+        try:
+            for argv, what in jobs:
+                procs.append((subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                               cwd=ROOT), what))
+            for p, what in procs:
+                try:
+                    out, err = p.communicate(timeout=CLI_TIMEOUT_S)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    out, err = p.communicate()
+                outs.append(out)
+                if p.returncode != 0:
+                    failed.append(f"{what} failed: {(out + err).strip()[-1500:]}")
+        finally:   # interrupted: none of them outlives the demo
+            for p, _ in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
         if failed:
             raise DemoError("; ".join(failed))
         return outs
@@ -580,71 +580,78 @@ class Demo:
         return proc
 
     def _subscribe(self) -> None:
-        from device.control import subscribe
-        sock = self.layout.box / "control.sock"
+        """The box's event stream through `vrmbox events` (the CLI: a stable interface, where
+        importing the daemon's client module would tie the demo to its internals)."""
+        logf = open(self.layout.log("events"), "ab")
+        p = subprocess.Popen(vrmbox_argv("events"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=logf, cwd=ROOT, **_child_kwargs())
+        self.fronts.append(("events", p, logf))
+        self.guard_child(TIER_FRONT, p)
 
         def pump() -> None:
-            try:
-                for event in subscribe(sock):
+            assert p.stdout
+            for line in p.stdout:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
                     self.events.put(event)
-            except (OSError, ValueError) as exc:
-                log.debug("event stream ended: %s", exc)
             self.events.put(None)
         threading.Thread(target=pump, name="demo-events", daemon=True).start()
 
-    def _front(self, name: str, argv: list[str], stdout: Any = None) -> subprocess.Popen:
-        logf = open(self.layout.log(name), "ab")
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout if stdout is not None else logf,
-                             stderr=logf, cwd=ROOT, **_child_kwargs())
-        self.fronts.append((name, p, logf))
+    def _terminal_ui(self, argv: list[str]) -> subprocess.Popen:
+        """The UI drawing in this terminal and reading its keys: stdin and stdout are the tty,
+        so it cannot go through Proc (which reads READY from a pipe)."""
+        logf = open(self.layout.log("ui"), "ab")
+        try:
+            import termios
+            self._tty = termios.tcgetattr(sys.stdin.fileno())   # restored even if the UI is killed
+        except (ImportError, OSError, ValueError):
+            self._tty = None
+        p = subprocess.Popen(argv, stdout=sys.stdout, stderr=logf, cwd=ROOT, **_child_kwargs())
+        self.fronts.append(("ui", p, logf))
         self.guard_child(TIER_FRONT, p)
         return p
 
+    def _optional(self, what: str, start: Callable[[], Any]) -> Any:
+        """Start a part the demo can do without; a failure is a warning, not the end of the demo."""
+        try:
+            return start()
+        except (DemoError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+            self.warnings.append(f"{what}: {exc}")
+            return None
+
     def _fronts(self) -> None:
-        """The display and the phone app, when this tree has them."""
+        """The display and the phone app, when this tree has them (`vrmbox ui`, `vrmbox companion`)."""
         commands = available_commands()
         L = self.layout
+        self.parts["display"] = self.parts["companion"] = None
         if "ui" in commands:
-            display = ui_display(sys.stdout.isatty(), self.args.json)
+            display = ui_display(sys.stdout.isatty() and sys.stdin.isatty(), self.args.json)
             panel = panel_top(*shutil.get_terminal_size()) if display == "asciiblock" else None
             if display == "asciiblock" and panel is None:
                 display = "capture"           # too small a terminal for the picture and our lines
             argv = vrmbox_argv("ui", "--display", display, "--data-dir", str(L.box))
             if display == "capture":
                 L.frames.mkdir(parents=True, exist_ok=True)
-                argv += ["--frames", str(L.frames)]
-                self.parts["display"] = f"PNG frames in {L.frames}"
-            else:
-                self.parts["display"] = "in this terminal"
-            self._front("ui", argv, stdout=sys.stdout if display == "asciiblock" else None)
-            if display == "asciiblock":
+                if self._optional("the display", lambda: self._launch(argv + ["--frames", str(L.frames)], "ui")):
+                    self.parts["display"] = f"PNG frames in {L.frames}"
+            elif self._optional("the display", lambda: self._terminal_ui(argv)):
+                self.parts["display"] = "in this terminal (keys: see docs/demo.md)"
                 self.out = Output(panel)
-        else:
-            self.parts["display"] = None
         if "companion" in commands:
             port = free_port()
-            p = self._front("companion", vrmbox_argv("companion", "--bind", "127.0.0.1", "--port", str(port),
-                                                     "--data-dir", str(L.box)))
-            deadline = time.monotonic() + PORT_TIMEOUT_S
-            while time.monotonic() < deadline and not _exited(p.pid):
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            else:
-                self.errors.append(f"the companion app did not open port {port} (log {L.log('companion')})")
-            if not self.errors:
-                self.parts["companion"] = f"{_scheme(port)}://127.0.0.1:{port}/"
+            if self._optional("the phone app", lambda: self._launch(
+                    vrmbox_argv("companion", "--bind", "127.0.0.1", "--port", str(port), "--data-dir", str(L.box)),
+                    "companion")):
+                self.parts["companion"] = f"http://127.0.0.1:{port}/"
                 if "pair" in commands:
-                    try:
-                        self.parts["pairing_code"] = json.loads(
-                            self.cli(vrmbox_argv("pair", "--json", "--data-dir", str(L.box)), "vrmbox pair")
-                        ).get("code")
-                    except (DemoError, ValueError, subprocess.TimeoutExpired) as exc:
-                        self.errors.append(str(exc))
-        else:
-            self.parts["companion"] = None
+                    out = self._optional("pairing code", lambda: self.cli(
+                        vrmbox_argv("pair", "--json", "--data-dir", str(L.box)), "vrmbox pair"))
+                    if out:
+                        self.parts["pairing_code"] = self._optional(
+                            "pairing code", lambda: json.loads(out).get("code"))
 
     # ------------------------------------------------------------ run
     def banner(self) -> str:
@@ -664,6 +671,7 @@ class Demo:
             lines.append(f"  phone app  {p['companion']}  pairing code {p.get('pairing_code') or '(none)'}")
         else:
             lines.append("  phone app  not built yet (no `vrmbox companion`)")
+        lines += [f"  warning    {w}" for w in self.warnings]
         lines += [
             f"  intents    {', '.join(i.category for i in self.scene.intents)} cast",
             "Try it in another terminal:",
@@ -680,7 +688,8 @@ class Demo:
         tally = Tally()
         self.started_at = time.monotonic()
         deadline = self.started_at + self.args.seconds if self.args.seconds else None
-        required = [("broker", self.broker.proc)] + [(n, p.proc) for n, p in self.procs.items()]
+        required = [("broker", self.broker.proc)] + [(n, p.proc) for n, p in self.procs.items()
+                                                     if n not in OPTIONAL_PARTS]
         while self.stop_reason is None:
             if deadline is not None and time.monotonic() >= deadline:
                 self.stop_reason = "time"
@@ -710,6 +719,9 @@ class Demo:
         stop_tier([p for _, p, _ in self.fronts] + self._popens(lambda n: n != "daemon"), hurry)
         for _, _, logf in self.fronts:
             logf.close()
+        if self._tty is not None:
+            import termios
+            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, self._tty)
         stop_tier(self._popens(lambda n: n == "daemon"), hurry)
         for proc in self.procs.values():
             proc.stop()       # already exited and reaped: this only tidies up
@@ -759,6 +771,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         finally:
             demo.starting = False
             ran = time.monotonic() - demo.started_at if demo.started_at else 0.0
+            demo.out.say(f"vrmbox demo: stopping ({demo.stop_reason or 'time'}): vendors, the box, the broker")
             demo.stop()
         try:
             summary.update(demo.figures())
@@ -775,6 +788,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         demo.cleanup()
     summary.update({"stopped_by": demo.stop_reason or "time", "ran_s": round(ran, 1),
                     "data_dir": str(demo.layout.root), "kept": demo.keep, "parts": demo.parts})
+    if demo.warnings:
+        summary["warnings"] = demo.warnings
     if demo.errors:
         summary.update(ok=False, errors=demo.errors)
     return _emit(args, summary, demo)
