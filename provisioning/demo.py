@@ -768,6 +768,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         except (DemoError, OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
             demo.errors.append(str(exc))
             demo.stop_reason = demo.stop_reason or "failure"
+        except Exception as exc:  # a bug must still stop every child and print the summary
+            log.exception("vrmbox demo failed")
+            demo.errors.append(f"{type(exc).__name__}: {exc}")
+            demo.stop_reason = demo.stop_reason or "failure"
         finally:
             demo.starting = False
             ran = time.monotonic() - demo.started_at if demo.started_at else 0.0
