@@ -388,23 +388,33 @@ def available_commands() -> set[str]:
 
 class Output:
     """Human text: to stderr (stdout carries only the summary, or the JSON object with --json).
-    With the UI drawing in the terminal, the lines go to a panel below its picture."""
+    With the UI drawing in the terminal, the lines go to a panel below its picture: a few
+    pinned lines (how to reach the box), then the latest events."""
 
     def __init__(self, panel: int | None = None) -> None:
         self.panel = panel
+        self.pinned: list[str] = []
         self.lines: deque[str] = deque(maxlen=1)
-        if panel is not None:
-            cols, rows = shutil.get_terminal_size()
-            self.cols = cols
-            self.lines = deque(maxlen=max(1, rows - panel))
+        self.cols, self.rows = shutil.get_terminal_size()
+
+    def pin(self, lines: list[str]) -> None:
+        if self.panel is None:
+            self.say("\n".join(lines))
+            return
+        self.pinned = lines
+        self.lines = deque(maxlen=max(1, self.rows - self.panel - len(lines) + 1))
+        self._draw()
 
     def say(self, text: str = "") -> None:
         if self.panel is None:
             print(text, file=sys.stderr, flush=True)
             return
-        for line in text.split("\n"):
-            self.lines.append(line)
-        os.write(sys.stdout.fileno(), panel_bytes(self.panel, self.lines, self.cols))
+        self.lines.extend(text.split("\n"))
+        self._draw()
+
+    def _draw(self) -> None:
+        assert self.panel is not None
+        os.write(sys.stdout.fileno(), panel_bytes(self.panel, [*self.pinned, *self.lines], self.cols))
 
 
 class Demo:
@@ -654,8 +664,14 @@ class Demo:
                             "pairing code", lambda: json.loads(out).get("code"))
 
     # ------------------------------------------------------------ run
-    def banner(self) -> str:
+    def banner(self, compact: bool = False) -> list[str]:
         L, p = self.layout, self.parts
+        if compact:   # under the box's picture: only how to reach it
+            phone = f"  phone {p['companion']} code {p.get('pairing_code')}" if p.get("companion") else ""
+            return [f"vrmbox demo  broker {p['broker']}{phone}",
+                    f"export VRMBOX_CONFIG={L.config} VRMBOX_DATA_DIR={L.box}; vrmbox offers",
+                    "keys: arrows, Enter select, Esc back, hold Enter = long press.  Ctrl-C stops all.",
+                    ""]
         vendors = ", ".join(f"{v.slug} ({v.name}: {'/'.join(v.categories)})" for v in self.scene.vendors)
         lines = [
             f"vrmbox demo: everything lives in {L.root}"
@@ -681,7 +697,7 @@ class Demo:
             "  vrmbox rejections; vrmbox audit verify",
             ("Stops after %d s" % self.args.seconds if self.args.seconds else "Stop with Ctrl-C") + ".",
         ]
-        return "\n".join(lines)
+        return lines
 
     def run(self) -> None:
         """Print the running line until the time is up, a signal comes, or a part dies."""
@@ -760,7 +776,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             demo.start()
             demo.starting = False
-            demo.out.say(demo.banner())
+            demo.out.pin(demo.banner(compact=demo.out.panel is not None))
             if demo.stop_reason is None:
                 demo.run()
         except Interrupted:
