@@ -275,7 +275,7 @@ class Tally:
 
 
 def event_line(event: dict[str, Any], tally: Tally) -> str | None:
-    """Update the tally with one daemon event; the line to print, or None for events not shown."""
+    """Update the tally with one daemon event; the text to show, or None for events not shown."""
     kind = event.get("type")
     if kind == "offer":
         tally.offers += 1
@@ -297,7 +297,7 @@ def event_line(event: dict[str, Any], tally: Tally) -> str | None:
         text = f"revoked  {event.get('vendor')} confirmed deletion"
     else:
         return None
-    return f"{text:<72} {tally.line()}"
+    return text
 
 
 # ============================================================================ pure: terminal panel
@@ -394,6 +394,7 @@ class Output:
     def __init__(self, panel: int | None = None) -> None:
         self.panel = panel
         self.pinned: list[str] = []
+        self.status = ""
         self.lines: deque[str] = deque(maxlen=1)
         self.cols, self.rows = shutil.get_terminal_size()
 
@@ -402,8 +403,16 @@ class Output:
             self.say("\n".join(lines))
             return
         self.pinned = lines
-        self.lines = deque(maxlen=max(1, self.rows - self.panel - len(lines) + 1))
+        self.lines = deque(maxlen=max(1, self.rows - self.panel - len(lines)))   # one row: the status
         self._draw()
+
+    def event(self, text: str, status: str) -> None:
+        """One event; `status` (the running tally) follows it, or has a row of its own in the panel."""
+        if self.panel is None:
+            self.say(f"{text:<64} {status}")
+            return
+        self.status = status
+        self.say(text)
 
     def say(self, text: str = "") -> None:
         if self.panel is None:
@@ -414,7 +423,7 @@ class Output:
 
     def _draw(self) -> None:
         assert self.panel is not None
-        os.write(sys.stdout.fileno(), panel_bytes(self.panel, [*self.pinned, *self.lines], self.cols))
+        os.write(sys.stdout.fileno(), panel_bytes(self.panel, [*self.pinned, self.status, *self.lines], self.cols))
 
 
 class Demo:
@@ -723,7 +732,7 @@ class Demo:
                 continue           # the daemon closed the stream; the check above notices why
             line = event_line(event, tally)
             if line:
-                self.out.say(line)
+                self.out.event(line, tally.line())
 
     # ------------------------------------------------------------ stop
     def _popens(self, names: Callable[[str], bool]) -> list[subprocess.Popen]:
