@@ -495,13 +495,18 @@ class Demo:
         self.guard = subprocess.Popen(python_module("provisioning.demo_guard"), stdin=subprocess.PIPE,
                                       stdout=subprocess.DEVNULL, stderr=open(self.layout.log("guard"), "ab"),
                                       cwd=ROOT, env=os.environ.copy(), start_new_session=True)
+        if not self.keep:
+            self._tell_guard(f"remove {self.layout.root}")
 
     def guard_child(self, tier: int, popen: subprocess.Popen) -> None:
+        self._tell_guard(f"{tier} {popen.pid}")
+
+    def _tell_guard(self, line: str) -> None:
         if self.guard is None or self.guard.stdin is None:
             return
         with self._guard_lock:
             try:
-                self.guard.stdin.write(f"{tier} {popen.pid}\n".encode())
+                self.guard.stdin.write(os.fsencode(line) + b"\n")
                 self.guard.stdin.flush()
             except (BrokenPipeError, ValueError):
                 log.warning("the demo's guard is gone; a SIGKILLed demo may leave processes behind")
@@ -693,7 +698,8 @@ class Demo:
             lines.append(f"  mischief   speaks as {p['mischief']}: forged and replayed offers the box must refuse")
         lines.append(f"  display    {p.get('display') or 'not built yet (no `vrmbox ui`)'}")
         if p.get("companion"):
-            lines.append(f"  phone app  {p['companion']}  pairing code {p.get('pairing_code') or '(none)'}")
+            lines.append(f"  phone app  {p['companion']}  pairing code {p.get('pairing_code') or '(none)'}"
+                         " (once, 5 minutes; a new one: vrmbox pair)")
         else:
             lines.append("  phone app  not built yet (no `vrmbox companion`)")
         lines += [f"  warning    {w}" for w in self.warnings]

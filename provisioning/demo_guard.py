@@ -6,13 +6,15 @@ demo would leave its broker behind. The guard runs in its own session; the demo 
 `TIER PGID` per child process group to the guard's stdin and `done` when it has stopped them
 itself. End of input without `done` means the demo is gone: the guard sends SIGTERM to the
 groups tier by tier (lowest first: vendors and front ends, the daemon, the broker), waits for
-each tier, then SIGKILLs what is left.
+each tier, then SIGKILLs what is left; a line `remove PATH` names the demo's temporary folder,
+which it then deletes too.
 
     python -m provisioning.demo_guard < pipe
 """
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sys
 import time
@@ -20,17 +22,21 @@ import time
 TIER_WAIT_S = 10.0
 
 
-def parse(lines: list[str]) -> tuple[dict[int, list[int]], bool]:
-    """The groups by tier, and whether the demo said `done`. Malformed lines are ignored."""
+def parse(lines: list[str]) -> tuple[dict[int, list[int]], bool, list[str]]:
+    """The groups by tier, whether the demo said `done`, and folders to remove. Malformed lines
+    are ignored."""
     tiers: dict[int, list[int]] = {}
     done = False
+    remove = []
     for line in lines:
         parts = line.split()
         if parts == ["done"]:
             done = True
+        elif line.startswith("remove /"):
+            remove.append(line[len("remove "):].rstrip("\n"))
         elif len(parts) == 2 and all(p.isdigit() for p in parts) and int(parts[1]) > 1:
             tiers.setdefault(int(parts[0]), []).append(int(parts[1]))
-    return tiers, done
+    return tiers, done, remove
 
 
 def _alive(pgid: int) -> bool:
@@ -65,9 +71,11 @@ def main() -> int:
     lines = []
     for line in sys.stdin:                          # until the demo closes the pipe or dies
         lines.append(line)
-    tiers, done = parse(lines)
+    tiers, done, remove = parse(lines)
     if not done:
         stop_groups(tiers)
+        for path in remove:
+            shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

@@ -47,7 +47,6 @@ ATTACKS = ("impersonation", "tampered", "replay")
 # What the box must answer to each attack: the reason code it counts (docs/protocol.md section 11).
 EXPECTED_REASON = {"impersonation": "bad_signature", "tampered": "bad_signature", "replay": "replay"}
 DEFAULT_LIMIT = 6          # attacks of each kind, so the demo's figures stay readable
-MIN_TTL_S = 60
 
 
 @dataclass(frozen=True)
@@ -76,7 +75,8 @@ class Attack:
 
 
 def _ttl(original: Message, now: float) -> int:
-    return max(MIN_TTL_S, int(original.envelope.exp - now))
+    """Keep the genuine offer's exact expiry (an offer's valid_until must match its exp)."""
+    return original.envelope.exp - int(now)
 
 
 def impersonate(original: Message, now: float, key: Identity | None = None) -> str:
@@ -119,7 +119,7 @@ class Plan:
             msg = verify(payload, now=now, expect=Offer)
         except ProtocolError:
             return []                                # ours, or someone else's junk
-        if msg.id in self.used or msg.id in self.ours:
+        if msg.id in self.used or msg.id in self.ours or _ttl(msg, now) <= 0:
             return []
         self.used.add(msg.id)
         wanted: list[tuple[str, Callable[[], str]]] = []

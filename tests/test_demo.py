@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -234,16 +235,20 @@ def test_demo_sigterm_stops_everything_and_still_prints_the_summary():
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_demo_killed_takes_its_children_along():
-    """SIGKILL leaves the demo no chance to clean up: PR_SET_PDEATHSIG does it."""
+    """SIGKILL leaves the demo no chance to clean up: its guard process does, and removes the
+    temporary folder."""
     run = Running("--for", "600", "--json")
     run.wait_for_stderr(lambda err: "Stops after" in err, timeout=150)
+    folder = Path(re.search(r"everything lives in (\S+)", "".join(run.err)).group(1))
+    assert folder.is_dir()
     run.proc.kill()
     run.proc.wait(30)
-    deadline = time.monotonic() + 30
-    while run.watch.leftovers() and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while (run.watch.leftovers() or folder.exists()) and time.monotonic() < deadline:
         time.sleep(0.1)
     run.watch.stop()
     run.assert_nothing_left()
+    assert not folder.exists()
 
 
 # ------------------------------------------------------------------ pure parts
@@ -357,3 +362,12 @@ def test_forger_stops_at_its_limit():
     for _ in range(3):
         sent += plan.react(topics.offers("intent-0001"), _offer(victim, "acme", now).encode(), now)
     assert sorted(a.kind for a in sent) == ["impersonation", "tampered"]
+
+
+def test_guard_reads_groups_by_tier_and_ignores_junk():
+    from provisioning.demo_guard import parse
+    tiers, done, remove = parse(["2 100\n", "0 200\n", "0 201\n", "1 300\n", "0 1\n", "x y\n",
+                                 "remove /tmp/vrmbox-demo-x\n", "remove relative\n"])
+    assert tiers == {0: [200, 201], 1: [300], 2: [100]} and done is False
+    assert remove == ["/tmp/vrmbox-demo-x"]
+    assert parse(["0 200\n", "done\n"])[1] is True
