@@ -370,13 +370,6 @@ def stop_tier(popens: list[subprocess.Popen], timeout: float) -> None:
         p.wait()
 
 
-def _tail(path: Path, n: int = 3000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return ""
-
-
 def available_commands() -> set[str]:
     """The `vrmbox` subcommands that exist in this tree (the UI and the phone app may not yet)."""
     from device.cli import build_parser
@@ -566,7 +559,6 @@ class Demo:
                              "--categories", ",".join(v.categories), *(["--url", v.url] if v.url else [])),
                  f"vrm-vendor init {v.slug}")
                 for v in scene.vendors if not (L.vendor(v.slug) / "vendor.json").exists()]
-        (L.root / "vendors").mkdir(exist_ok=True, mode=0o700)
         fields = list(scene.profile.items())
         if fields:  # the first one creates the store and its keys: alone, before the rest
             jobs.insert(0, (vrmbox_argv("profile", "set", fields[0][0], fields[0][1]), "vrmbox profile set"))
