@@ -10,8 +10,10 @@ code provisions an installed box, a test root run as root, and a developer's hom
 from __future__ import annotations
 
 import logging
+import grp
 import os
 import pwd
+import stat
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,3 +67,29 @@ def hand_to(path: Path, user: str | None, *, owner: bool = False) -> bool:
     if (st.st_uid, st.st_gid) != (uid, entry.pw_gid):
         os.chown(path, uid, entry.pw_gid, follow_symlinks=False)
     return True
+
+
+def blocked_dir(path: Path, user: str) -> Path | None:
+    """The first directory above path that `user` cannot search (None: it can reach path).
+    Mosquitto reads its files after dropping to its account, so this must hold for it."""
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    if entry.pw_uid == 0:
+        return None
+    groups = {entry.pw_gid} | {g.gr_gid for g in grp.getgrall() if user in g.gr_mem}
+    for d in reversed(Path(path).absolute().parents):
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            return None
+        if st.st_uid == entry.pw_uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid in groups:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            return d
+    return None

@@ -110,15 +110,16 @@ ANY = "+"        # one topic level, any value
 USER = "%u"      # Mosquitto substitutes the client's username in `pattern` lines
 
 
-def acl_text(box_user: str) -> str:
+def acl_text(box_user: str, vendors: list[str] = ()) -> str:  # type: ignore[assignment]
     """The ACL file: each account may use only its own topics (docs/provisioning.md).
 
     The box account (box_user, never a valid vendor slug) casts intents and withdrawals, reads
-    its inboxes and vendor profiles, writes into vendor inboxes and its availability. Every
-    other account is a vendor whose username is its slug: its own profile and inbox, intents and
-    withdrawals read-only, offers, countersignatures and acks write-only into box inboxes.
-    Nobody but the box reads a box inbox; anonymous clients are refused by the main config.
+    its inboxes and vendor profiles, writes into vendor inboxes and its availability. A vendor
+    account's username is its slug: its own profile and inbox (the `pattern` lines, %u), intents
+    and withdrawals read-only, offers, countersignatures and acks write-only into box inboxes.
+    Nobody but the box reads a box inbox; anonymous clients get no line at all.
     """
+    check_username(box_user)
     box = [
         ("write", topics.intent(ANY, ANY)),
         ("write", topics.withdrawal(ANY, ANY)),
@@ -129,24 +130,26 @@ def acl_text(box_user: str) -> str:
         ("write", topics.revocations(ANY)),
         ("readwrite", topics.availability(ANY)),
     ]
+    own = [("readwrite", topics.vendor_profile(USER)), ("read", topics.vendor_inbox(USER))]
     vendor = [
-        ("readwrite", topics.vendor_profile(USER)),
         ("read", topics.vendor_profiles()),
         ("read", topics.intent(ANY, ANY)),
         ("read", topics.withdrawal(ANY, ANY)),
-        ("read", topics.vendor_inbox(USER)),
         ("write", topics.offers(ANY)),
         ("write", topics.countersignatures(ANY)),
         ("write", topics.revocation_acks(ANY)),
         ("read", topics.availability(ANY)),
     ]
-    check_username(box_user)
-    lines = ["# Written by vrmbox (provisioning/mosquitto.py) from vrm_protocol/topics.py.",
-             "# No lines before the first `user`: anonymous clients get nothing.",
-             f"user {box_user}"]
-    lines += [f"topic {access} {topic}" for access, topic in box]
-    lines += ["", "# Every account (vendors: username = vendor slug)."]
-    lines += [f"pattern {access} {topic}" for access, topic in vendor]
+    lines = ["# Written by vrmbox (provisioning/mosquitto.py) from vrm_protocol/topics.py;",
+             "# `vrmbox broker add-vendor` rewrites it. No lines before the first `user`:",
+             "# anonymous clients get nothing.",
+             "", "# Every account: its own vendor profile and inbox (vendors: username = slug).",
+             *[f"pattern {access} {topic}" for access, topic in own],
+             "", "# The box.", f"user {box_user}",
+             *[f"topic {access} {topic}" for access, topic in box]]
+    for name in sorted(set(vendors) - {box_user}):
+        check_username(name)
+        lines += ["", f"user {name}", *[f"topic {access} {topic}" for access, topic in vendor]]
     return "\n".join(lines) + "\n"
 
 
