@@ -27,7 +27,7 @@ COMMENTS: dict[str, str] = {
     "broker.ca_file": "CA certificate(s) the broker's certificate must chain to.",
     "broker.cert_file": "Client certificate for mutual TLS (optional).",
     "broker.key_file": "Key of cert_file, when cert_file does not hold it.",
-    "broker.client_id": "MQTT client id; default derived from the box's device key.",
+    "broker.client_id": "MQTT client id; default: the box chooses one (docs/config.md).",
     "broker.keepalive": "Seconds between MQTT keep-alive pings (5..3600).",
     "broker.session_expiry": "Seconds the broker keeps the box's session and queue while offline.",
     "broker.reconnect_min": "Reconnect back-off start, seconds.",
@@ -41,18 +41,26 @@ COMMENTS: dict[str, str] = {
     "intents.terms_id": "The terms the person proffers with every intent: an id (slug) ...",
     "intents.terms_text": "... and the text, whose SHA-256 every offer must echo.",
     "intents.terms_uri": "Public URL of the terms text (optional).",
+    "intents.republish_window_s": "After a reconnect, each live intent is re-published at its own "
+                                  "random time within this many seconds.",
+    "agreements.default_purpose": "Purpose stated when an offer is accepted on the box itself.",
+    "agreements.default_fields": "Profile fields an accept on the box shares.",
     "agreements.countersign_timeout_s": "Seconds to wait for the vendor's countersignature.",
     "agreements.default_duration_days": "Agreement duration offered by default, days.",
     "agreements.companion_only_confirmation": "true: only the paired phone confirms, not the button.",
     "control.socket": "Unix socket of the control API (CLI, companion app).",
     "control.button_socket": "Unix socket of the box's button handler (the UI).",
-    "control.control_users": "Accounts that may open control.sock.",
+    "control.control_users": "Accounts that may open control.sock (none listed: the box's own user only).",
     "control.control_groups": "Groups whose members may open control.sock.",
     "control.button_users": "Accounts that may open button.sock (a press counts as consent).",
     "control.button_groups": "Groups whose members may open button.sock.",
 }
 
-_DEFAULTS = {"broker": config.BrokerConfig(), "intake": config.IntakeConfig(),
+# Sections that exist only when given: their defaults are shown commented out.
+OPTIONAL_SECTIONS = ("home_broker",)
+OPTIONAL_HEADERS = {"home_broker": "The box's own broker on the LAN (local topics: availability, "
+                                   "the remote). Same keys as [broker]; absent: none."}
+_DEFAULTS = {"broker": config.BrokerConfig(), "home_broker": config.BrokerConfig(), "intake": config.IntakeConfig(),
              "intents": config.IntentsConfig(), "agreements": config.AgreementsConfig()}
 # Shown commented out for keys without a default.
 EXAMPLES: dict[str, object] = {
@@ -62,6 +70,9 @@ EXAMPLES: dict[str, object] = {
     "broker.key_file": "/etc/vrmbox/tls/box.key", "broker.client_id": "vrmbox-livingroom",
     "intents.terms_uri": "https://example.org/terms/vrm-basic-1",
     "control.socket": "/run/vrmbox/control.sock",
+    "control.button_socket": "/run/vrmbox/button.sock",
+    "control.control_users": ["vrmbox", "vrmbox-companion"], "control.control_groups": ["vrmbox-admin"],
+    "control.button_users": ["vrmbox-ui"], "control.button_groups": ["vrmbox-ui"],
 }
 _DERIVED = {"broker.host", "broker.port", "broker.tls"}     # read from url, not keys
 
@@ -98,16 +109,23 @@ def config_toml(values: Mapping[str, Any], header: str) -> str:
         raise ValueError(f"not config keys: {unknown}")
     out = [f"# {line}".rstrip() for line in header.splitlines()]
     for section, keys in config.SCHEMA.items():
+        optional = section in OPTIONAL_SECTIONS and not any(
+            k.startswith(f"{section}.") for k in values)
         if section:
-            out += ["", f"[{section}]"]
+            if section in OPTIONAL_HEADERS:
+                out += ["", f"# {OPTIONAL_HEADERS[section]}"]
+            out += [""] if section not in OPTIONAL_HEADERS else []
+            out.append(f"# [{section}]" if optional else f"[{section}]")
         for key in keys:
             dotted = f"{section}.{key}" if section else key
-            if dotted in _DERIVED or key == "presets":
+            if dotted.replace("home_broker.", "broker.") in _DERIVED or key == "presets":
                 continue
-            out.append(f"# {COMMENTS.get(dotted, dotted)}")
+            out.append(f"# {COMMENTS.get(dotted) or COMMENTS.get(f'broker.{key}', dotted)}")
             value = values.get(dotted, _default(section, key))
-            if value is None or value is MISSING:
-                example = EXAMPLES.get(dotted)
+            if optional and value is not None and value is not MISSING:
+                out.append(f"# {key} = {_toml(value)}")
+            elif value is None or value is MISSING:
+                example = EXAMPLES.get(dotted, EXAMPLES.get(f"broker.{key}") if section == "home_broker" else None)
                 out.append(f"# {key} = {_toml(example)}" if example is not None else f"# {key} =")
             else:
                 out.append(f"{key} = {_toml(value)}")

@@ -275,37 +275,9 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
                                      "rerun with --rotate to replace it")
 
     home_url = f"mqtts://127.0.0.1:{opts.broker_port}"
-    conf_values: dict[str, object] = {"data_dir": lay.data}
-    if opts.market is not None:
-        conf_values["broker.url"] = opts.market.url
-        if market_ca is not None:
-            conf_values["broker.ca_file"] = lay.market_ca
-        if opts.market.username:
-            conf_values["broker.username"] = opts.market.username
-            conf_values["broker.password_file"] = lay.market_password
-    else:
-        conf_values.update({"broker.url": home_url, "broker.ca_file": lay.pem("ca"),
-                            "broker.username": box_user, "broker.password_file": lay.box_password})
-    control = device_config.SCHEMA["control"]
-    conf_values["control.socket"] = lay.control_socket
-    pending_keys = []
-    for key, value in (("button_socket", lay.button_socket),
-                       ("control_users", list(accounts.CONTROL_USERS)),
-                       ("button_users", list(accounts.BUTTON_USERS))):
-        if key in control:
-            if lay.system:
-                conf_values[f"control.{key}"] = value
-        else:
-            pending_keys.append(key)
-    if pending_keys:
-        report.notes.append(f"device/config.py has no control.{', control.'.join(pending_keys)} yet: "
-                            "not written to config.toml")
-    header = ("VRM box configuration, written by `vrmbox provision`. Every setting is here;\n"
-              "values not set by provisioning are config.py's defaults. Check edits with\n"
-              "`vrmbox config check`. Reference: docs/config.md, docs/provisioning.md.")
-    if opts.market is not None:
-        header += (f"\nThe box's home broker (local topics) is {home_url}, account in "
-                   f"{lay.box_username},\npassword in {lay.box_password}.")
+    home = {"url": home_url, "ca_file": lay.pem("ca"), "username": box_user,
+            "password_file": lay.box_password}
+    conf_values, header = _config_values(opts, lay, home, report)
 
     broker_conf = mosquitto.mosquitto_conf(
         port=opts.broker_port, bind=opts.broker_bind, data_dir=lay.broker_data, user=broker_user,
@@ -356,64 +328,10 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
     dirs = [(lay.etc, 0o755, None, None), (lay.secrets, 0o711, None, None), (lay.tls, 0o755, None, None),
             (lay.broker, 0o750, None, M), (lay.broker_data, 0o700, M, None)]
 
-    # --- decide, then write
-    writes: list[tuple[Item, bytes, str]] = []
-    for item in items:
-        old = _existing(item.path)
-        if old is not None and item.secret and not (opts.rotate and item.rotatable):
-            report.kept.append(item.path)
-            continue
-        new = item.make()
-        if old == new:
-            report.kept.append(item.path)
-            continue
-        kind = "created" if old is None else ("rotated" if item.secret else "updated")
-        writes.append((item, new, kind))
-    old_conf = _existing(lay.config)
-    new_conf = conf_item.make()
-    if old_conf is None:
-        writes.append((conf_item, new_conf, "created"))
-    elif old_conf != new_conf and opts.market is not None:
-        writes.append((conf_item, new_conf, "updated"))
-        report.notes.append(f"{lay.config}: rewritten for the market broker; the previous file is "
-                            f"{lay.config.name}.bak")
-    else:
-        report.kept.append(lay.config)
-        if old_conf != new_conf:
-            report.notes.append(f"{lay.config} was edited since provisioning; kept as it is")
-    store_exists = all((lay.data / keystore.KEYS_DIR / f).exists()
-                       for f in (keystore.DATA_KEY_FILE, keystore.DEVICE_KEY_FILE))
-
-    for item, _new, kind in writes:
-        getattr(report, kind).append(item.path)
-    if not store_exists:
-        report.created.append(lay.data / keystore.KEYS_DIR)
-    else:
-        report.kept.append(lay.data / keystore.KEYS_DIR)
+    writes = _decide(items, conf_item, opts, lay, report)
     if opts.dry_run:
         return report
-
-    for d, mode, owner, group in dirs:
-        _mkdir(d, mode, owner, group, system)
-    for item, new, kind in writes:
-        if item is conf_item and kind == "updated":
-            _write(item.path.with_name(item.path.name + ".bak"), old_conf or b"", 0o644)
-        _write(item.path, new, item.mode)
-        _own(item, system)
-    if not store_exists:
-        _open_store(lay, system)
-    for target in (lay.broker_conf, lay.broker_data / "x"):
-        blocked = accounts.blocked_dir(target, broker_user)
-        if blocked is not None:
-            report.notes.append(f"Mosquitto runs as {broker_user!r}, which cannot enter {blocked}; "
-                                f"it will not start from {lay.broker_conf} until it can (chmod o+x)")
-            break
-    if opts.rotate and report.rotated:
-        from device.store import Store
-        with Store.open(lay.data) as store:
-            store.record_event(AUDIT_ROTATED, {"files": sorted(p.name for p in report.rotated)})
-        report.notes.append("rotation recorded in the audit log; restart the broker and the box's "
-                            "services so they use the new secrets")
+    _apply(writes, conf_item, dirs, lay, system, broker_user, opts, report)
     return report
 
 
@@ -447,6 +365,122 @@ def _replace_keeping_owner(path: Path, data: bytes) -> None:
     _write(path, data, stat.S_IMODE(st.st_mode))
     if os.geteuid() == 0:
         os.chown(path, st.st_uid, st.st_gid)
+
+
+def _store_exists(lay: Layout) -> bool:
+    return all((lay.data / keystore.KEYS_DIR / f).exists()
+               for f in (keystore.DATA_KEY_FILE, keystore.DEVICE_KEY_FILE))
+
+
+def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
+            report: Report) -> list[tuple[Item, bytes, str]]:
+    """Which files to write (reading only what exists); each is recorded in report."""
+    writes: list[tuple[Item, bytes, str]] = []
+    for item in items:
+        old = _existing(item.path)
+        if old is not None and item.secret and not (opts.rotate and item.rotatable):
+            report.kept.append(item.path)
+            continue
+        new = item.make()
+        if old == new:
+            report.kept.append(item.path)
+            continue
+        kind = "created" if old is None else ("rotated" if item.secret else "updated")
+        writes.append((item, new, kind))
+    old_conf = _existing(lay.config)
+    new_conf = conf_item.make()
+    if old_conf is None:
+        writes.append((conf_item, new_conf, "created"))
+    elif old_conf != new_conf and opts.market is not None:
+        writes.append((conf_item, new_conf, "updated"))
+        report.notes.append(f"{lay.config}: rewritten for the market broker; the previous file is "
+                            f"{lay.config.name}.bak")
+    else:
+        report.kept.append(lay.config)
+        if old_conf != new_conf:
+            report.notes.append(f"{lay.config} was edited since provisioning; kept as it is")
+    for item, _new, kind in writes:
+        getattr(report, kind).append(item.path)
+    if not _store_exists(lay):
+        report.created.append(lay.data / keystore.KEYS_DIR)
+    else:
+        report.kept.append(lay.data / keystore.KEYS_DIR)
+    return writes
+
+
+def _apply(writes: list[tuple[Item, bytes, str]], conf_item: Item, dirs: list, lay: Layout,
+           system: bool, broker_user: str, opts: Options, report: Report) -> None:
+    """Write what _decide chose, hand files to their accounts, create the store, audit a rotation."""
+    old_conf = _existing(lay.config)
+    store_exists = _store_exists(lay)
+    for d, mode, owner, group in dirs:
+        _mkdir(d, mode, owner, group, system)
+    for item, new, kind in writes:
+        if item is conf_item and kind == "updated":
+            _write(item.path.with_name(item.path.name + ".bak"), old_conf or b"", 0o644)
+        _write(item.path, new, item.mode)
+        _own(item, system)
+    if not store_exists:
+        _open_store(lay, system)
+    for target in (lay.broker_conf, lay.broker_data / "x"):
+        blocked = accounts.blocked_dir(target, broker_user)
+        if blocked is not None:
+            report.notes.append(f"Mosquitto runs as {broker_user!r}, which cannot enter {blocked}; "
+                                f"it will not start from {lay.broker_conf} until it can (chmod o+x)")
+            break
+    if opts.rotate and report.rotated:
+        from device.store import Store
+        with Store.open(lay.data) as store:
+            store.record_event(AUDIT_ROTATED, {"files": sorted(p.name for p in report.rotated)})
+        report.notes.append("rotation recorded in the audit log; restart the broker and the box's "
+                            "services so they use the new secrets")
+
+
+def _config_values(opts: Options, lay: Layout, home: Mapping[str, object],
+                   report: Report) -> tuple[dict[str, object], str]:
+    """What config.toml says beyond config.py's defaults, and its header comment. Keys config.py
+    does not have (yet) are left out with a note, so `vrmbox config check` always accepts it."""
+    home_url = home["url"]
+    conf_values: dict[str, object] = {"data_dir": lay.data}
+    if opts.market is not None:
+        conf_values["broker.url"] = opts.market.url
+        if opts.market.ca_file is not None:
+            conf_values["broker.ca_file"] = lay.market_ca
+        if opts.market.username:
+            conf_values["broker.username"] = opts.market.username
+            conf_values["broker.password_file"] = lay.market_password
+    else:
+        conf_values.update({f"broker.{k}": v for k, v in home.items()})
+    schema = device_config.SCHEMA
+    if "home_broker" in schema:          # the daemon also keeps its local topics there
+        conf_values.update({f"home_broker.{k}": v for k, v in home.items()})
+    elif opts.market is not None:
+        report.notes.append("device/config.py has no [home_broker] yet: the home broker is only "
+                            "named in config.toml's header")
+    conf_values["control.socket"] = lay.control_socket
+    pending_keys = []
+    for key, value in (("button_socket", lay.button_socket),
+                       ("control_users", list(accounts.CONTROL_USERS)),
+                       ("button_users", list(accounts.BUTTON_USERS))):
+        if key not in schema["control"]:
+            pending_keys.append(key)
+        elif not lay.system:
+            continue                      # one user in a home dir: the single-user setup
+        elif isinstance(value, list) and not all(accounts.exists(u) for u in value):
+            report.notes.append(f"control.{key} not written: no account {', '.join(value)} here "
+                                "(install.sh creates them); the daemon runs as a single-user setup")
+        else:
+            conf_values[f"control.{key}"] = value
+    if pending_keys:
+        report.notes.append(f"device/config.py has no control.{', control.'.join(pending_keys)} yet: "
+                            "not written to config.toml")
+    header = ("VRM box configuration, written by `vrmbox provision`. Every setting is here;\n"
+              "values not set by provisioning are config.py's defaults. Check edits with\n"
+              "`vrmbox config check`. Reference: docs/config.md, docs/provisioning.md.")
+    if opts.market is not None and "home_broker" not in schema:
+        header += (f"\nThe box's home broker (local topics) is {home_url}, account in "
+                   f"{lay.box_username},\npassword in {lay.box_password}.")
+    return conf_values, header
 
 
 def _mkdir(d: Path, mode: int, owner: str | None, group: str | None, system: bool) -> None:

@@ -317,3 +317,25 @@ def test_an_ordinary_user_provisions_into_xdg_dirs_and_runs_the_broker():
                        "uid": nobody.pw_uid, "owner": nobody.pw_uid}
     finally:
         shutil.rmtree(home)
+
+
+def test_socket_allow_lists_name_the_accounts_only_when_they_exist(monkeypatch):
+    """Installed (accounts exist): who may open each socket; a dev/test root: single-user setup."""
+    from provisioning import accounts
+    from provisioning.provision import Options, Report, _config_values
+    lay = layout_for(Path("/srv/box"), 0)
+    home = {"url": "mqtts://127.0.0.1:8883", "ca_file": lay.pem("ca"), "username": "box@1",
+            "password_file": lay.box_password}
+    has_lists = "control_users" in device_config.SCHEMA["control"]
+    monkeypatch.setattr(accounts, "exists", lambda name: True)
+    values, _ = _config_values(Options(), lay, home, Report(lay))
+    if has_lists:
+        assert values["control.control_users"] == [accounts.BOX_USER, accounts.COMPANION_USER]
+        assert values["control.button_users"] == [accounts.UI_USER]
+        assert values["control.button_socket"] == lay.button_socket
+    monkeypatch.setattr(accounts, "exists", lambda name: False)
+    report = Report(lay)
+    values, _ = _config_values(Options(), lay, home, report)
+    assert "control.control_users" not in values and "control.button_users" not in values
+    assert any("control_users" in n for n in report.notes)
+    assert values["control.socket"] == lay.control_socket == Path("/srv/box/run/vrmbox/control.sock")
