@@ -196,3 +196,46 @@ def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monk
         d.store.close()
         d._lockfile.close()
         sock.close()
+
+
+def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path, tmp_path_factory,
+                                                                       monkeypatch):
+    """An ACL that will never let the box publish an agreement: the PUBACK's refusal is terminal."""
+    from vendor_messages import TestVendor
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {topics.agreements('+')}\n")
+    broker = Broker(tmp_path_factory.mktemp("acl-broker"), acl_file=acl)
+    broker.start()
+    box_config(tmp_path, monkeypatch)
+    data = tmp_path / "box"
+    log = tmp_path / "daemon.log"
+    proc = daemon(data, broker.url, log).start()
+    watch = Watcher(broker, f"{topics.PREFIX}/#")
+    try:
+        vrmbox("profile", "set", "email", "ann@example.org", data_dir=data)
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+        token = wait_for(lambda: next((p for t, p, _, _ in watch.got if t == topics.intent("bikes", intent)
+                                       and p), None), what="the intent")
+        v = TestVendor("acme")
+        watch.c.publish(topics.vendor_profile("acme"), v.profile(), qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: json.loads(vrmbox("vendors", "--json", data_dir=data).stdout), what="vendor pinned")
+        watch.c.publish(topics.offers(intent), v.offer(token.decode()), qos=1).wait_for_publish(5)
+        offer = wait_for(lambda: json.loads(vrmbox("offers", "--json", data_dir=data).stdout), what="offer")
+        agreement = json.loads(vrmbox("offer", "accept", "--fields", "email", "--json", "--",
+                                      offer[0]["offer"], data_dir=data).stdout)["agreement"]
+        vrmbox("agreement", "confirm", "--", agreement, data_dir=data)
+        status = wait_for(lambda: (s := json.loads(vrmbox("status", "--json", data_dir=data).stdout))["refused"]
+                          and s, what="the refusal shown in status")
+        assert [r["topic"] for r in status["refused"]] == [topics.agreements("acme")]
+        # barrier: a later message gets through, and still only one refusal was logged
+        second = json.loads(vrmbox("intent", "add", "tents", "--json", data_dir=data).stdout)["intent"]
+        wait_for(lambda: any(t == topics.intent("tents", second) for t, _, _, _ in watch.got), what="next intent")
+        assert log.read_text().count("the broker refused the message") == 1
+        assert len(json.loads(vrmbox("status", "--json", data_dir=data).stdout)["refused"]) == 1
+        events = [e["event_type"] for e in json.loads(vrmbox("audit", "show", "--limit", "500", "--json",
+                                                             data_dir=data).stdout)["entries"]]
+        assert events.count("outbox_refused") == 1
+    finally:
+        proc.stop()
+        watch.close()
+        broker.stop()
