@@ -28,6 +28,7 @@ from device.intake import Intake, Pre
 from device.market import Market, MarketError
 from device.ratelimit import RateLimiter
 from device.store import Store
+from processes import _env as child_env   # this tree first on PYTHONPATH, as for every child
 from vendor_messages import TestVendor
 from vrm_protocol import topics
 
@@ -149,7 +150,7 @@ def test_the_source_argument_is_ignored(tmp_path):
 def test_offline_cli_refuses_to_confirm_and_says_why(tmp_path):
     data = tmp_path / "box"
     agreement = seed(data)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
+    env = {**child_env(), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
     r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm", "--", agreement],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert r.returncode == 1
@@ -230,7 +231,7 @@ def test_once_deployed_the_boxs_own_user_cannot_press(tmp_path, sock_dir):
         with pytest.raises(ControlError, match="may not use this socket"):
             box.button("confirm", {"agreement": agreement})
         # what `vrmbox agreement confirm` does: refused the same way
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": os.devnull}
+        env = {**child_env(), "VRMBOX_CONFIG": os.devnull}
         r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm",
                             "--data-dir", str(tmp_path / "box"), "--", agreement],
                            capture_output=True, text=True, env={
