@@ -116,9 +116,11 @@ def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, br
     data = tmp_path / "box"
     watch = Watcher(broker, "#")
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
-    vrmbox("intent", "add", "bikes", "--json", data_dir=data)
-    wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
-    proc.stop()
+    try:
+        vrmbox("intent", "add", "bikes", "--json", data_dir=data)
+        wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
+    finally:
+        proc.stop()
     watch.barrier("zz/test/barrier")
     seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
     for guess in {t.rsplit("/", 1)[-1] for t, _, _, _ in watch.got}:
