@@ -1,0 +1,102 @@
+"""`vrmbox ui`: the box's own face, as a process of its own (docs/ui.md).
+
+Heavy imports (luma, gpiozero, pygame) happen inside the command, so `vrmbox --help` works on
+a machine without them.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DISPLAYS = ("ssd1306", "sh1106", "dummy", "capture", "gifanim", "pygame", "asciiblock")
+DEFAULT_PROFILE = "adafruit-oled-bonnet"
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from device.config import ConfigError, load_config
+    from hardware.buttons import ButtonsError, make_buttons
+    from hardware.display import HARDWARE_KINDS, DisplayError, make_display
+    from hardware.profile import ProfileError, emulated_profile, load_profile
+
+    from .app import App, button_socket_of
+    from .keyboard import PygameKeys, TerminalKeys
+
+    try:
+        cfg = load_config(args.config, {"data_dir": str(args.data_dir)} if args.data_dir else {})
+        if args.profile:
+            profile = load_profile(args.profile)
+        elif args.display in HARDWARE_KINDS or args.display is None:
+            profile = load_profile(DEFAULT_PROFILE)
+        else:
+            profile = emulated_profile()
+    except (ConfigError, ProfileError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind = args.display or profile.display.driver
+    buttons = keys = None
+    try:
+        device = make_display(profile, kind, args.frames)
+        if kind in HARDWARE_KINDS:
+            buttons = make_buttons(profile)
+    except (DisplayError, ButtonsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    pump = None
+    app_box: dict[str, Any] = {}
+
+    def emit(role: str, kind_: str) -> None:
+        app_box["app"].key(role, kind_)
+    if kind == "pygame":
+        keys = PygameKeys(emit, profile.hold_time)
+        pump = keys.pump
+    app = App(button_socket_of(cfg), device, pump=pump, contrast=profile.display.contrast)
+    app_box["app"] = app
+    if buttons is not None:
+        buttons.attach(app.key)
+    elif kind != "pygame":
+        keys = TerminalKeys(emit, profile.hold_time, app.clock)
+        keys.start()
+    signal.signal(signal.SIGTERM, lambda *_: app.stop())
+    log.info("ui: %s display, profile %s, socket %s", kind, profile.name, app.sock)
+    ready = {"done": False}
+
+    def on_frame(state: Any, _device: Any) -> None:
+        if not ready["done"]:
+            ready["done"] = True
+            print("READY", flush=True)
+    app.on_frame = on_frame
+    try:
+        app.run()
+    except KeyboardInterrupt:
+        app.stop()
+    finally:
+        if isinstance(keys, TerminalKeys):
+            keys.stop()
+        if buttons is not None:
+            buttons.close()
+        try:
+            device.cleanup()
+        except Exception as exc:  # a display that is already gone
+            log.debug("display cleanup: %s", exc)
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("ui", help="the box's own screen and buttons (or an emulator)")
+    p.add_argument("--display", choices=DISPLAYS, default=None,
+                   help="the panel (ssd1306, sh1106), or an emulator: dummy, capture (PNG frames "
+                        "into --frames), gifanim, pygame (a window), asciiblock (this terminal). "
+                        "Default: the profile's driver")
+    p.add_argument("--profile", default=None,
+                   help=f"board profile name or .toml path (vrmbox hardware list); default "
+                        f"{DEFAULT_PROFILE} on hardware, a plain 128x64 for emulators")
+    p.add_argument("--frames", type=Path, default=None, help="where capture/gifanim write frames")
+    p.add_argument("--data-dir", type=Path, default=None, help="box data directory")
+    p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+    p.set_defaults(func=cmd_ui)
