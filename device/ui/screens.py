@@ -46,8 +46,15 @@ class Canvas:
     def row_y(self, i: int) -> int:
         return HEADER_H + i * ROW_H
 
-    def text(self, x: int, y: int, s: str, fill: int = 1) -> None:
-        self.draw.text((x, y - INK_TOP + 1), s, font=font(), fill=fill)
+    def text(self, x: int, y: int, s: str, fill: int = 1, height: int = ROW_H) -> None:
+        """Text whose ink is clipped to the row from y to y+height: no glyph can reach
+        into the next row, whatever a vendor wrote."""
+        if not s:
+            return
+        w = max(1, min(self.width - x, int(font().getlength(s)) + 1))
+        mask = Image.new("1", (w, height), 0)
+        ImageDraw.Draw(mask).text((0, 1 - INK_TOP), s, font=font(), fill=1)
+        self.draw.bitmap((x, y), mask, fill=fill)
 
     def line(self, i: int, s: str, inverted: bool = False, right: str = "") -> None:
         """Body row i: clean-and-fit text, optional right-aligned part, optional highlight."""

@@ -29,14 +29,15 @@ def _renderable(ch: str) -> bool:
 
 
 def clean(value: Any, limit: int = MAX_CHARS) -> str:
-    """One safe line: compatibility-normalised (full-width letters become ASCII), control,
-    format (bidi overrides, zero-width) and combining characters dropped, whitespace collapsed,
-    glyphs the font lacks replaced by '?', at most `limit` characters."""
+    """One safe line: compatibility-decomposed (full-width letters become ASCII, accents are
+    dropped: on 9-pixel rows they would touch the row above), control, format (bidi
+    overrides, zero-width) and combining characters dropped, whitespace collapsed, glyphs the
+    font lacks replaced by '?', at most `limit` characters."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
     text = text[: limit * 4]                               # bound the normalisation work
-    text = unicodedata.normalize("NFKC", text)
+    text = unicodedata.normalize("NFKD", text)
     out: list[str] = []
     for ch in text:
         if ch in "\t\n\r\v\f" or unicodedata.category(ch) == "Zs":
