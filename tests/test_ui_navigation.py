@@ -220,7 +220,7 @@ def test_garbage_answers_do_not_break_the_state():
     for op in ("status", "offers", "intents", "agreements", "presets", "pending", "pair_code", "accept_preview"):
         for junk in (None, 5, "x", [1, "a", None], {"agreements": "no"}):
             s, _ = run(s, Loaded(op, junk))
-    assert s.data.offers == () and s.data.pending == () and s.data.pair is None
+    assert s.data.offers == () and s.data.pending == ()
     for screen in ("status", "menu", "matches", "detail", "actions", "accept", "pending", "intents",
                    "agreements", "pair"):
         for height in (64, 32):
