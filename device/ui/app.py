@@ -63,6 +63,7 @@ class App:
         self.power = pw.start(clock(), **(power_kw or {}))
         self.stop_event = threading.Event()
         self.frames = 0
+        self.applied = 0            # events stepped so far (tests and the bench wait on it)
         self.changed = threading.Condition()
         self._streaming = False
         self._last_drawn: tuple[Any, ...] | None = None
@@ -168,8 +169,6 @@ class App:
                   self.power.level)
         if self.on_frame:
             self.on_frame(self.state, self.device)
-        with self.changed:
-            self.changed.notify_all()
 
     def _set_level(self, level: str) -> None:
         try:
@@ -196,11 +195,14 @@ class App:
             event = None
         while event is not None:
             self._apply(event)
+            self.applied += 1
             try:
                 event = self.inbox.get_nowait()
             except queue.Empty:
                 event = None
         self._draw()
+        with self.changed:
+            self.changed.notify_all()
 
     def run(self) -> None:
         """Until stop(): the render loop, with the periodic re-reads."""
@@ -221,12 +223,24 @@ class App:
         self.outbox.put(None)
 
     def wait_for(self, pred: Callable[[State], bool], timeout: float = 10.0) -> State:
-        """Block until a drawn state satisfies `pred` (tests, bench); TimeoutError otherwise."""
+        """Block until the state (as drawn) satisfies `pred` (tests, bench); TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while not pred(self.state):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(f"UI did not reach the expected state; it is on {self.state.screen}")
+                self.changed.wait(min(left, 0.1))
+        return self.state
+
+    def settle(self, timeout: float = 10.0) -> State:
+        """Block until every event posted so far has been stepped and drawn."""
+        target = self.applied + self.inbox.qsize()
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.applied < target or not self.inbox.empty():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("UI did not settle")
                 self.changed.wait(min(left, 0.1))
         return self.state
