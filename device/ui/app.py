@@ -20,10 +20,7 @@ from .navigation import initial, step
 from .screens import frame
 from .state import READS, BoxEvent, Connection, Done, Event, Failed, Key, Loaded, Refresh, Request, State
 
-try:   # the lead moves the client functions to device.client; until then they live in control
-    from device.client import ControlError, call, subscribe  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover - depends on what is merged
-    from device.control import ControlError, call, subscribe
+from device.client import ControlError, DaemonNotRunning, call, subscribe
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +33,12 @@ _DOWN_MARKERS = ("not running", "cannot talk to the box daemon", "closed the con
 
 
 def button_socket_of(cfg: Any) -> Path:
-    """cfg.control.button_socket once the config has it, else next to control.sock."""
-    sock = getattr(cfg.control, "button_socket", None)
-    if sock:
-        return Path(sock)
-    from device.control import button_socket
-    return button_socket(cfg.control.socket)
+    """The socket the UI may open: control.button_socket, default button.sock next to control.sock."""
+    return Path(cfg.control.button)
 
 
 def _is_down(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) or any(m in str(exc) for m in _DOWN_MARKERS)
+    return isinstance(exc, (OSError, DaemonNotRunning)) or any(m in str(exc) for m in _DOWN_MARKERS)
 
 
 class App:

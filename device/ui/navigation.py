@@ -272,7 +272,8 @@ def step(state: State, event: Event) -> Step:
     if isinstance(event, BoxEvent):
         kind = str(event.event.get("type", ""))
         ops = EVENT_READS.get(kind, ("offers",) if kind.startswith("vendor_") else ())
-        new = replace(state, notice="something waits for your press") if kind == "pending" else state
+        new = replace(state, notice="something waits for your press") \
+            if kind == "pending" and not state.busy else state
         return new, reads(ops, state)
     if isinstance(event, Connection):
         if event.up:

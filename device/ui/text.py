@@ -11,6 +11,8 @@ import math
 import unicodedata
 from typing import Any, Protocol
 
+from device.textsafe import printable
+
 log = logging.getLogger(__name__)
 
 MAX_CHARS = 240                  # nothing on a 128-pixel screen needs more; bounds the work
@@ -29,14 +31,15 @@ def _renderable(ch: str) -> bool:
 
 
 def clean(value: Any, limit: int = MAX_CHARS) -> str:
-    """One safe line: compatibility-decomposed (full-width letters become ASCII, accents are
+    """One safe line for the OLED font: device.textsafe.printable first (controls and bidi
+    overrides become U+FFFD, which shows here as '?'), then compatibility-decomposed (full-width letters become ASCII, accents are
     dropped: on 9-pixel rows they would touch the row above), control, format (bidi
     overrides, zero-width) and combining characters dropped, whitespace collapsed, glyphs the
     font lacks replaced by '?', at most `limit` characters."""
     if value is None:
         return ""
     text = value if isinstance(value, str) else str(value)
-    text = text[: limit * 4]                               # bound the normalisation work
+    text = printable(text[: limit * 4])                    # the box's one rule for vendor text
     text = unicodedata.normalize("NFKD", text)
     out: list[str] = []
     for ch in text:
