@@ -50,7 +50,7 @@ class Board:
         self.factory = MockFactory()
         self.buttons = make_buttons(parse_profile(PROFILE, "test"), pin_factory=self.factory)
         self.device = make_display(emulated_profile(64), "dummy")
-        self.app = App(sock, self.device, power_kw={"dim_after": 1e6, "blank_after": 1e6, "shift_every": 1e9})
+        self.app = App(sock, self.device, power_kw={"dim_after": 1e6, "blank_after": 1e6, "shift_every": float("inf")})
         self.buttons.attach(self.app.key)
         self.thread = threading.Thread(target=self.app.run, daemon=True)
         self.thread.start()
