@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,6 +38,12 @@ def button_socket_of(cfg: Any) -> Path:
     return Path(cfg.control.button)
 
 
+def companion_url_of(cfg: Any) -> str | None:
+    """The phone app's address if the config names one (the companion app's own section)."""
+    url = getattr(getattr(cfg, "companion", None), "url", None)
+    return str(url) if url else None
+
+
 def _is_down(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, DaemonNotRunning)) or any(m in str(exc) for m in _DOWN_MARKERS)
 
@@ -47,12 +54,12 @@ class App:
     def __init__(self, sock: Path, device: Any, clock: Callable[[], float] = time.time,
                  on_frame: Callable[[State, Any], None] | None = None,
                  power_kw: dict[str, float] | None = None, pump: Callable[[float], None] | None = None,
-                 contrast: int = 0xCF) -> None:
+                 contrast: int = 0xCF, pair_url: str | None = None) -> None:
         self.sock, self.device, self.clock = sock, device, clock
         self.on_frame, self.pump, self.contrast = on_frame, pump, contrast
         self.inbox: queue.Queue[Event] = queue.Queue()
         self.outbox: queue.Queue[Request | None] = queue.Queue()
-        self.state = initial()
+        self.state = replace(initial(), pair_url=pair_url)
         self.power = pw.start(clock(), **(power_kw or {}))
         self.stop_event = threading.Event()
         self.frames = 0

@@ -24,7 +24,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from hardware.display import HARDWARE_KINDS, DisplayError, make_display
     from hardware.profile import ProfileError, emulated_profile, load_profile
 
-    from .app import App, button_socket_of
+    from .app import App, button_socket_of, companion_url_of
     from .keyboard import PygameKeys, TerminalKeys
 
     try:
@@ -55,7 +55,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if kind == "pygame":
         keys = PygameKeys(emit, profile.hold_time)
         pump = keys.pump
-    app = App(button_socket_of(cfg), device, pump=pump, contrast=profile.display.contrast)
+    app = App(button_socket_of(cfg), device, pump=pump, contrast=profile.display.contrast,
+              pair_url=companion_url_of(cfg))
     app_box["app"] = app
     if buttons is not None:
         buttons.attach(app.key)

@@ -306,11 +306,16 @@ def qr(c: Canvas, url: str, x0: int = 0) -> int:
 
 
 def pair(s: State, c: Canvas) -> None:
-    p = s.data.pair or ({"url": s.data.status.get("companion_url")} if s.data.status.get("companion_url") else None)
+    p = s.data.pair if s.data.pair and s.data.pair.get("url") else \
+        ({"url": s.pair_url} if s.pair_url and "pair_code" in s.data.unavailable else None)
     url = clean((p or {}).get("url"), 200)
     if not url:
         c.header("Pair phone")
-        c.line(0, "loading..." if "pair_code" not in s.data.unavailable else "no companion URL")
+        if "pair_code" in s.data.unavailable:
+            c.line(0, "pairing is not")
+            c.line(1, "available yet")
+        else:
+            c.line(0, "loading...")
         return
     side = qr(c, url)
     f, x, w = font(), side + 3, c.width - side - 3

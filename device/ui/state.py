@@ -134,6 +134,7 @@ class State:
     seen: frozenset[str] = frozenset()            # offers the person has looked at
     data: Data = field(default_factory=Data)
     sent: tuple[str, ...] = ()     # consent ops sent (op:target), for the record and tests
+    pair_url: str | None = None    # the companion's URL from the config, when pair_code is missing
 
     def offer_row(self, offer_id: str | None) -> Mapping[str, Any] | None:
         return next((o for o in self.data.offers if o.get("offer") == offer_id), None)
