@@ -289,15 +289,20 @@ def ask(s: State, c: Canvas) -> None:
     c.footer("SELECT yes  BACK no")
 
 
+@lru_cache(maxsize=8)
+def _qr_matrix(url: str) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(row) for row in segno.make(url, error="l", boost_error=False).matrix)
+
+
 def qr(c: Canvas, url: str, x0: int = 0) -> int:
     """Draw the URL as a QR code at the left, as big as fits; returns its width."""
-    code = segno.make(url, error="l", boost_error=False)
-    n = code.symbol_size(border=0)[0]
+    matrix = _qr_matrix(url)
+    n = len(matrix)
     scale = max(1, min(c.height // (n + 2), 3))
     side = (n + 2) * scale
     y0 = (c.height - side) // 2
     c.draw.rectangle((x0, y0, x0 + side - 1, y0 + side - 1), fill=1)      # light quiet zone
-    for r, row in enumerate(code.matrix):
+    for r, row in enumerate(matrix):
         for col, dark in enumerate(row):
             if dark:
                 x, y = x0 + (col + 1) * scale, y0 + (r + 1) * scale
