@@ -62,7 +62,12 @@ def make_display(profile: Profile, kind: str, frames_dir: Path | None = None) ->
                 if not hasattr(emu, "asciiblock"):
                     raise DisplayError("asciiblock needs a terminal (curses); use --display capture")
                 return emu.asciiblock(mode="1", **size)
-            return emu.pygame(mode="1", **size)
+            class Window(emu.pygame):
+                """luma's window, but Esc is the UI's back key: only closing the window quits."""
+
+                def _abort(self) -> bool:
+                    return bool(self._pygame.event.peek(self._pygame.QUIT))
+            return Window(mode="1", **size)
         if d.driver != kind:
             log.warning("profile %s names a %s display; driving it as %s as asked", profile.name,
                         d.driver, kind)

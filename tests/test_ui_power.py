@@ -74,3 +74,31 @@ def test_terminal_sequences():
         ["up", "down", "right", "left", "select", "back", "home"], "")
     assert parse_terminal("\x1b[") == ([], "\x1b[")
     assert parse_terminal("\x1b[Zq") == ([], "")             # unknown keys are ignored
+
+
+def test_the_pygame_window_keys_are_the_buttons(monkeypatch):
+    """A real pygame window on SDL's dummy video driver; key events as pygame delivers them."""
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    import pygame
+
+    from device.ui.keyboard import PygameKeys
+    from hardware.display import make_display
+    from hardware.profile import emulated_profile
+    from PIL import Image
+
+    device = make_display(emulated_profile(64), "pygame")
+    try:
+        device.display(Image.new("1", (128, 64)))            # opens the window
+        got = []
+        keys = PygameKeys(lambda role, kind: got.append((role, kind)), hold_time=1.0)
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_ESCAPE))
+        pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_ESCAPE))
+        pygame.event.post(pygame.event.Event(pygame.KEYDOWN, key=pygame.K_RETURN))
+        keys.pump(10.0)
+        device.display(Image.new("1", (128, 64)))            # drawing goes on between pumps
+        keys.pump(11.5)
+        pygame.event.post(pygame.event.Event(pygame.KEYUP, key=pygame.K_RETURN))
+        keys.pump(11.6)
+        assert got == [("back", "down"), ("back", "short"), ("select", "down"), ("select", "long")]
+    finally:
+        pygame.quit()

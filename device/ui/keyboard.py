@@ -144,7 +144,12 @@ class PygameKeys:
     def pump(self, now: float) -> None:
         if not self.pg.display.get_init():
             return
-        for e in self.pg.event.get((self.pg.KEYDOWN, self.pg.KEYUP)):
+        for e in self.pg.event.get():              # all of them: per-type gets lose the order
+            if e.type == self.pg.QUIT:
+                self.pg.event.post(e)                  # luma's window closes on it
+                break
+            if e.type not in (self.pg.KEYDOWN, self.pg.KEYUP):
+                continue
             role = self.keys.get(e.key)
             if role is None:
                 continue
