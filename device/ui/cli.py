@@ -6,6 +6,7 @@ a machine without them.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -16,6 +17,14 @@ log = logging.getLogger(__name__)
 
 DISPLAYS = ("ssd1306", "sh1106", "dummy", "capture", "gifanim", "pygame", "asciiblock")
 DEFAULT_PROFILE = "adafruit-oled-bonnet"
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.json:
+        print(json.dumps({"ok": False, "error": message}))
+    else:
+        print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -36,8 +45,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         else:
             profile = emulated_profile()
     except (ConfigError, ProfileError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, str(exc), 2)
     kind = args.display or profile.display.driver
     buttons = keys = None
     try:
@@ -45,8 +53,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if kind in HARDWARE_KINDS:
             buttons = make_buttons(profile)
     except (DisplayError, ButtonsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
+        return _fail(args, str(exc), 3)
     pump = None
     app_box: dict[str, Any] = {}
 
@@ -70,7 +77,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     def on_frame(state: Any, _device: Any) -> None:
         if not ready["done"]:
             ready["done"] = True
-            print("READY", flush=True)
+            print(json.dumps({"ok": True, "ready": True, "display": kind, "profile": profile.name,
+                              "socket": str(app.sock)}) if args.json else "READY", flush=True)
     app.on_frame = on_frame
     try:
         app.run()
@@ -100,4 +108,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--frames", type=Path, default=None, help="where capture/gifanim write frames")
     p.add_argument("--data-dir", type=Path, default=None, help="box data directory")
     p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
+    p.add_argument("--json", action="store_true", help="errors and the ready line as JSON")
     p.set_defaults(func=cmd_ui)
