@@ -77,8 +77,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     def on_frame(state: Any, _device: Any) -> None:
         if not ready["done"]:
             ready["done"] = True
-            print(json.dumps({"ok": True, "ready": True, "display": kind, "profile": profile.name,
-                              "socket": str(app.sock)}) if args.json else "READY", flush=True)
+            if not sys.stdout.isatty():      # a terminal may be the display itself (asciiblock)
+                print(json.dumps({"ok": True, "ready": True, "display": kind, "profile": profile.name,
+                                  "socket": str(app.sock)}) if args.json else "READY", flush=True)
     app.on_frame = on_frame
     try:
         app.run()
