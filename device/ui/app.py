@@ -115,7 +115,7 @@ class App:
                             self._streaming = True
                         events += 1
                         self.post(BoxEvent(event))
-            except (OSError, ValueError) as exc:
+            except (ControlError, OSError, ValueError) as exc:   # refused, gone, or garbage
                 log.debug("event stream ended: %s", exc)
             self._streaming = False
             if events == 0 and time.monotonic() - started < 1.0:
