@@ -65,7 +65,6 @@ class App:
         self.frames = 0
         self.applied = 0            # events stepped so far (tests and the bench wait on it)
         self.changed = threading.Condition()
-        self._streaming = False
         self._last_drawn: tuple[Any, ...] | None = None
 
     # ------------------------------------------------------------------ input from threads
@@ -111,13 +110,10 @@ class App:
                     if self.stop_event.is_set():
                         return
                     if isinstance(event, dict):
-                        if not self._streaming:
-                            self._streaming = True
                         events += 1
                         self.post(BoxEvent(event))
             except (ControlError, OSError, ValueError) as exc:   # refused, gone, or garbage
                 log.debug("event stream ended: %s", exc)
-            self._streaming = False
             if events == 0 and time.monotonic() - started < 1.0:
                 # The socket offers no stream (or refused it): poll until the next try.
                 self._poll_for(FULL_EVERY_S)
