@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -188,6 +189,33 @@ def test_erased_box_counts_as_fresh_and_keeps_its_outbox(source, tmp_path):
         assert s.audit.verify().ok
 
 
+def _audit_guarded(db) -> None:
+    """The append-only triggers are in place (import and erase lift the delete guard only
+    inside their one transaction)."""
+    conn = sqlite3.connect(db)
+    try:
+        for stmt in ("DELETE FROM audit", "UPDATE audit SET data='{}'"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(stmt)
+    finally:
+        conn.close()
+
+
+def test_audit_stays_append_only_after_import_and_erase(source, target, tmp_path):
+    from device.erase import erase
+    f = tmp_path / "export.json"
+    portability.export_to_file(source, f)
+    portability.import_from_file(target, f)
+    assert target.audit.count() > 1
+    _audit_guarded(target.data_dir / "store.db")
+    target.close()
+    erase(target.data_dir)
+    with Store.open(target.data_dir) as s:
+        assert [e.event_type for e in s.audit.entries()] == ["erase"]
+    _audit_guarded(target.data_dir / "store.db")
+
+
+@pytest.mark.slow
 def test_cli_export_import_backup_restore(tmp_path):
     src, dst, dst2 = tmp_path / "src", tmp_path / "dst", tmp_path / "dst2"
     with Store.open(src) as s:

@@ -85,6 +85,12 @@ def _b64url_decode(segment: str) -> bytes:
     return data
 
 
+def b64url_decode(text: str) -> bytes:
+    """The inverse of `b64url`, as strict as the wire: unpadded, canonical, nothing but the
+    alphabet; ProtocolError("bad_encoding") otherwise. The one decoder for callers outside."""
+    return _b64url_decode(text)
+
+
 def token_hash(token: str) -> str:
     """Unpadded base64url SHA-256 of a compact token: agreement ids, offer hashes."""
     return _b64url(hashlib.sha256(token.encode("ascii")).digest())

@@ -30,6 +30,7 @@ class Held:
     args: dict[str, Any]
     what: str
     requested_by: str
+    role: str                          # the asker's role: the op runs as that role once pressed
     created_at: float
     status: str = "waiting"            # waiting | done | denied | failed | expired
     result: Any = None
@@ -60,11 +61,11 @@ class HeldRequests:
             if h.status != "waiting" and now - (h.answered_at or now) > KEEP_DONE_S:
                 del self._items[key]
 
-    def add(self, op: str, args: dict[str, Any], what: str, requested_by: str) -> Held:
+    def add(self, op: str, args: dict[str, Any], what: str, requested_by: str, role: str) -> Held:
         self._expire()
         if sum(h.status == "waiting" for h in self._items.values()) >= MAX_HELD:
             raise HeldError(f"{MAX_HELD} requests already wait for a press on the box")
-        h = Held(secrets.token_hex(8), op, dict(args), what, requested_by, self.clock())
+        h = Held(secrets.token_hex(8), op, dict(args), what, requested_by, role, self.clock())
         self._items[h.request] = h
         log.info("request %s (%s) waits for a press on the box", h.request, op)
         return h

@@ -100,13 +100,13 @@ class ControlServer:
         conn.settimeout(REPLY_TIMEOUT_S + 5)
         with conn, conn.makefile("rwb") as f:
             try:
+                line = f.readline(MAX_REQUEST + 1)   # read first, so a refusal can be answered
+                if not line:
+                    return
                 if role is None:
                     log.warning("refused %s.sock to uid %d (pid %d): not on its allow-list",
                                 self.kind, peer.uid, peer.pid)
                     raise MarketError(f"uid {peer.uid} may not use this socket")
-                line = f.readline(MAX_REQUEST + 1)
-                if not line:
-                    return
                 if len(line) > MAX_REQUEST:
                     raise MarketError("request too large")
                 try:
