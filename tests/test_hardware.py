@@ -189,3 +189,17 @@ def test_vrmbox_ui_on_missing_hardware_exits_with_one_message(tmp_path):
     assert "Traceback" not in out.stderr
     out = vrmbox("ui", "--profile", "nonexistent", "--data-dir", str(tmp_path))
     assert out.returncode == 2 and "not found" in out.stderr
+
+
+def test_vrmbox_ui_needs_no_broker_password(tmp_path):
+    """The UI's user may not read the broker password file; the UI never speaks MQTT."""
+    from processes import Proc
+    cfg = tmp_path / "box.toml"
+    cfg.write_text('[broker]\nusername = "box"\npassword_file = "/nonexistent/broker.password"\n')
+    ui = Proc([sys.executable, "-m", "device.cli", "ui", "--display", "capture", "--frames", str(tmp_path / "f"),
+               "--config", str(cfg), "--data-dir", str(tmp_path / "box")], tmp_path / "ui.log").start()
+    try:
+        assert ui.proc.poll() is None
+    finally:
+        assert ui.stop() is not None
+    assert list((tmp_path / "f").glob("frame_*.png"))

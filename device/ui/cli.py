@@ -37,7 +37,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .keyboard import PygameKeys, TerminalKeys
 
     try:
-        cfg = load_config(args.config, {"data_dir": str(args.data_dir)} if args.data_dir else {})
+        # The UI never speaks MQTT, and its user must not be able to read the broker password:
+        # don't read it (the UI needs only the socket paths and presets from the config).
+        overrides: dict[str, Any] = {"broker.password_file": None}
+        if args.data_dir:
+            overrides["data_dir"] = str(args.data_dir)
+        cfg = load_config(args.config, overrides)
         if args.profile:
             profile = load_profile(args.profile)
         elif args.display in HARDWARE_KINDS or args.display is None:
