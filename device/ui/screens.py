@@ -24,6 +24,7 @@ HEADER_H = 10
 ROW_H = 9
 INK_TOP = 3          # the bitmap font's glyphs start 3 px below the origin
 MARGIN = 1
+ARROW_W = 5          # room at the right of scrolling text for the more-above/below arrow
 
 
 @lru_cache(maxsize=1)
@@ -106,16 +107,25 @@ def _list(c: Canvas, rows: list[tuple[str, str]], cursor: int, reserve: int = 0)
 
 
 def _scrolled(c: Canvas, lines: list[str], scroll: int, reserve: int = 1) -> None:
+    """Lines from `scroll` on; a small arrow at the right edge says more is above / below."""
     visible = max(1, c.rows - reserve)
     start = min(scroll, max(0, len(lines) - visible))
-    for i, s in enumerate(lines[start:start + visible]):
-        c.line(i, s)
+    shown = lines[start:start + visible]
+    for i, s in enumerate(shown):
+        c.line(i, fit(s, font(), c.width - 2 * MARGIN - ARROW_W))
+    x = c.width - 4
+    if start > 0:                                           # more above: a small up arrow
+        y = c.row_y(0) + 1
+        c.draw.polygon([(x, y + 3), (x + 3, y + 3), (x + 1.5, y)], fill=1)
+    if start + visible < len(lines):                        # more below: a small down arrow
+        y = c.row_y(len(shown) - 1) + ROW_H - 5
+        c.draw.polygon([(x, y), (x + 3, y), (x + 1.5, y + 3)], fill=1)
 
 
 def _wrapped(c: Canvas, *parts: str) -> list[str]:
     out: list[str] = []
     for p in parts:
-        out += wrap(clean(p, 600), font(), c.width - 2 * MARGIN) or [""]
+        out += wrap(clean(p, 600), font(), c.width - 2 * MARGIN - ARROW_W) or [""]
     return out
 
 
@@ -210,30 +220,33 @@ def actions(s: State, c: Canvas) -> None:
 
 
 def accept(s: State, c: Canvas) -> None:
-    c.header("Accept: send?")
     p = s.data.preview
+    days = (p or {}).get("duration_days")
+    c.header(f"Send for {days} days?" if isinstance(days, int) else "Accept: send?")
     if p is None:
         c.line(0, "not available on this box" if "accept_preview" in s.data.unavailable else "loading...")
         c.footer("BACK: nothing is sent")
         return
-    fields = ", ".join(clean(f, 40) for f in p.get("fields") or []) or "(no fields)"
-    days = p.get("duration_days")
-    lines = _wrapped(c, f"Send {fields}", f"to {clean(p.get('vendor'), 120)}",
-                     f"purpose: {clean(p.get('purpose'), 200)}",
-                     f"kept {days if isinstance(days, int) else '?'} days")
-    _scrolled(c, lines, s.scroll)
+    _scrolled(c, consent_lines(c, "Send", p), s.scroll)
     c.footer(s.notice or "hold SELECT to send")
 
 
-def describe_pending(item: Mapping[str, Any]) -> str:
+def consent_lines(c: Canvas, lead: str, item: Mapping[str, Any]) -> list[str]:
+    """What would be released, to whom, why and for how long. The vendor's name gets one line
+    (cut with an ellipsis), so a long name cannot push the purpose and duration out of sight."""
+    fields = ", ".join(clean(f, 40) for f in item.get("fields") or []) or "nothing"
+    days = item.get("duration_days")
+    w = c.width - 2 * MARGIN - ARROW_W
+    return (_wrapped(c, f"{lead} {fields}") + [fit(f"to {clean(item.get('vendor'), 120)}", font(), w)]
+            + _wrapped(c, f"purpose: {clean(item.get('purpose'), 200)}",
+                       f"kept {days if isinstance(days, int) else '?'} days"))
+
+
+def pending_lines(c: Canvas, item: Mapping[str, Any]) -> list[str]:
     who = clean(item.get("requested_by"), 60) or "someone"
     if item.get("kind") == "agreement":
-        fields = ", ".join(clean(f, 40) for f in item.get("fields") or []) or "nothing"
-        days = item.get("duration_days")
-        return (f"{who} wants to send {fields} to {clean(item.get('vendor'), 120)}"
-                f", purpose: {clean(item.get('purpose'), 200)}"
-                + (f", {days} days" if isinstance(days, int) else ""))
-    return f"{who} asks: {clean(item.get('what') or item.get('op'), 200)}"
+        return _wrapped(c, f"{who} wants to") + consent_lines(c, "send", item)
+    return _wrapped(c, f"{who} asks: {clean(item.get('what') or item.get('op'), 200)}")
 
 
 def pending(s: State, c: Canvas) -> None:
@@ -244,7 +257,7 @@ def pending(s: State, c: Canvas) -> None:
         c.line(0, "nothing waits" if "pending" in s.data.loaded else
                "not available" if "pending" in s.data.unavailable else "loading...")
         return
-    _scrolled(c, _wrapped(c, describe_pending(item)), s.scroll)
+    _scrolled(c, pending_lines(c, item), s.scroll)
     c.footer(s.notice or "hold SELECT / tap: no")
 
 
