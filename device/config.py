@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-SYSTEM_CONFIG = Path("/etc/vrmbox/config.toml")
+CONFIG_FILE_NAME = "config.toml"
+SYSTEM_CONFIG = Path("/etc/vrmbox") / CONFIG_FILE_NAME
 ENV_CONFIG = "VRMBOX_CONFIG"
 ENV_DATA_DIR = "VRMBOX_DATA_DIR"
-DEFAULT_DATA_DIR = "~/.local/share/vrmbox"
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_TERMS_ID = "vrm-basic-1"
 DEFAULT_TERMS_TEXT = "No tracking. No resale. Delete my data 30 days after the agreement ends."
@@ -93,6 +93,7 @@ class IntakeConfig:
     per_vendor_burst: int = 20
     max_message_bytes: int = 65536
     max_offers_per_vendor_intent: int = 20
+    max_vendors: int = 2000                 # pinned vendors at most; new slugs past it are refused
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
     },
     "intake": {"max_queue": _int(1, 1_000_000), "per_vendor_per_minute": _int(1, 100_000),
                "per_vendor_burst": _int(1, 100_000), "max_message_bytes": _int(1024, 65536),
-               "max_offers_per_vendor_intent": _int(1, 10_000)},
+               "max_offers_per_vendor_intent": _int(1, 10_000), "max_vendors": _int(1, 100_000)},
     "intents": {"default_ttl_s": _int(60, 366 * 86400), "terms_id": _slug,
                 "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True),
                 "republish_window_s": _int(1, 3600)},
@@ -355,12 +356,25 @@ def _expand(p: Path, env: Mapping[str, str]) -> Path:
     return p
 
 
+def user_config_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where a box that is not installed system-wide keeps its config (XDG)."""
+    return Path(env.get("XDG_CONFIG_HOME") or _home(env) / ".config") / "vrmbox"
+
+
+def user_data_home(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("XDG_DATA_HOME") or _home(env) / ".local/share")
+
+
 def _find_file(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    """--config, else $VRMBOX_CONFIG, else /etc/vrmbox/config.toml, else the user's XDG one."""
     if path is not None:
         return Path(path)
     if env.get(ENV_CONFIG):
         return Path(env[ENV_CONFIG])
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+    if SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG
+    user = user_config_dir(env) / CONFIG_FILE_NAME
+    return user if user.is_file() else None
 
 
 def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -488,7 +502,7 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
     _apply_overrides(raw, overrides or {})
 
     top = _section("", raw[""])
-    data_dir = _expand(top.get("data_dir") or Path(DEFAULT_DATA_DIR), env)
+    data_dir = _expand(top.get("data_dir") or user_data_home(env) / "vrmbox", env)
     brokers: dict[str, BrokerConfig | None] = {}
     for section in ("broker", "home_broker"):
         if section == "home_broker" and not raw[section]:

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vrm_protocol import IntentWithdrawal, Revocation, sign, topics
+from vrm_protocol import EncryptionKey, IntentWithdrawal, ProtocolError, Revocation, sign, topics
+from vrm_protocol.encryption import seal
+from vrm_protocol.messages import parse_dataclass
 
 from . import keystore
 from .keystore import KeyProvider
@@ -54,6 +56,12 @@ def queue_deletion_requests(store: Store, now: float) -> tuple[int, int]:
             continue
         token = sign(intent.identity, Revocation(agreement=a.agreement_id, intent=a.intent_id, delete=True,
                                                  reason="erase"), now=now, ttl=REVOCATION_TTL)
+        vendor = store.get_vendor(a.vendor)
+        if vendor is not None and vendor.profile.get("enc_key"):   # v2: only the vendor reads it
+            try:
+                token = seal(token, parse_dataclass(EncryptionKey, vendor.profile["enc_key"]))
+            except (ProtocolError, ValueError) as exc:   # a profile we cannot encrypt to: signed only
+                log.warning("cannot seal the deletion request to %s: %s", a.vendor, exc)
         store.queue_outbox(topics.revocations(a.vendor), token, retain=False)
         requests += 1
     for i in store.list_intents(status="active"):

@@ -13,6 +13,7 @@ import pytest
 from device import portability
 from device.portability import PortabilityError, full_dump
 from device.store import Store
+from vrm_protocol import topics
 from test_store import SECRET_VALUES, Clock, populate
 
 PASS = "correct horse battery staple"
@@ -178,8 +179,8 @@ def test_erased_box_counts_as_fresh_and_keeps_its_outbox(source, tmp_path):
     d = tmp_path / "erased"
     with Store.open(d) as s:
         s.set_profile_field("x", 1)
-        s.queue_outbox("vrm/v1/vendor/acme/revocations", "deletion-request-tok")  # kept
-        s.queue_outbox("vrm/v1/vendor/acme/disclosures", "secret-disclosure")     # not yet sent: dropped
+        s.queue_outbox(topics.revocations("acme"), "deletion-request-tok")  # kept
+        s.queue_outbox(topics.disclosures("acme"), "secret-disclosure")     # not yet sent: dropped
     erase(d)
     raw = b"".join(p.read_bytes() for p in d.glob("store.db*"))
     assert b"deletion-request-tok" not in raw and b"secret-disclosure" not in raw  # sealed anew

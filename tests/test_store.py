@@ -77,7 +77,7 @@ def populate(store: Store) -> dict:
     aid = token_hash(atoken)
     store.add_agreement(aid, "intent-0001", "offer-0001", "acme-bikes", atoken, body_to_dict(agreement))
     store.set_agreement_status(aid, "confirmed")
-    ctoken = sign(vendor, Countersignature(agreement=aid, intent="intent-0001"), now=NOW, ttl=86400)
+    ctoken = sign(vendor, Countersignature(agreement=aid, agreement_hash=aid, intent="intent-0001"), now=NOW, ttl=86400)
     store.add_countersignature(aid, ctoken)
     store.add_disclosure(aid, ["email"], "h.k.iv.ct.tag")
     store.count_rejection("bad_signature", "evil-shop", 3)

@@ -68,7 +68,7 @@ def home(tmp_path_factory):
 def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path, broker, home,
                                                                          monkeypatch):
     box_config(tmp_path, monkeypatch, f'[home_broker]\nurl = "{home.url}"\n')
-    market = Watcher(broker, "vrm/v1/status/#", "#")
+    market = Watcher(broker, f"{topics.PREFIX}/status/#", "#")
     local = Watcher(home, topics.availability("+"))
     proc = daemon(tmp_path / "box", broker.url, tmp_path / "daemon.log").start()
     try:
@@ -81,7 +81,7 @@ def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path
         wait_for(lambda: local.got[-1][1] == b"offline", timeout=30, what="last will on the home broker")
         assert 0 < local.got[-1][2].MessageExpiryInterval <= STATUS_EXPIRY_S
         market.barrier("zz/test/barrier")
-        assert market.topics("vrm/v1/status/") == []
+        assert market.topics(f"{topics.PREFIX}/status/") == []
         status_id = local.got[-1][0].rsplit("/", 1)[1]
         assert all(status_id.encode() not in p and status_id not in t for t, p, _, _ in market.got)
         assert intent["intent"] not in status_id
@@ -117,7 +117,7 @@ def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, br
     watch = Watcher(broker, "#")
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
     vrmbox("intent", "add", "bikes", "--json", data_dir=data)
-    wait_for(lambda: watch.topics("vrm/v1/intents/"), what="intent on the wire")
+    wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
     proc.stop()
     watch.barrier("zz/test/barrier")
     seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
@@ -162,14 +162,14 @@ def test_after_a_restart_intents_come_back_one_at_a_time(tmp_path, broker, monke
            for _ in range(3)]
     proc.stop()
     wiper = Watcher(broker, topics.intents("bikes"))          # the broker loses the retained copies
-    wait_for(lambda: len(wiper.topics("vrm/v1/intents/")) == 3, what="three retained intents")
+    wait_for(lambda: len(wiper.topics(f"{topics.PREFIX}/intents/")) == 3, what="three retained intents")
     for i in ids:
         wiper.c.publish(topics.intent("bikes", i), b"", qos=1, retain=True).wait_for_publish(5)
     wiper.close()
     watch = Watcher(broker, topics.intents("bikes"))
     proc = daemon(data, broker.url, tmp_path / "daemon2.log").start()
     try:
-        wait_for(lambda: len(watch.topics("vrm/v1/intents/")) == 3, timeout=60, what="all three again")
+        wait_for(lambda: len(watch.topics(f"{topics.PREFIX}/intents/")) == 3, timeout=60, what="all three again")
         arrivals = sorted(when for t, p, _, when in watch.got if p)
         assert all(b - a >= 0.3 for a, b in zip(arrivals, arrivals[1:])), arrivals   # never a burst
     finally:
@@ -196,3 +196,46 @@ def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monk
         d.store.close()
         d._lockfile.close()
         sock.close()
+
+
+def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path, tmp_path_factory,
+                                                                       monkeypatch):
+    """An ACL that will never let the box publish an agreement: the PUBACK's refusal is terminal."""
+    from vendor_messages import TestVendor
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {topics.agreements('+')}\n")
+    broker = Broker(tmp_path_factory.mktemp("acl-broker"), acl_file=acl)
+    broker.start()
+    box_config(tmp_path, monkeypatch)
+    data = tmp_path / "box"
+    log = tmp_path / "daemon.log"
+    proc = daemon(data, broker.url, log).start()
+    watch = Watcher(broker, f"{topics.PREFIX}/#")
+    try:
+        vrmbox("profile", "set", "email", "ann@example.org", data_dir=data)
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+        token = wait_for(lambda: next((p for t, p, _, _ in watch.got if t == topics.intent("bikes", intent)
+                                       and p), None), what="the intent")
+        v = TestVendor("acme")
+        watch.c.publish(topics.vendor_profile("acme"), v.profile(), qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: json.loads(vrmbox("vendors", "--json", data_dir=data).stdout), what="vendor pinned")
+        watch.c.publish(topics.offers(intent), v.offer(token.decode()), qos=1).wait_for_publish(5)
+        offer = wait_for(lambda: json.loads(vrmbox("offers", "--json", data_dir=data).stdout), what="offer")
+        agreement = json.loads(vrmbox("offer", "accept", "--fields", "email", "--json", "--",
+                                      offer[0]["offer"], data_dir=data).stdout)["agreement"]
+        vrmbox("agreement", "confirm", "--", agreement, data_dir=data)
+        status = wait_for(lambda: (s := json.loads(vrmbox("status", "--json", data_dir=data).stdout))["refused"]
+                          and s, what="the refusal shown in status")
+        assert [r["topic"] for r in status["refused"]] == [topics.agreements("acme")]
+        # barrier: a later message gets through, and still only one refusal was logged
+        second = json.loads(vrmbox("intent", "add", "tents", "--json", data_dir=data).stdout)["intent"]
+        wait_for(lambda: any(t == topics.intent("tents", second) for t, _, _, _ in watch.got), what="next intent")
+        assert log.read_text().count("the broker refused the message") == 1
+        assert len(json.loads(vrmbox("status", "--json", data_dir=data).stdout)["refused"]) == 1
+        events = [e["event_type"] for e in json.loads(vrmbox("audit", "show", "--limit", "500", "--json",
+                                                             data_dir=data).stdout)["entries"]]
+        assert events.count("outbox_refused") == 1
+    finally:
+        proc.stop()
+        watch.close()
+        broker.stop()

@@ -328,7 +328,8 @@ class Daemon:
         self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
                                                               cfg.intake.per_vendor_burst),
                              max_bytes=cfg.intake.max_message_bytes, clock=self.clock,
-                             max_offers_per_vendor_intent=cfg.intake.max_offers_per_vendor_intent)
+                             max_offers_per_vendor_intent=cfg.intake.max_offers_per_vendor_intent,
+                             max_vendors=cfg.intake.max_vendors)
 
     def _erase(self) -> dict[str, Any]:
         """Erase on the worker: the daemon holds the keys in memory, so it must be the one to

@@ -242,6 +242,16 @@ class MarketStore(StoreBase):
                                (status, self.now(), agreement_id))
             self.audit.append(f"agreement_{status}", {"agreement": agreement_id, "vendor": vendor})
 
+    def set_agreement_token(self, agreement_id: str, token: str) -> None:
+        """Protocol v2 signs an agreement when the person confirms it (its iat is the confirm
+        time): store the signed token on the row made at accept."""
+        with self._tx():
+            cur = self._conn.execute(
+                "UPDATE agreements SET token=?, updated_at=? WHERE agreement_id=?",
+                (self._seal("agreements", "token", (agreement_id,), token), self.now(), agreement_id))
+            if cur.rowcount != 1:
+                raise StoreError(f"no agreement {agreement_id}")
+
     def add_countersignature(self, agreement_id: str, token: str) -> None:
         with self._tx():
             vendor = self._agreement_vendor(agreement_id)
