@@ -249,3 +249,24 @@ def test_a_killed_ui_loses_nothing(system, tmp_path):
         assert list((tmp_path / "frames2").glob("frame_*.png"))
     finally:
         ui.stop()
+
+
+def test_the_ui_process_tells_systemd_it_is_ready_and_alive(tmp_path, monkeypatch):
+    """The unit is Type=notify with a watchdog: READY=1 after the first frame, then WATCHDOG=1
+    while the loop turns (even with no daemon: the display still says so)."""
+    import socket as so
+    path = tmp_path / "notify.sock"
+    sock = so.socket(so.AF_UNIX, so.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(15)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    ui = _ui_proc(tmp_path / "box", tmp_path / "frames", tmp_path / "ui.log").start()
+    try:
+        got = []
+        while got.count("WATCHDOG=1") < 3:
+            got.append(sock.recv(256).decode())
+        assert "READY=1" in got
+    finally:
+        ui.stop()
+        sock.close()

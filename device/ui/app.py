@@ -29,6 +29,7 @@ RETRY_S = 1.0               # between attempts to reach a stopped daemon
 STATUS_EVERY_S = 5.0        # status is memory-only on the daemon: cheap to re-read
 FULL_EVERY_S = 30.0         # a full re-read even with the stream (a slow subscriber loses events)
 POLL_EVERY_S = 3.0          # when the socket offers no stream
+WATCHDOG_S = 10.0           # systemd's WATCHDOG=1, sent while the render loop turns
 DAEMON_DOWN = "box daemon not running, retrying"
 _DOWN_MARKERS = ("not running", "cannot talk to the box daemon", "closed the connection")
 
@@ -54,9 +55,12 @@ class App:
     def __init__(self, sock: Path, device: Any, clock: Callable[[], float] = time.time,
                  on_frame: Callable[[State, Any], None] | None = None,
                  power_kw: dict[str, float] | None = None, pump: Callable[[float], None] | None = None,
-                 contrast: int = 0xCF, pair_url: str | None = None) -> None:
+                 contrast: int = 0xCF, pair_url: str | None = None,
+                 notify: Callable[[str], None] = lambda _state: None,
+                 watchdog_s: float = WATCHDOG_S) -> None:
         self.sock, self.device, self.clock = sock, device, clock
         self.on_frame, self.pump, self.contrast = on_frame, pump, contrast
+        self.notify, self.watchdog_s = notify, watchdog_s
         self.inbox: queue.Queue[Event] = queue.Queue()
         self.outbox: queue.Queue[Request | None] = queue.Queue()
         self.state = replace(initial(), pair_url=pair_url)
@@ -203,9 +207,12 @@ class App:
     def run(self) -> None:
         """Until stop(): the render loop, with the periodic re-reads."""
         self.start()
-        next_status = next_full = time.monotonic()
+        next_status = next_full = next_dog = time.monotonic()
         while not self.stop_event.is_set():
             mono = time.monotonic()
+            if mono >= next_dog:             # only a loop that turns feeds the watchdog
+                self.notify("WATCHDOG=1")
+                next_dog = mono + self.watchdog_s
             if mono >= next_status:
                 self.post(Refresh(("status",)))
                 next_status = mono + STATUS_EVERY_S

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +18,22 @@ log = logging.getLogger(__name__)
 
 DISPLAYS = ("ssd1306", "sh1106", "dummy", "capture", "gifanim", "pygame", "asciiblock")
 DEFAULT_PROFILE = "adafruit-oled-bonnet"
+
+
+def systemd_notify(state: str) -> None:
+    """READY=1 / WATCHDOG=1 / STOPPING=1 for the unit's Type=notify; a no-op outside systemd."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        import sdnotify
+        sdnotify.SystemdNotifier().notify(state)
+
+
+def watchdog_interval() -> float:
+    """Half of systemd's WatchdogSec (it passes $WATCHDOG_USEC), else every 10 s."""
+    try:
+        usec = int(os.environ.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return 10.0
+    return max(0.05, usec / 2e6) if usec > 0 else 10.0
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
@@ -68,7 +85,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         keys = PygameKeys(emit, profile.hold_time)
         pump = keys.pump
     app = App(button_socket_of(cfg), device, pump=pump, contrast=profile.display.contrast,
-              pair_url=companion_url_of(cfg))
+              pair_url=companion_url_of(cfg), notify=systemd_notify, watchdog_s=watchdog_interval())
     app_box["app"] = app
     if buttons is not None:
         buttons.attach(app.key)
@@ -82,6 +99,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     def on_frame(state: Any, _device: Any) -> None:
         if not ready["done"]:
             ready["done"] = True
+            systemd_notify("READY=1")
             if not sys.stdout.isatty():      # a terminal may be the display itself (asciiblock)
                 print(json.dumps({"ok": True, "ready": True, "display": kind, "profile": profile.name,
                                   "socket": str(app.sock)}) if args.json else "READY", flush=True)
@@ -91,6 +109,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         app.stop()
     finally:
+        systemd_notify("STOPPING=1")
         if isinstance(keys, TerminalKeys):
             keys.stop()
         if buttons is not None:
