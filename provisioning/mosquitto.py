@@ -138,8 +138,7 @@ def acl_text(box_user: str, vendors: list[str] = ()) -> str:  # type: ignore[ass
         ("write", topics.offers(ANY)),
         ("write", topics.countersignatures(ANY)),
         ("write", topics.revocation_acks(ANY)),
-        ("read", topics.availability(ANY)),
-    ]
+    ]   # never the box's availability: it would tie a box's intents together after a restart
     lines = ["# Written by vrmbox (provisioning/mosquitto.py) from vrm_protocol/topics.py;",
              "# `vrmbox broker add-vendor` rewrites it. No lines before the first `user`:",
              "# anonymous clients get nothing.",

@@ -143,3 +143,16 @@ def test_the_box_and_vendors_can_do_their_jobs(clients):
     acme.wait(lambda: acme.got(topics.agreements("acme"), b"agreement"), "agreement")
     assert b.publish(topics.withdrawal("bikes", INTENT), b"gone") == 0
     acme.wait(lambda: acme.got(topics.withdrawal("bikes", INTENT), b"gone"), "withdrawal")
+
+
+def test_no_vendor_reads_the_boxs_availability(clients):
+    """The status topic would tie a box's intents together after a restart (issue 9, finding 1)."""
+    make, box, vendor = clients
+    b, acme = box(), vendor("acme")
+    acme.subscribe(topics.availability("+"))
+    watcher = box()
+    assert watcher.subscribe(topics.availability("+")) in (0, 1)
+    b.publish(topics.availability("box-0123456789abcdef"), b"online")
+    watcher.wait(lambda: watcher.got(topics.availability("box-0123456789abcdef"), b"online"), "box sees it")
+    barrier(b, topics.intent("bikes", INTENT), acme)
+    assert [t for t, _ in acme.messages] == [topics.intent("bikes", INTENT)]
