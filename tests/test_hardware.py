@@ -99,6 +99,7 @@ def test_rotation_turns_the_joystick_with_the_display():
         buttons.close()
 
 
+@pytest.mark.slow
 def test_hardware_list_and_check_commands(tmp_path):
     out = vrmbox("hardware", "list")
     assert out.returncode == 0
@@ -181,6 +182,7 @@ def test_a_display_that_is_not_there_is_one_clear_error():
         make_display(profile, "crt")
 
 
+@pytest.mark.slow
 def test_vrmbox_ui_on_missing_hardware_exits_with_one_message(tmp_path):
     if Path("/dev/i2c-1").exists():
         pytest.skip("this machine has an I2C bus")
@@ -191,6 +193,7 @@ def test_vrmbox_ui_on_missing_hardware_exits_with_one_message(tmp_path):
     assert out.returncode == 2 and "not found" in out.stderr
 
 
+@pytest.mark.slow
 def test_vrmbox_ui_needs_no_broker_password(tmp_path):
     """The UI's user may not read the broker password file; the UI never speaks MQTT."""
     from processes import Proc

@@ -23,7 +23,7 @@ from hardware.display import make_display
 from hardware.profile import emulated_profile, parse_profile
 from processes import Proc, box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 CONFIG = """
 [agreements]

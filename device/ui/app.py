@@ -99,7 +99,9 @@ class App:
         return self.stop_event.wait(seconds)
 
     def _connection(self) -> None:
-        """Reach the daemon, follow its event stream; when it goes away, say so and retry."""
+        """Reach the daemon, follow its event stream; when it goes away, say so and retry.
+        The stream is open before the reads that Connection(True) sets off, so nothing that
+        changes after them is missed."""
         while not self.stop_event.is_set():
             try:
                 call(self.sock, "status", timeout=5)
@@ -107,22 +109,23 @@ class App:
                 self.post(Connection(False, DAEMON_DOWN if _is_down(exc) else str(exc)))
                 self._wait(RETRY_S)
                 continue
-            self.post(Connection(True))
-            started, events = time.monotonic(), 0
             try:
-                for event in subscribe(self.sock):
+                stream = subscribe(self.sock)
+            except (ControlError, OSError, ValueError) as exc:   # refused: poll instead
+                log.info("no event stream (%s): polling", exc)
+                self.post(Connection(True))
+                self._poll_for(FULL_EVERY_S)
+                continue
+            self.post(Connection(True))
+            try:
+                for event in stream:
                     if self.stop_event.is_set():
                         return
                     if isinstance(event, dict):
-                        events += 1
                         self.post(BoxEvent(event))
-            except (ControlError, OSError, ValueError) as exc:   # refused, gone, or garbage
+            except (ControlError, OSError, ValueError) as exc:   # gone, or garbage
                 log.debug("event stream ended: %s", exc)
-            if events == 0 and time.monotonic() - started < 1.0:
-                # The socket offers no stream (or refused it): poll until the next try.
-                self._poll_for(FULL_EVERY_S)
-            else:
-                self._wait(0.2)
+            self._wait(0.2)
 
     def _poll_for(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
