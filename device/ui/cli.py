@@ -60,8 +60,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if args.data_dir:
             overrides["data_dir"] = str(args.data_dir)
         cfg = load_config(args.config, overrides)
-        if args.profile:
-            profile = load_profile(args.profile)
+        if args.profile or cfg.ui.profile:
+            profile = load_profile(args.profile or cfg.ui.profile)
         elif args.display in HARDWARE_KINDS or args.display is None:
             profile = load_profile(DEFAULT_PROFILE)
         else:
