@@ -36,6 +36,7 @@ from ..intake import Intake, Outcome, Pre, Rejection
 from ..market import Market, MarketError, market_settings
 from ..ratelimit import RateLimiter
 from ..store import Store
+from ..store.connection import FULL, storage_fault
 from . import ops
 from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
@@ -61,7 +62,8 @@ class _Inbound:
 
 PRUNE_EVERY_S = 3600
 WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
-MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
+MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
+STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 
 
 class AlreadyRunning(RuntimeError):
@@ -84,6 +86,11 @@ class Daemon:
         self._stop = threading.Event()
         self._last_prune = 0.0
         self._retries: collections.deque[_Inbound] = collections.deque()
+        self._held: collections.deque[_Inbound] = collections.deque()   # unacked while storage fails
+        self._hold_max = cfg.intake.max_queue
+        self._storage: str | None = None          # None: writable; else FULL / FAILING
+        self._storage_retry_at = 0.0
+        self.storage_retry_s = STORAGE_RETRY_S
         self._connected = threading.Event()
         self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
         self._subscribed: set[str] = set()
@@ -210,8 +217,11 @@ class Daemon:
 
     def _work(self) -> None:
         last_tick = 0.0
-        while not self._stop.is_set() or not self._queue.empty():
+        while not self._stop.is_set() or (self._storage is None and not self._queue.empty()):
             self._beat = time.monotonic()
+            if self._storage is not None:
+                self._paused_step()
+                continue
             if self._retries:
                 item = self._retries.popleft()
             else:
@@ -219,22 +229,107 @@ class Daemon:
                     item = self._queue.get(timeout=TICK_S)
                 except queue.Empty:
                     item = None
-            try:
-                if item is not None:
-                    self._handle(item)
-                if time.monotonic() - last_tick >= TICK_S:
-                    last_tick = time.monotonic()
+            if item is not None:
+                self._run(item)
+            if self._storage is None and time.monotonic() - last_tick >= TICK_S:
+                last_tick = time.monotonic()
+                try:
                     self._tick()
-            except Exception:  # never let one bad item stop the box
-                log.exception("worker error on %r", type(item).__name__)
-                if isinstance(item, _Inbound):  # its PUBACK is still owed: retry, then give up
-                    item.attempts += 1
-                    if item.attempts < MAX_ATTEMPTS:
-                        self._retries.append(item)  # not the queue: the worker must never block on it
+                except Exception as exc:  # never let the tick stop the box
+                    fault = storage_fault(exc)
+                    if fault is None:
+                        log.exception("worker error in the periodic tick")
                     else:
-                        log.error("dropping a message on %s after %d failures", item.pre.topic,
-                                  MAX_ATTEMPTS)
-                        self._ack(item.mid, item.qos)
+                        self._pause(fault, None, exc)
+
+    def _run(self, item: Any) -> None:
+        """Handle one item; a message is acknowledged only once its result is committed."""
+        try:
+            self._handle(item)
+        except Exception as exc:  # never let one bad item stop the box
+            fault = storage_fault(exc)
+            if not isinstance(item, _Inbound):
+                log.exception("worker error on %r", type(item).__name__)
+                return
+            item.attempts += 1   # its PUBACK is still owed
+            if fault == FULL or (fault is not None and item.attempts >= MAX_ATTEMPTS):
+                self._pause(fault, item, exc)
+            elif item.attempts < MAX_ATTEMPTS:
+                log.warning("could not handle a message on %s (attempt %d): %r", item.pre.topic,
+                            item.attempts, exc)
+                self._retries.append(item)  # not the queue: the worker must never block on it
+            else:  # the store works; this message is what fails (a bug its content triggers)
+                log.exception("dropping a message on %s after %d failures", item.pre.topic,
+                              MAX_ATTEMPTS)
+                self._ack(item.mid, item.qos)
+
+    # ---------------------------------------------------------------- storage faults (worker thread)
+    def _pause(self, fault: str, item: _Inbound | None, exc: BaseException) -> None:
+        """The store cannot write: stop taking messages (nothing more is acknowledged, so the
+        broker keeps them for our session) and try again on a timer."""
+        if item is not None:
+            self._held.append(item)
+        while self._retries:                 # owed their PUBACK too: held in arrival order
+            self._held.append(self._retries.popleft())
+        self._storage_retry_at = time.monotonic() + self.storage_retry_s
+        if self._storage == fault:
+            return
+        self._storage = fault
+        log.error("storage %s (%s): intake paused, nothing more is acknowledged; retrying every "
+                  "%.0f s", "is full" if fault == FULL else "fails", exc, self.storage_retry_s)
+        self.events.publish({"type": "storage_full" if fault == FULL else "storage_error",
+                             "detail": str(exc)[:200]})
+
+    def _paused_step(self) -> None:
+        """While paused: hold new messages unacknowledged (up to a bound, then stop reading, so
+        the network thread and the broker hold the rest), run control requests, retry."""
+        wait = self._storage_retry_at - time.monotonic()
+        if wait <= 0:
+            self._retry_held()
+            return
+        if len(self._held) >= self._hold_max:
+            self._stop.wait(min(TICK_S, wait))
+            return
+        try:
+            item = self._queue.get(timeout=min(TICK_S, wait))
+        except queue.Empty:
+            return
+        if isinstance(item, _Inbound):
+            self._held.append(item)
+        else:
+            self._run(item)
+
+    def _retry_held(self) -> None:
+        """Try the oldest held message again (or, with none held, the tick's writes)."""
+        try:
+            if self._held:
+                self._handle(self._held[0])
+            else:
+                self._tick()
+        except Exception as exc:
+            fault = storage_fault(exc)
+            if fault is not None:
+                self._storage_retry_at = time.monotonic() + self.storage_retry_s
+                if fault != self._storage:
+                    self._storage = None
+                    self._pause(fault, None, exc)
+                log.info("storage still %s: %r", self._storage, exc)
+                return
+            if self._held:   # the store works again; this message is what fails
+                item = self._held.popleft()
+                item.attempts = 0
+                self._retries.append(item)
+        else:
+            if self._held:
+                self._held.popleft()
+        log.warning("storage writable again: intake resumed (%d held message(s) to go)",
+                    len(self._held))
+        self._storage = None
+        while self._held:
+            item = self._held.pop()
+            item.attempts = 0
+            self._retries.appendleft(item)
+        self.events.publish({"type": "storage_ok"})
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Inbound):
@@ -383,6 +478,7 @@ class Daemon:
         """Called from the control thread: memory only, never the store."""
         return {"box_id": self.box_id, "connected": self._connected.is_set(),
                 "queue": self._queue.qsize(), "inflight": len(self._inflight),
+                "storage": self._storage or "ok", "held": len(self._held),
                 "live_intents": self._live_intents,
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,

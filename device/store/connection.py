@@ -7,6 +7,7 @@ one way to seal a value (bound to its table, column and row).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -59,6 +60,23 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+FULL = "full"      # the disk (or the database's quota) is full: nothing can be stored until space returns
+FAILING = "error"  # the store fails for another reason (locked, I/O error, read-only ...)
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """What a failure says about the store: FULL, FAILING, or None (not the store's fault).
+    Pure; the daemon pauses its intake on either fault instead of acknowledging what it lost."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FULL
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        return FULL if "database or disk is full" in text or "disk is full" in text else FAILING
+    if isinstance(exc, OSError):
+        return FAILING
+    return None
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One transaction; joins an outer one (so a change and its audit entry commit together)."""
@@ -70,7 +88,13 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a second
+        # rollback would raise "no transaction is active" and hide the real error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as rb:
+                log.warning("rollback failed after an error (%s); the error follows", rb)
         raise
 
 
