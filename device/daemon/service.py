@@ -276,7 +276,7 @@ class Daemon:
             return
         self._storage = fault
         log.error("storage %s (%s): intake paused, nothing more is acknowledged; retrying every "
-                  "%.0f s", "is full" if fault == FULL else "fails", exc, self.storage_retry_s)
+                  "%g s", "is full" if fault == FULL else "fails", exc, self.storage_retry_s)
         self.events.publish({"type": "storage_full" if fault == FULL else "storage_error",
                              "detail": str(exc)[:200]})
 
