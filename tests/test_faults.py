@@ -8,9 +8,11 @@ loses nothing already stored, and catches up by itself, storing every offer exac
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
+import queue
 import subprocess
 import threading
 import time
@@ -25,7 +27,7 @@ from device.config import load_config
 from device.daemon.service import Daemon, _Inbound
 from device.intake import Pre
 from device.store import Store
-from vrm_protocol import topics
+from vrm_protocol import TermsResponse, sign, topics
 from vrm_protocol.codec import unverified_payload
 
 from processes import box_config, daemon, vrmbox, wait_for
@@ -75,7 +77,9 @@ class Box:
         self.d._put(_Inbound(pre, mid=mid, qos=1))
 
     def stored(self) -> list[str]:
-        return [o.offer_id for o in self.d.store.list_offers(self.intent)]
+        """What is committed, read on a connection of its own."""
+        with Store.open(self.d.cfg.data_dir) as s:
+            return [o.offer_id for o in s.list_offers(self.intent)]
 
     def stop(self) -> None:
         self.d._stop.set()
@@ -139,6 +143,74 @@ def test_a_real_sqlite_full_pauses_intake_and_it_catches_up(tmp_path):
     pages = conn.execute("PRAGMA page_count").fetchone()[0]
     conn.execute(f"PRAGMA max_page_count = {pages}")   # SQLite's own SQLITE_FULL from here on
     _check_pause_and_catch_up(box, lambda: conn.execute("PRAGMA max_page_count = 1073741823"))
+
+
+# ---------------------------------------------------------------- group commit
+def _queue_then_run(box: Box, n: int) -> None:
+    """n offers queued before the worker starts: the worker finds them all waiting."""
+    for mid in range(1, n + 1):
+        box.offer(mid)
+    box.thread.start()
+
+
+def test_queued_offers_are_stored_in_few_commits_and_acked_after_them(tmp_path):
+    box = Box(tmp_path)
+    box.d._queue = queue.Queue()                         # unbounded here: all 150 wait together
+    commits: list[int] = []                              # acks seen at each COMMIT
+    box.d.store._conn.set_trace_callback(
+        lambda sql: commits.append(len(box.acks)) if sql.strip().upper() == "COMMIT" else None)
+    _queue_then_run(box, 150)
+    try:
+        _until(lambda: len(box.acks) == 150, what="all acknowledged")
+    finally:
+        box.stop()
+    assert sorted(box.acks) == list(range(1, 151))
+    assert sorted(box.stored()) == sorted(box.by_mid.values())
+    assert 3 <= len(commits) <= 10                       # 150 offers, at most BATCH_MAX a commit
+    assert commits[0] == 0                               # nothing acknowledged before a commit
+
+
+def test_a_refused_offer_in_a_batch_writes_nothing_and_the_rest_commit(tmp_path):
+    box = Box(tmp_path)
+    box.offer(1)
+    box.offer(2)
+    body = box.vendor.offer_body(box.token, price=5)
+    body = dataclasses.replace(body, terms_response=TermsResponse(
+        id=body.terms_response.id, sha256="A" * 43, decision="accept"))   # other terms: refused
+    wrong = sign(box.vendor.identity, body, now=time.time(), ttl=3600)
+    box.d._put(_Inbound(box.d.intake.precheck(topics.offers(box.intent), wrong.encode()), mid=3, qos=1))
+    box.offer(4)
+    box.thread.start()
+    try:
+        _until(lambda: len(box.acks) == 4, what="all acknowledged")
+    finally:
+        box.stop()
+    assert sorted(box.acks) == [1, 2, 3, 4]
+    assert sorted(box.stored()) == sorted([box.by_mid[1], box.by_mid[2], box.by_mid[4]])
+    assert [e["reason"] for e in box.events if e["type"] == "rejected"] == ["terms_mismatch"]
+
+
+def test_a_message_failing_mid_batch_does_not_cost_the_others(tmp_path):
+    box = Box(tmp_path)
+    real = box.d.intake.handle
+    bad: dict[str, str] = {}
+
+    def handle(pre):
+        out = real(pre)                                  # its writes and memory happen first
+        if pre.msg is not None and pre.msg.id == bad.get("id"):
+            raise KeyError("a bug this message triggers, after its writes")
+        return out
+    box.d.intake.handle = handle
+    for mid in range(1, 11):
+        box.offer(mid)
+    bad["id"] = box.by_mid[5]
+    box.thread.start()
+    try:
+        _until(lambda: len(box.acks) == 10, what="all acknowledged")
+    finally:
+        box.stop()
+    assert sorted(box.acks) == list(range(1, 11))        # each once; the bad one dropped at last
+    assert sorted(box.stored()) == sorted(v for m, v in box.by_mid.items() if m != 5)
 
 
 # ---------------------------------------------------------------- the real daemon on a real tmpfs

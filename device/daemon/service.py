@@ -63,6 +63,7 @@ class _Inbound:
 PRUNE_EVERY_S = 3600
 WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
+BATCH_MAX = 64      # messages stored in one transaction (group commit)
 STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 
 
@@ -229,7 +230,9 @@ class Daemon:
                     item = self._queue.get(timeout=TICK_S)
                 except queue.Empty:
                     item = None
-            if item is not None:
+            if isinstance(item, _Inbound):
+                self._run_batch(self._gather(item))
+            elif item is not None:
                 self._run(item)
             if self._storage is None and time.monotonic() - last_tick >= TICK_S:
                 last_tick = time.monotonic()
@@ -242,6 +245,57 @@ class Daemon:
                     else:
                         self._pause(fault, None, exc)
 
+    def _gather(self, first: _Inbound) -> list[Any]:
+        """Group commit: what is already queued behind `first`, up to BATCH_MAX items. Never
+        waits for more, so a single offer on an idle box is not delayed."""
+        batch = [first]
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_batch(self, batch: list[Any]) -> None:
+        """Consecutive messages are stored in one transaction (one sync) and acknowledged only
+        after its commit; other items run in their place in the order they came."""
+        run: list[_Inbound] = []
+        for item in batch:
+            if isinstance(item, _Inbound):
+                run.append(item)
+                continue
+            self._commit_run(run)
+            run = []
+            self._run(item)
+        self._commit_run(run)
+
+    def _commit_run(self, run: list[_Inbound]) -> None:
+        if len(run) <= 1 or self._storage is not None:
+            for item in run:
+                if self._storage is None:
+                    self._run(item)
+                else:
+                    self._held.append(item)
+            return
+        try:
+            outcomes = []
+            with self.store.transaction():
+                for item in run:
+                    with self.store.savepoint() as part:
+                        outcome = self.intake.handle(item.pre)
+                        if isinstance(outcome, Rejection):
+                            part.discard()      # a refused message writes nothing
+                    outcomes.append(outcome)
+        except Exception as exc:
+            # Rolled back: memory forgets the batch, and each message is tried on its own, where
+            # a store fault pauses the intake and any other failure is the message's alone.
+            log.info("group commit of %d message(s) failed (%r); taking them one by one", len(run), exc)
+            self._forget()
+            self._retries.extendleft(reversed(run))
+            return
+        for item, outcome in zip(run, outcomes):
+            self._finish(item, outcome)
+
     def _run(self, item: Any) -> None:
         """Handle one item; a message is acknowledged only once its result is committed."""
         try:
@@ -251,6 +305,7 @@ class Daemon:
             if not isinstance(item, _Inbound):
                 log.exception("worker error on %r", type(item).__name__)
                 return
+            self._forget()
             item.attempts += 1   # its PUBACK is still owed
             if fault == FULL or (fault is not None and item.attempts >= MAX_ATTEMPTS):
                 self._pause(fault, item, exc)
@@ -307,6 +362,8 @@ class Daemon:
             else:
                 self._tick()
         except Exception as exc:
+            if self._held:
+                self._forget()
             fault = storage_fault(exc)
             if fault is not None:
                 self._storage_retry_at = time.monotonic() + self.storage_retry_s
@@ -331,18 +388,33 @@ class Daemon:
             self._retries.appendleft(item)
         self.events.publish({"type": "storage_ok"})
 
+    def _finish(self, item: _Inbound, outcome: Outcome | Rejection) -> None:
+        """After the commit: count, announce, acknowledge."""
+        if isinstance(outcome, Rejection):
+            self.intake.count(outcome)
+            self._rejected_total += 1
+            self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
+        elif isinstance(outcome, Outcome) and outcome.event:
+            if outcome.event.get("type") == "offer":
+                self._last_offer_at = int(self.clock())
+            self.events.publish(outcome.event)
+        self._ack(item.mid, item.qos)  # only now: the result is committed
+
+    def _apply(self, item: _Inbound) -> Outcome | Rejection:
+        """One message's writes (store, audit, ranking) in one transaction; a refusal writes nothing."""
+        with self.store.transaction():
+            return self.intake.handle(item.pre)
+
+    def _forget(self) -> None:
+        """After a rolled-back transaction: memory forgets what was never committed."""
+        try:
+            self.intake.reload()
+        except Exception as exc:
+            log.warning("could not reload the intake's caches: %r", exc)
+
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Inbound):
-            outcome = self.intake.handle(item.pre)
-            if isinstance(outcome, Rejection):
-                self.intake.count(outcome)
-                self._rejected_total += 1
-                self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
-            elif isinstance(outcome, Outcome) and outcome.event:
-                if outcome.event.get("type") == "offer":
-                    self._last_offer_at = int(self.clock())
-                self.events.publish(outcome.event)
-            self._ack(item.mid, item.qos)  # only now: the result is committed
+            self._finish(item, self._apply(item))
             return
         kind, value = item
         if kind == "sent":

@@ -98,6 +98,36 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+class Savepoint:
+    """A part of the open transaction that can be undone alone."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def discard(self) -> None:
+        """Undo what was written since the savepoint (the transaction goes on)."""
+        self._conn.execute("ROLLBACK TO vrm_part")
+
+
+@contextmanager
+def savepoint(conn: sqlite3.Connection) -> Iterator[Savepoint]:
+    """Inside a transaction: one message of a group commit, undone alone when it is refused or
+    fails, so the others still commit together."""
+    conn.execute("SAVEPOINT vrm_part")
+    try:
+        yield Savepoint(conn)
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK TO vrm_part")
+            except sqlite3.Error as rb:
+                log.warning("rollback to savepoint failed after an error (%s); the error follows", rb)
+        raise
+    finally:
+        if conn.in_transaction:
+            conn.execute("RELEASE vrm_part")
+
+
 @contextmanager
 def audit_rows_deletable(conn: sqlite3.Connection) -> Iterator[None]:
     """Lift the audit log's delete guard for the body only (import, restore, erase replace the
@@ -147,6 +177,10 @@ class StoreBase:
     def transaction(self) -> Any:
         """Group several store calls (and their audit entries) into one atomic commit."""
         return self._tx()
+
+    def savepoint(self) -> Any:
+        """Inside `transaction()`: a part that can be undone alone (see `savepoint`)."""
+        return savepoint(self._conn)
 
     def _seal(self, table: str, column: str, key: tuple[Any, ...], value: Any) -> bytes:
         return self._cipher.seal_json(value, aad(table, column, key))
