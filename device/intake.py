@@ -17,6 +17,7 @@ Every refusal is a `Rejection` with a reason code; nothing here raises on bad in
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -299,7 +300,7 @@ class Intake:
         for (reason, vendor), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             try:
                 self.store.count_rejection(reason, vendor, n)
-            except StoreError as exc:  # counting must never take the box down
+            except (StoreError, sqlite3.Error, OSError) as exc:  # counting must never take the box down
                 log.warning("could not count %d rejection(s): %s", n, exc)
 
     def _message(self, pre: Pre, expect: type) -> Message:
