@@ -86,7 +86,7 @@ class Daemon:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
         self._stop = threading.Event()
         self._last_prune = 0.0
-        self._retries: collections.deque[_Inbound] = collections.deque()
+        self._retries: collections.deque[Any] = collections.deque()   # run one by one, first
         self._held: collections.deque[_Inbound] = collections.deque()   # unacked while storage fails
         self._hold_max = cfg.intake.max_queue
         self._storage: str | None = None          # None: writable; else FULL / FAILING
@@ -223,17 +223,17 @@ class Daemon:
             if self._storage is not None:
                 self._paused_step()
                 continue
-            if self._retries:
-                item = self._retries.popleft()
+            if self._retries:                # retried one by one, never in a batch again
+                self._run(self._retries.popleft())
             else:
                 try:
                     item = self._queue.get(timeout=TICK_S)
                 except queue.Empty:
                     item = None
-            if isinstance(item, _Inbound):
-                self._run_batch(self._gather(item))
-            elif item is not None:
-                self._run(item)
+                if isinstance(item, _Inbound):
+                    self._run_batch(self._gather(item))
+                elif item is not None:
+                    self._run(item)
             if self._storage is None and time.monotonic() - last_tick >= TICK_S:
                 last_tick = time.monotonic()
                 try:
@@ -259,24 +259,29 @@ class Daemon:
     def _run_batch(self, batch: list[Any]) -> None:
         """Consecutive messages are stored in one transaction (one sync) and acknowledged only
         after its commit; other items run in their place in the order they came."""
-        run: list[_Inbound] = []
-        for item in batch:
-            if isinstance(item, _Inbound):
-                run.append(item)
+        i = 0
+        while i < len(batch):
+            if not isinstance(batch[i], _Inbound):
+                self._run(batch[i])
+                i += 1
                 continue
-            self._commit_run(run)
-            run = []
-            self._run(item)
-        self._commit_run(run)
+            j = i
+            while j < len(batch) and isinstance(batch[j], _Inbound):
+                j += 1
+            if not self._commit_run(batch[i:j]):
+                self._retries.extend(batch[i:])   # one by one from here on, in arrival order
+                return
+            i = j
 
-    def _commit_run(self, run: list[_Inbound]) -> None:
-        if len(run) <= 1 or self._storage is not None:
+    def _commit_run(self, run: list[_Inbound]) -> bool:
+        """False if the transaction failed (rolled back, nothing acknowledged)."""
+        if len(run) == 1 or self._storage is not None:
             for item in run:
                 if self._storage is None:
                     self._run(item)
                 else:
                     self._held.append(item)
-            return
+            return True
         try:
             outcomes = []
             with self.store.transaction():
@@ -291,10 +296,10 @@ class Daemon:
             # a store fault pauses the intake and any other failure is the message's alone.
             log.info("group commit of %d message(s) failed (%r); taking them one by one", len(run), exc)
             self._forget()
-            self._retries.extendleft(reversed(run))
-            return
+            return False
         for item, outcome in zip(run, outcomes):
             self._finish(item, outcome)
+        return True
 
     def _run(self, item: Any) -> None:
         """Handle one item; a message is acknowledged only once its result is committed."""
@@ -324,8 +329,11 @@ class Daemon:
         broker keeps them for our session) and try again on a timer."""
         if item is not None:
             self._held.append(item)
-        while self._retries:                 # owed their PUBACK too: held in arrival order
-            self._held.append(self._retries.popleft())
+        rest: collections.deque[Any] = collections.deque()
+        while self._retries:                 # messages owe their PUBACK too: held in arrival order
+            it = self._retries.popleft()
+            (self._held if isinstance(it, _Inbound) else rest).append(it)
+        self._retries = rest
         self._storage_retry_at = time.monotonic() + self.storage_retry_s
         if self._storage == fault:
             return
@@ -338,6 +346,9 @@ class Daemon:
     def _paused_step(self) -> None:
         """While paused: hold new messages unacknowledged (up to a bound, then stop reading, so
         the network thread and the broker hold the rest), run control requests, retry."""
+        if self._retries:                    # control requests left from a failed batch
+            self._run(self._retries.popleft())
+            return
         wait = self._storage_retry_at - time.monotonic()
         if wait <= 0:
             self._retry_held()
