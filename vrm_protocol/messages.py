@@ -325,24 +325,34 @@ def _check_attributes(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
+_SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
+
+
+def _shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    """(origin, args) of a type hint, worked out once per hint (verify is on the hot path)."""
+    shape = _SHAPES.get(tp)
+    if shape is None:
+        shape = _SHAPES[tp] = (typing.get_origin(tp), typing.get_args(tp))
+    return shape
+
+
 def _convert(tp: Any, value: Any, where: str, max_len: int = MAX_STR) -> Any:
-    origin = typing.get_origin(tp)
+    origin, args = _shape(tp)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(inner, value, where, max_len)
     if origin is Literal:
-        if value not in typing.get_args(tp) or not isinstance(value, str):
-            raise _bad(f"{where} must be one of {list(typing.get_args(tp))}")
+        if not isinstance(value, str) or value not in args:
+            raise _bad(f"{where} must be one of {list(args)}")
         return value
     if origin is list:
         if not isinstance(value, list):
             raise _bad(f"{where} must be a list")
         if len(value) > MAX_LIST:
             raise _bad(f"{where} has more than {MAX_LIST} items")
-        (inner,) = typing.get_args(tp)
+        (inner,) = args
         return [_convert(inner, v, f"{where}[]") for v in value]
     if origin is dict:
         return _check_attributes(value, where)
@@ -374,6 +384,7 @@ def _convert(tp: Any, value: Any, where: str, max_len: int = MAX_STR) -> Any:
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
+_FIELDS: dict[type, tuple[tuple[str, Any, int, bool], ...]] = {}
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -383,27 +394,37 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS[cls]
 
 
+def _plan(cls: type) -> tuple[tuple[str, Any, int, bool], ...]:
+    """(name, hint, max_len, required) per field of a message class, reflected on once."""
+    plan = _FIELDS.get(cls)
+    if plan is None:
+        hints = _hints(cls)
+        plan = _FIELDS[cls] = tuple(
+            (f.name, hints[f.name], f.metadata.get("max_len", MAX_STR),
+             f.default is MISSING and f.default_factory is MISSING) for f in fields(cls))
+    return plan
+
+
 def parse_dataclass(cls: type, data: Any, where: str = "") -> Any:
     """Build `cls` from a decoded JSON object, or raise ProtocolError('bad_field')."""
     if not isinstance(data, dict):
         raise _bad(f"{where or cls.__name__} must be an object")
-    hints = _hints(cls)
-    extra = set(data) - set(hints)
+    plan = _plan(cls)
+    extra = set(data) - set(_hints(cls))
     if extra:
         raise _bad(f"unknown field(s) {sorted(extra)[:5]} in {where or cls.__name__}")
     kwargs = {}
-    for f in fields(cls):
-        name = f"{where}.{f.name}" if where else f.name
-        if f.name in data:
-            kwargs[f.name] = _convert(hints[f.name], data[f.name], name, f.metadata.get("max_len", MAX_STR))
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise _bad(f"missing field {name}")
+    for fname, hint, max_len, required in plan:
+        if fname in data:
+            kwargs[fname] = _convert(hint, data[fname], f"{where}.{fname}" if where else fname, max_len)
+        elif required:
+            raise _bad(f"missing field {f'{where}.{fname}' if where else fname}")
     obj = cls(**kwargs)
     check = getattr(obj, "check", None)
     if check:
         check()
-    for f in fields(cls):  # nested objects check themselves
-        v = getattr(obj, f.name)
+    for fname, _, _, _ in plan:  # nested objects check themselves
+        v = getattr(obj, fname)
         if hasattr(v, "check") and v is not obj:
             v.check()
     return obj
