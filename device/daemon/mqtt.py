@@ -34,9 +34,13 @@ def make_client(b: BrokerConfig, client_id: str, manual_ack: bool = False) -> mq
     return client
 
 
+RECEIVE_MAXIMUM = 100    # unacknowledged messages the broker may have in flight to the box
+
+
 def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False) -> None:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = b.session_expiry
+    props.ReceiveMaximum = RECEIVE_MAXIMUM   # bounds what waits for the store, whatever the broker allows
     client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=clean_start,
                          properties=props)
 
