@@ -1,0 +1,69 @@
+"""How a page talks to the box: reads that degrade to "the daemon is not running", changes whose
+refusals become a message for the person, and held requests shown plainly.
+
+Why one place: every blueprint needs the same three outcomes (done, refused with a reason, box
+down), and the person must see the same words for each on every page.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app, flash, g
+
+from .box import DOWN_MESSAGE, HELD, Box, BoxDown, BoxRefused
+
+log = logging.getLogger(__name__)
+
+
+def box() -> Box:
+    return current_app.config["BOX"]
+
+
+def read(op: str, args: dict[str, Any] | None = None, default: Any = None) -> Any:
+    """A read for a page: on failure the page still renders (banner, or the refusal flashed)."""
+    try:
+        return box().call(op, args)
+    except BoxDown:
+        g.box_down = True
+        return default
+    except BoxRefused as exc:
+        flash(str(exc), "error")
+        return default
+
+
+def held_message(result: Any) -> str | None:
+    """The words for a request the box holds until its button is long-pressed, else None."""
+    if isinstance(result, dict) and result.get("status") == HELD:
+        what = result.get("what") or "this change"
+        return (f"Waiting for the box: press and hold the button on the box to approve {what} "
+                f"(request {result.get('request', '?')}). Nothing has changed yet.")
+    return None
+
+
+def change(op: str, args: dict[str, Any] | None = None, done: str | None = None) -> tuple[bool, Any]:
+    """A change asked of the box; (True, result) when the box took it (done or held)."""
+    try:
+        result = box().call(op, args)
+    except BoxDown:
+        g.box_down = True
+        flash(f"Not done: {DOWN_MESSAGE}.", "error")
+        return False, None
+    except BoxRefused as exc:
+        flash(f"Not done: {exc}", "error")
+        return False, None
+    held = held_message(result)
+    if held:
+        flash(held, "held")
+    elif done:
+        flash(done, "ok")
+    return True, result
+
+
+def back(default: str) -> str:
+    """Where to go after a form: the form's own `next` when it is a path on this site."""
+    from flask import request
+    nxt = request.form.get("next", "")
+    if nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) < 300:
+        return nxt
+    return default
