@@ -18,6 +18,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any, Callable
 
+from . import pairing
 from .events import EventBus
 from .market import Market, MarketError
 
@@ -68,8 +69,16 @@ OPS: dict[str, Callable[[Market, dict[str, Any]], Any]] = {
     "rules": lambda m, a: m.rules(),
     "rules_set": lambda m, a: m.set_rules(_need(a, "rules", dict)),
     "setting_set": lambda m, a: m.set_setting(_need(a, "key", str), a.get("value")),
+    # pairing phones with the box (device/pairing.py, docs/companion.md)
+    "pair_code": lambda m, a: pairing.new_code(m.store),
+    "pair_complete": lambda m, a: pairing.complete(m.store, _need(a, "code", str), _need(a, "name", str),
+                                                   _opt(a, "client", str)),
+    "phone_session": lambda m, a: pairing.session(m.store, _need(a, "secret", str)),
+    "phones": lambda m, a: pairing.list_phones(m.store),
+    "phone_unpair": lambda m, a: pairing.unpair(m.store, _need(a, "phone", str)),
 }
-READ_ONLY_OPS = frozenset({"intents", "offers", "agreements", "vendors", "rejections", "rules"})
+READ_ONLY_OPS = frozenset({"intents", "offers", "agreements", "vendors", "rejections", "rules", "phones",
+                           "phone_session"})
 # What may be done on the button socket, and as whom each socket confirms: a client never says
 # "I am the button" — the socket it can open says it.
 BUTTON_OPS = frozenset({"confirm", "cancel", "agreements", "status"})
