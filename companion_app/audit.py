@@ -44,10 +44,17 @@ def entries_of(result: Any) -> tuple[list[dict[str, Any]], int | None]:
 @bp.route("/")
 def index() -> Any:
     args, errors = page_args(request.args)
+    page_no = args["offset"] // PAGE + 1
     if errors:
         return render_template("audit.html", entries=[], total=None, verify=None, errors=errors,
                                page=1, kind="", page_size=PAGE), 400
-    entries, total = entries_of(read("audit", args, None))
+    # newest first: page 1 is the last PAGE entries of the log
+    _, total = entries_of(read("audit", {"offset": 0, "limit": 1}, None))
+    if total is not None:
+        end = max(0, total - args["offset"])
+        args = {**args, "offset": max(0, end - PAGE), "limit": max(1, min(PAGE, end))}
+    entries, _ = entries_of(read("audit", args, None)) if total else ([], None)
+    entries.reverse()
     return render_template("audit.html", entries=entries, total=total, verify=read("audit_verify", {}, None),
-                           errors={}, page=args["offset"] // PAGE + 1, kind=args.get("type", ""),
+                           errors={}, page=page_no, kind=args.get("type", ""),
                            page_size=PAGE)

@@ -12,10 +12,7 @@ import socket
 from pathlib import Path
 from typing import Any, Iterator
 
-try:  # the lead is moving the client half of control.py into device/client.py
-    from device.client import ControlError, call  # type: ignore[import-not-found]
-except ModuleNotFoundError:  # pragma: no cover - until that lands
-    from device.control import ControlError, call
+from device.client import ControlError, DaemonNotRunning, call
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +36,10 @@ class BoxRefused(BoxError):
     """The daemon answered with a refusal; the message says why (shown to the person)."""
 
 
-def _is_down(message: str) -> bool:
-    return any(s in message for s in ("not running", "cannot talk to", "closed the connection"))
+def _is_down(exc: ControlError) -> bool:
+    """No usable daemon (not running, unreachable, or not letting this user in)."""
+    return isinstance(exc, DaemonNotRunning) or any(
+        s in str(exc) for s in ("cannot talk to", "closed the connection", "may not open", "not JSON"))
 
 
 class Box:
@@ -54,12 +53,9 @@ class Box:
         try:
             return call(self.socket_path, op, args or {}, timeout=self.timeout)
         except ControlError as exc:
-            message = str(exc)
-            if _is_down(message):
-                raise BoxDown(message) from exc
-            raise BoxRefused(message) from exc
-        except ValueError as exc:   # a reply that is not JSON: treat the daemon as unusable
-            raise BoxDown(f"bad reply: {exc}") from exc
+            if _is_down(exc):
+                raise BoxDown(str(exc)) from exc
+            raise BoxRefused(str(exc)) from exc
 
     def running(self) -> bool:
         try:

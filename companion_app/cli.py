@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from device.cli.common import EXPECTED
+from device.textsafe import printable
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BIND = "0.0.0.0"
@@ -20,31 +23,19 @@ SERVICE_NAME = "VRM box"
 THREADS = 8
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--data-dir", type=Path, default=None, help="box data directory")
-    p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
-    return p
-
-
 def _config(args: argparse.Namespace) -> Any:
-    from device.config import load_config
-    overrides = {"data_dir": str(args.data_dir)} if getattr(args, "data_dir", None) else {}
-    return load_config(args.config, overrides)
+    from device.cli.common import config
+    return config(args)
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": message}))
-    else:
-        print(f"error: {message}", file=sys.stderr)
-    return 1
+    from device.cli.common import fail
+    return fail(args, message)
 
 
 def _operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
     """The daemon's operation if it runs, else the same one on the store (the box's own user)."""
-    from device.cli_market import operate
+    from device.cli.common import operate
     return operate(args, op, op_args)
 
 
@@ -84,7 +75,7 @@ def cmd_companion(args: argparse.Namespace) -> int:
     from companion_app.box import Box
     try:
         cfg = _config(args)
-    except ValueError as exc:
+    except EXPECTED as exc:
         return _fail(args, str(exc))
     hosts = [args.bind] + (lan_addresses() if args.bind in ("0.0.0.0", "::") else [])
     app = create_app({"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts})
@@ -113,7 +104,7 @@ def cmd_companion(args: argparse.Namespace) -> int:
 def cmd_pair(args: argparse.Namespace) -> int:
     try:
         result = _operate(args, "pair_code", {})
-    except ValueError as exc:
+    except EXPECTED as exc:
         return _fail(args, str(exc))
     if args.json:
         print(json.dumps({"code": result["code"], "expires_at": result["expires_at"]}))
@@ -132,14 +123,15 @@ def cmd_phones(args: argparse.Namespace) -> int:
         else:
             result = _operate(args, "phones", {})
             text = "\n".join(f"{p['phone']}  {p['name']}" for p in result) or "no paired phones"
-    except ValueError as exc:
+    except EXPECTED as exc:
         return _fail(args, str(exc))
-    print(json.dumps(result) if args.json else text)
+    print(json.dumps(result) if args.json else printable(text))
     return 0
 
 
 def register(subparsers: Any) -> None:
-    common = _common()
+    from device.cli.common import common as common_options
+    common = common_options()
     p = subparsers.add_parser("companion", parents=[common], help="serve the phone companion app")
     p.add_argument("--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)")

@@ -10,6 +10,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
                    session, stream_with_context, url_for)
 
 from .box import BoxDown
+from .mydata import profile_rows
 from .pages import back, box, change, read
 from .security import SESSION_KEY
 
@@ -66,12 +67,16 @@ def accept(offer_id: str) -> Any:
     offer = _offer(offer_id)
     if offer is None and not g.get("box_down"):
         abort(404)
-    profile = read("profile", {}, None)
-    field_names = sorted(profile) if isinstance(profile, dict) else []
-    preview = read("accept_preview", {"offer": offer_id}, None) if field_names else None
+    field_names = sorted(p["name"] for p in profile_rows(read("profile", {}, None)) if "name" in p)
+    preview = read("accept_preview", {"offer": offer_id}, None) if offer else None
+    preview = preview if isinstance(preview, dict) else {}
     errors: dict[str, str] = {}
-    form = {"fields": request.form.getlist("fields"), "purpose": request.form.get("purpose", ""),
-            "duration_days": request.form.get("duration_days", "30")}
+    if request.method == "POST":
+        form = {"fields": request.form.getlist("fields"), "purpose": request.form.get("purpose", ""),
+                "duration_days": request.form.get("duration_days", "30")}
+    else:   # the box's defaults: what a press on the box would share
+        form = {"fields": preview.get("fields", []), "purpose": preview.get("purpose", ""),
+                "duration_days": str(preview.get("duration_days", 30))}
     if request.method == "POST":
         fields = [f.strip() for f in form["fields"] if f.strip()]
         typed = request.form.get("fields_typed", "")

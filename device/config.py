@@ -36,6 +36,8 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_PRESETS = 32
 MAX_ATTRS = 50
 MAX_STR = 2000
+CONTROL_SOCKET_NAME = "control.sock"
+BUTTON_SOCKET_NAME = "button.sock"
 MAX_SOCKET_PATH = 107            # sun_path is 108 bytes including the NUL
 _SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -112,11 +114,25 @@ class AgreementsConfig:
     countersign_timeout_s: int = 300
     default_duration_days: int = 30
     companion_only_confirmation: bool = False
+    default_purpose: str = "fulfil the offer"
+    default_fields: tuple[str, ...] = ("email",)   # what "accept" on the box shares
 
 
 @dataclass(frozen=True)
 class ControlConfig:
+    """The local sockets and who may open each (docs/architecture.md, device/daemon/access.py).
+    No allow-list at all: the single-user development setup."""
+
     socket: Path
+    button_socket: Path | None = None        # None: button.sock next to the control socket
+    control_users: tuple[str, ...] = ()
+    control_groups: tuple[str, ...] = ()
+    button_users: tuple[str, ...] = ()
+    button_groups: tuple[str, ...] = ()
+
+    @property
+    def button(self) -> Path:
+        return self.button_socket or Path(self.socket).with_name(BUTTON_SOCKET_NAME)
 
 
 @dataclass(frozen=True)
@@ -227,6 +243,32 @@ def _client_id(value: Any, key: str) -> str | None:
     return value
 
 
+def _names(max_items: int = 32) -> Check:
+    """A list of user/group names or numeric ids (resolved when the daemon starts)."""
+    def check(value: Any, key: str) -> tuple[str, ...]:
+        if not isinstance(value, (list, tuple)) or len(value) > max_items:
+            raise ConfigError(key, value, f"must be a list of at most {max_items} names")
+        out = []
+        for v in value:
+            if isinstance(v, bool) or not isinstance(v, (str, int)) or not re.fullmatch(
+                    r"[a-z_][a-z0-9_.-]{0,31}\$?|\d{1,10}", str(v)):
+                raise ConfigError(key, v, "must be a user/group name or a numeric id")
+            out.append(str(v))
+        return tuple(out)
+    check.kind = "list"  # type: ignore[attr-defined]
+    return check
+
+
+def _fields(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, (list, tuple)) or len(value) > 32 or not all(
+            isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", v) for v in value):
+        raise ConfigError(key, value, "must be a list of profile field names")
+    return tuple(value)
+
+
+_fields.kind = "list"  # type: ignore[attr-defined]
+
+
 def _level(value: Any, key: str) -> str:
     if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
         raise ConfigError(key, value, f"must be one of {', '.join(LOG_LEVELS)}")
@@ -292,8 +334,10 @@ SCHEMA: dict[str, dict[str, Check]] = {
     "intents": {"default_ttl_s": _int(60, 366 * 86400), "terms_id": _slug,
                 "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True)},
     "agreements": {"countersign_timeout_s": _int(10, 86400), "default_duration_days": _int(1, 3650),
+                   "default_purpose": _str(200), "default_fields": _fields,
                    "companion_only_confirmation": _bool},
-    "control": {"socket": _path()},
+    "control": {"socket": _path(), "button_socket": _path(), "control_users": _names(),
+                "control_groups": _names(), "button_users": _names(), "button_groups": _names()},
 }
 
 
@@ -328,6 +372,8 @@ def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         raise ConfigError(None, path, f"cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(None, path, f"is not valid TOML ({exc})") from None
+    except RecursionError:
+        raise ConfigError(None, path, "is nested too deeply to be a vrmbox config") from None
     raw: dict[str, dict[str, Any]] = {s: {} for s in SCHEMA}
     base = path.resolve().parent
     for name, value in data.items():
@@ -443,12 +489,18 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
     intents = IntentsConfig(**_section("intents", raw["intents"]))
     agreements = AgreementsConfig(**_section("agreements", raw["agreements"]))
     control_values = _section("control", raw["control"])
-    sock = control_values.get("socket")
+    sock = control_values.pop("socket", None)
     sock_key = "control.socket" if sock is not None else "control.socket (from data_dir)"
-    sock = _expand(sock, env) if sock is not None else data_dir / "control.sock"
-    if len(os.fsencode(str(sock))) > MAX_SOCKET_PATH:
-        raise ConfigError(sock_key, sock, f"is longer than {MAX_SOCKET_PATH} bytes (Unix socket limit)")
+    sock = _expand(sock, env) if sock is not None else data_dir / CONTROL_SOCKET_NAME
+    if control_values.get("button_socket") is not None:
+        control_values["button_socket"] = _expand(control_values["button_socket"], env)
+    control = ControlConfig(sock, **control_values)
+    for key, p in ((sock_key, sock), ("control.button_socket", control.button)):
+        if len(os.fsencode(str(p))) > MAX_SOCKET_PATH:
+            raise ConfigError(key, p, f"is longer than {MAX_SOCKET_PATH} bytes (Unix socket limit)")
+    if control.button == control.socket:
+        raise ConfigError("control.button_socket", control.button, "must differ from control.socket")
     return Config(broker=broker, data_dir=data_dir, intake=intake, intents=intents,
-                  agreements=agreements, control=ControlConfig(sock),
+                  agreements=agreements, control=control,
                   presets=top.get("presets", ()), log_level=top.get("log_level", "INFO"),
                   source=source)

@@ -20,6 +20,7 @@ from . import agreements as agr
 from .intents import build_intent, build_withdrawal, terms_for
 from .ranking import rank
 from .records import IntentRecord, OfferRecord
+from .config import AgreementsConfig, Config, IntentsConfig
 from .rules import Context, OfferFacts, compile_rules, default_rules, reputation_from, validate_rules
 from .store import Store, StoreError
 
@@ -34,18 +35,34 @@ class MarketError(ValueError):
     """A request the person made cannot be done as asked; the message says why."""
 
 
+_INTENTS, _AGREEMENTS = IntentsConfig(), AgreementsConfig()   # the one home of the defaults
+
+
 @dataclass(frozen=True)
 class MarketSettings:
     """The parts of the config the market needs (kept plain so tests build it directly)."""
 
-    terms_id: str = "vrm-basic-1"
-    terms_text: str = ("No tracking. No resale. Use my data only for the purpose agreed. "
-                       "Delete it when the agreement ends.")
-    intent_ttl_s: int = 7 * 24 * 3600
-    default_duration_days: int = 30
-    default_purpose: str = "fulfil the offer"
-    countersign_timeout_s: int = 300
+    terms_id: str = _INTENTS.terms_id
+    terms_text: str = _INTENTS.terms_text
+    intent_ttl_s: int = _INTENTS.default_ttl_s
+    default_duration_days: int = _AGREEMENTS.default_duration_days
+    default_purpose: str = _AGREEMENTS.default_purpose
+    default_fields: tuple[str, ...] = _AGREEMENTS.default_fields
+    countersign_timeout_s: int = _AGREEMENTS.countersign_timeout_s
     presets: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+def market_settings(cfg: Config) -> MarketSettings:
+    """The market's view of the config file."""
+    return MarketSettings(terms_id=cfg.intents.terms_id, terms_text=cfg.intents.terms_text,
+                          intent_ttl_s=cfg.intents.default_ttl_s,
+                          default_duration_days=cfg.agreements.default_duration_days,
+                          default_purpose=cfg.agreements.default_purpose,
+                          default_fields=cfg.agreements.default_fields,
+                          countersign_timeout_s=cfg.agreements.countersign_timeout_s,
+                          presets=tuple({"name": p.name, "category": p.category,
+                                         "description": p.description,
+                                         "attributes": dict(p.attributes)} for p in cfg.presets))
 
 
 class Market:
@@ -349,3 +366,21 @@ class Market:
             raise MarketError(f"setting {key!r} = {value!r} is not a known setting/value")
         self.store.set_setting(key, value)
         return {key: value}
+
+    # ---------------------------------------------------------------- what the box's face shows
+    def presets(self) -> list[dict[str, Any]]:
+        return [{"name": p["name"], "category": p["category"], "description": p.get("description")}
+                for p in self.settings.presets]
+
+    def settings_view(self) -> dict[str, Any]:
+        return {COMPANION_ONLY_SETTING: bool(self.store.get_setting(COMPANION_ONLY_SETTING, False))}
+
+    def accept_preview(self, offer_id: str) -> dict[str, Any]:
+        """What accepting from the box would send: the default fields the profile has."""
+        offer = self._open_offer(offer_id)
+        profile = self.store.get_profile()
+        fields = [f for f in self.settings.default_fields if f in profile]
+        return {"offer": offer_id, "vendor": offer.vendor, "fields": fields,
+                "missing": [f for f in self.settings.default_fields if f not in profile],
+                "purpose": self.settings.default_purpose,
+                "duration_days": self.settings.default_duration_days}

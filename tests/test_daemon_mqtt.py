@@ -12,7 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from device.control import subscribe
+from device.client import subscribe
 from device.store import Store
 from vrm_protocol import Intent, topics, verify
 from vrm_protocol.codec import unverified_payload

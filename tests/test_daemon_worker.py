@@ -7,7 +7,7 @@ import threading
 import time
 
 from device.config import load_config
-from device.daemon import MAX_ATTEMPTS, Daemon, _Inbound
+from device.daemon.service import MAX_ATTEMPTS, Daemon, _Inbound
 from device.intake import Outcome, Pre
 
 

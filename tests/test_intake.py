@@ -316,7 +316,7 @@ def test_a_bad_review_lowers_a_vendor_in_the_ranking(box, intent):
 def test_a_preset_from_the_config_casts_its_intent(tmp_path):
     from pathlib import Path
     from device.config import load_config
-    from device.daemon import market_settings
+    from device.market import market_settings
     example = Path(__file__).resolve().parent.parent / "config" / "vrmbox.example.toml"
     cfg = load_config(example, {"data_dir": str(tmp_path / "b")})
     store = Store.open(cfg.data_dir)
@@ -402,25 +402,29 @@ def test_a_late_confirmation_sends_nothing(tmp_path):
 
 
 def test_the_control_socket_cannot_claim_to_be_the_button(box, intent, tmp_path_factory):
+    import os
     from concurrent.futures import Future
-    from device.control import (BUTTON_OPS, BUTTON_SOURCE, ControlError, ControlServer, call,
-                                dispatch)
-    from device.events import EventBus
+    from device.client import ControlError, call
+    from device.daemon import ops
+    from device.daemon.access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
+    from device.daemon.events import EventBus
+    from device.daemon.sockets import ControlServer
     v = with_vendor(box)
     token = v.offer(intent.token)
     box.feed(topics.offers(intent.intent_id), token)
     agreement = box.market.accept(unverified_payload(token)["id"], ["email"])["agreement"]
 
-    def submit(op, args):
+    def submit(op, args, role):
         f: Future = Future()
         try:
-            f.set_result(dispatch(box.market, op, args))
+            f.set_result(ops.run(box.market, op, args, role))
         except Exception as exc:
             f.set_exception(exc)
         return f
     d = tmp_path_factory.mktemp("s")
-    control = ControlServer(d / "c.sock", submit, EventBus())
-    button = ControlServer(d / "b.sock", submit, EventBus(), source=BUTTON_SOURCE, ops=BUTTON_OPS)
+    access = build_access(os.geteuid())
+    control = ControlServer(d / "c.sock", CONTROL_SOCKET, access, submit, EventBus(), lambda r: {})
+    button = ControlServer(d / "b.sock", BUTTON_SOCKET, access, submit, EventBus(), lambda r: {})
     control.start()
     button.start()
     try:
@@ -428,7 +432,7 @@ def test_the_control_socket_cannot_claim_to_be_the_button(box, intent, tmp_path_
             call(d / "c.sock", "confirm", {"agreement": agreement, "source": "button"})
         with pytest.raises(ControlError, match="not available"):
             call(d / "b.sock", "rules_set", {"rules": {}})
-        assert call(d / "b.sock", "confirm", {"agreement": agreement})["source"] == "button"
+        assert call(d / "b.sock", "confirm", {"agreement": agreement, "source": "companion"})["source"] == "button"
     finally:
         control.stop()
         button.stop()

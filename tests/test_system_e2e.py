@@ -6,6 +6,8 @@ and acknowledges. The audit log verifies after every step."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import paho.mqtt.client as mqtt
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from vrm_protocol import topics
+import processes
 from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -136,7 +139,18 @@ def test_erase_while_running_tells_the_vendor_who_deletes(system):
                      check=False)
     assert refused.returncode != 0 and "daemon is running" in refused.stdout + refused.stderr
     old_box = json.loads(vrmbox("status", "--json", data_dir=data).stdout)["box_id"]
-    out = json.loads(vrmbox("erase", "--yes", "--json", data_dir=data).stdout)
+    # erase waits for a press on the box; the button socket stands in for it here
+    eraser = subprocess.Popen([sys.executable, "-m", "device.cli", "erase", "--yes", "--json"],
+                              env={**processes._env(), "VRMBOX_DATA_DIR": str(data)}, cwd=processes.ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = wait_for(lambda: json.loads(vrmbox("pending", "--json", data_dir=data).stdout)["requests"],
+                    what="the erase request waiting for the press")
+    assert [h["op"] for h in held] == ["erase"] and eraser.poll() is None
+    assert json.loads(vrmbox("agreements", "--json", data_dir=data).stdout)   # nothing erased yet
+    vrmbox("approve", held[0]["request"], data_dir=data)
+    stdout, stderr = eraser.communicate(timeout=120)
+    assert eraser.returncode == 0, stderr
+    out = json.loads(stdout)
     assert out["deletion_requests"] == 1
     wait_for(lambda: json.loads(vrm_vendor("disclosures", "--dir", alpha, "--json").stdout) == [],
              timeout=30, what="alpha deleted after the erase")

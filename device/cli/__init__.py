@@ -11,7 +11,7 @@ import logging
 import sys
 
 # Modules that add subcommands; a module missing here (not written yet) is simply skipped.
-COMMAND_MODULES = ("device.cli_data", "device.cli_market", "provisioning.cli", "hardware.cli",
+COMMAND_MODULES = ("device.cli.data", "device.cli.market", "provisioning.cli", "hardware.cli",
                    "device.ui.cli", "companion_app.cli", "provisioning.demo")
 
 

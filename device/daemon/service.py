@@ -1,4 +1,4 @@
-"""`vrmbox run`: the one process that speaks MQTT.
+"""The daemon: the one process that speaks MQTT and owns the store.
 
 Threads: paho's network thread runs the cheap intake checks and queues the rest; one worker
 thread owns the store (verification, storing, ranking, the outbox, control requests); the
@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
-import sdnotify
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -31,15 +30,18 @@ from paho.mqtt.properties import Properties
 from vrm_protocol import topics
 from vrm_protocol.codec import unverified_payload
 
-from . import erase as erase_mod
-from .config import Config
-from .control import (BUTTON_OPS, BUTTON_SOURCE, READ_ONLY_OPS, ControlServer, button_socket,
-                      dispatch)
+from .. import erase as erase_mod
+from ..config import Config
+from ..intake import Intake, Outcome, Pre, Rejection
+from ..market import Market, MarketError, market_settings
+from ..ratelimit import RateLimiter
+from ..store import Store
+from . import ops
+from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
-from .intake import Intake, Outcome, Pre, Rejection
-from .market import Market, MarketSettings
-from .ratelimit import RateLimiter
-from .store import Store
+from .held import HeldError, HeldRequests
+from .notify import notify
+from .sockets import ControlServer
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +58,6 @@ class _Inbound:
 
 PRUNE_EVERY_S = 3600
 MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
-
-
-def market_settings(cfg: Config) -> MarketSettings:
-    return MarketSettings(terms_id=cfg.intents.terms_id, terms_text=cfg.intents.terms_text,
-                          intent_ttl_s=cfg.intents.default_ttl_s,
-                          default_duration_days=cfg.agreements.default_duration_days,
-                          countersign_timeout_s=cfg.agreements.countersign_timeout_s,
-                          presets=tuple({"name": p.name, "category": p.category,
-                                         "description": p.description,
-                                         "attributes": dict(p.attributes)} for p in cfg.presets))
 
 
 class AlreadyRunning(RuntimeError):
@@ -93,9 +85,18 @@ class Daemon:
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
         self.client = self._make_client()
-        self.control = ControlServer(cfg.control.socket, self.submit, self.events, self.status)
-        self.button = ControlServer(button_socket(cfg.control.socket), self.submit, self.events,
-                                    self.status, source=BUTTON_SOURCE, ops=BUTTON_OPS)
+        c = cfg.control
+        self.access = build_access(os.geteuid(), c.control_users, c.control_groups,
+                                   c.button_users, c.button_groups)
+        self.held = HeldRequests(clock)
+        self._requested_by: dict[str, str] = {}      # agreement -> who accepted it (memory only)
+        self._last_offer_at: int | None = None
+        self._rejected_total = 0
+        self._live_intents = 0
+        self.control = ControlServer(c.socket, CONTROL_SOCKET, self.access, self.submit, self.events,
+                                     self.status)
+        self.button = ControlServer(c.button, BUTTON_SOCKET, self.access, self.submit, self.events,
+                                    self.status)
 
     # ---------------------------------------------------------------- setup
     def _box_id(self) -> str:
@@ -163,6 +164,7 @@ class Daemon:
             return
         if isinstance(result, Rejection):
             self.intake.count(result)  # memory only: a flood never queues ahead of real offers
+            self._rejected_total += 1
         self._ack(msg.mid, msg.qos)
 
     def _ack(self, mid: int, qos: int) -> None:
@@ -179,10 +181,10 @@ class Daemon:
                 continue
 
     # ---------------------------------------------------------------- worker thread
-    def submit(self, op: str, args: dict[str, Any]) -> Future:
+    def submit(self, op: str, args: dict[str, Any], role: str) -> Future:
         """Run a control request on the worker thread (the store's owner)."""
         fut: Future = Future()
-        self._put(("control", (op, args, fut)))
+        self._put(("control", (op, args, role, fut)))
         return fut
 
     def _work(self) -> None:
@@ -217,8 +219,11 @@ class Daemon:
             outcome = self.intake.handle(item.pre)
             if isinstance(outcome, Rejection):
                 self.intake.count(outcome)
+                self._rejected_total += 1
                 self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
             elif isinstance(outcome, Outcome) and outcome.event:
+                if outcome.event.get("type") == "offer":
+                    self._last_offer_at = int(self.clock())
                 self.events.publish(outcome.event)
             self._ack(item.mid, item.qos)  # only now: the result is committed
             return
@@ -230,17 +235,65 @@ class Daemon:
             self._republish_intents()
             self._flush_outbox()
         elif kind == "control":
-            op, args, fut = value
+            op, args, role, fut = value
             try:
-                result = self._erase() if op == "erase" else dispatch(self.market, op, args)
-                if op not in READ_ONLY_OPS:
-                    self.intake.refresh()
-                    self._sync_subscriptions()
-                    self._flush_outbox()
-                    self.events.publish({"type": "changed", "op": op})
-                fut.set_result(result)
+                fut.set_result(self._control(op, args, role))
             except Exception as exc:  # reported to the caller, not fatal
                 fut.set_exception(exc)
+
+    # ---------------------------------------------------------------- the local interface (worker)
+    def _control(self, op: str, args: dict[str, Any], role: str) -> Any:
+        """One request from a socket, with the caller's role as the kernel told it."""
+        spec = ops.lookup(op, role)
+        if op == "pending":
+            return self._pending()
+        if op == "request":
+            return self.held.get(str(args.get("request"))).public()
+        if op == "approve":
+            return self._approve(str(args.get("request")))
+        if op == "deny":
+            h = self.held.deny(str(args.get("request")))
+            self.events.publish({"type": "changed", "op": "deny"})
+            return h.public()
+        what = ops.held_description(spec, args, role)
+        if what is not None:
+            h = self.held.add(op, args, what, requested_by=str(args.get("requested_by") or role)[:64],
+                              role=role)
+            self.events.publish({"type": "pending", "request": h.request, "what": what})
+            return {**h.public(), "status": "waiting_for_button"}
+        return self._execute(op, args, role)
+
+    def _execute(self, op: str, args: dict[str, Any], role: str) -> Any:
+        spec = ops.OPS[op]
+        result = self._erase() if op == "erase" else ops.run(self.market, op, args, role)
+        if spec.writes:
+            self.intake.refresh()
+            self._sync_subscriptions()
+            self._flush_outbox()
+            self.events.publish({"type": "changed", "op": op})
+            if op == "offer_accept" and isinstance(result, dict) and result.get("agreement"):
+                self._requested_by[result["agreement"]] = str(args.get("requested_by") or role)[:64]
+                self.events.publish({"type": "pending", "agreement": result["agreement"]})
+        return result
+
+    def _approve(self, request: str) -> Any:
+        """The person long-pressed on the box: run what was asked, as the one who asked."""
+        h = self.held.take(request)
+        try:
+            result = self._execute(h.op, h.args, h.role)
+        except (MarketError, HeldError, ValueError) as exc:
+            self.held.finish(h, error=str(exc))
+            raise
+        self.held.finish(h, result=result)
+        return h.public()
+
+    def _pending(self) -> dict[str, Any]:
+        """What waits for a press on the box: agreements to confirm, held requests."""
+        agreements = [{"agreement": a["agreement"], "vendor": a["vendor"], "fields": a["fields"],
+                       "purpose": a["purpose"], "duration_days": a["duration_days"],
+                       "requested_by": self._requested_by.get(a["agreement"], "unknown")}
+                      for a in self.market.list_agreements() if a["status"] == "pending_confirmation"]
+        return {"agreements": agreements, "requests": [h.public() for h in self.held.waiting()]}
 
     def _open(self) -> None:
         """(Re)build everything that holds the store or its keys."""
@@ -288,6 +341,7 @@ class Daemon:
 
     def _tick(self) -> None:
         self.intake.flush_counts()
+        self._live_intents = len(self.store.intent_states("active"))
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = time.monotonic()
             self.store.prune()
@@ -297,10 +351,16 @@ class Daemon:
             self._sync_subscriptions()
         self._flush_outbox()
 
-    def status(self) -> dict[str, Any]:
+    def status(self, role: str | None = None) -> dict[str, Any]:
         """Called from the control thread: memory only, never the store."""
         return {"box_id": self.box_id, "connected": self._connected.is_set(),
-                "queue": self._queue.qsize(), "inflight": len(self._inflight)}
+                "queue": self._queue.qsize(), "inflight": len(self._inflight),
+                "live_intents": self._live_intents,
+                "last_offer_at": self._last_offer_at,
+                "rejected_total": self._rejected_total,
+                "single_user": self.access.single_user, "role": role,
+                "access": ("single-user development setup: the box's own user may press the button"
+                           if self.access.single_user else "deployed: each socket admits only its users")}
 
     def _sync_subscriptions(self) -> None:
         if not self._connected.is_set():
@@ -390,14 +450,14 @@ class Daemon:
         worker.start()
         self.connect()
         self.client.loop_start()
-        _notify("READY=1")
+        notify("READY=1")
         log.info("vrmbox running as %s (data dir %s)", self.box_id, self.cfg.data_dir)
         print("READY", flush=True)
         try:
             while not self._stop.wait(1.0):
-                _notify("WATCHDOG=1")
+                notify("WATCHDOG=1")
         finally:
-            _notify("STOPPING=1")
+            notify("STOPPING=1")
             self.control.stop()
             self.button.stop()
             if self._connected.is_set():
@@ -410,9 +470,3 @@ class Daemon:
             self.store.flush_rejections()
             self.store.close()
         return 0
-
-
-def _notify(state: str) -> None:
-    """systemd notify (Type=notify, WatchdogSec): a no-op when not run by systemd."""
-    if os.environ.get("NOTIFY_SOCKET"):
-        sdnotify.SystemdNotifier().notify(state)

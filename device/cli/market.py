@@ -10,81 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, load_config
-from .control import ControlError, button_socket, call, dispatch, subscribe
-from .keystore import DecryptError, KeyFileError
-from .market import Market, MarketError
-from .migrations import SchemaError
-from .store import Store, StoreError
+from ..client import call, subscribe
+from ..market import MarketError
+from .common import EXPECTED, common, config, fail, guarded, out, run_op
 
 log = logging.getLogger(__name__)
-
-
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--data-dir", type=Path, default=None, help="box data directory")
-    p.add_argument("--config", type=Path, default=None, help="config file (TOML)")
-    return p
-
-
-def _config(args: argparse.Namespace) -> Config:
-    overrides: dict[str, Any] = {}
-    if getattr(args, "data_dir", None):
-        overrides["data_dir"] = str(args.data_dir)
-    if getattr(args, "broker", None):
-        overrides["broker.url"] = args.broker
-    return load_config(args.config, overrides)
-
-
-def _print(args: argparse.Namespace, result: Any, text: Any) -> None:
-    """`text` is a string or a function of the result (only called for human output)."""
-    if args.json:
-        print(json.dumps(result, ensure_ascii=False, sort_keys=True, default=str))
-    else:
-        print(text(result) if callable(text) else text)
-
-
-def _fail(args: argparse.Namespace, message: str) -> int:
-    if getattr(args, "json", False):
-        print(json.dumps({"ok": False, "error": message}))
-    else:
-        print(f"error: {message}", file=sys.stderr)
-    return 1
-
-
-def operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
-    """Through the running daemon if there is one, else directly on the store. A confirmation
-    goes through the button socket: on the box, this command stands in for the button."""
-    cfg = _config(args)
-    sock = button_socket(cfg.control.socket) if op == "confirm" else Path(cfg.control.socket)
-    if sock.exists():
-        try:
-            return call(sock, op, op_args)
-        except ControlError as exc:
-            if "not running" not in str(exc):
-                raise MarketError(str(exc)) from exc
-    from .daemon import market_settings
-    with Store.open(cfg.data_dir) as store:
-        market = Market(store, market_settings(cfg))
-        return dispatch(market, op, op_args)
-
-
-def _run_op(args: argparse.Namespace, op: str, op_args: dict[str, Any],
-            text: Any = lambda r: json.dumps(r, indent=2, default=str)) -> int:
-    try:
-        result = operate(args, op, op_args)
-    except (MarketError, StoreError, ConfigError, KeyFileError, DecryptError, SchemaError,
-            sqlite3.DatabaseError, OSError, ValueError) as exc:
-        return _fail(args, str(exc))
-    _print(args, result, text)
-    return 0
-
 
 def _attrs(pairs: list[str]) -> dict[str, Any]:
     """k=v pairs; v is parsed as JSON when it can be (numbers, booleans), else kept as text."""
@@ -95,7 +29,7 @@ def _attrs(pairs: list[str]) -> dict[str, Any]:
         k, v = pair.split("=", 1)
         try:
             out[k] = json.loads(v)
-        except ValueError:
+        except (ValueError, RecursionError):
             out[k] = v
     return out
 
@@ -117,6 +51,13 @@ def _offers_text(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _pending_text(r: dict[str, Any]) -> str:
+    lines = [f"agreement {a['agreement']}: send {', '.join(a['fields'])} to {a['vendor']} "
+             f"({a['requested_by']})" for a in r["agreements"]]
+    lines += [f"request {h['request']}: {h['what']} ({h['requested_by']})" for h in r["requests"]]
+    return "\n".join(lines) or "nothing waits for a press on the box"
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     if not rows:
         return "(none)"
@@ -126,50 +67,58 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 # ------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        cfg = _config(args)
-    except ConfigError as exc:
-        return _fail(args, str(exc))
-    from .daemon import AlreadyRunning, Daemon
+        cfg = config(args)
+    except EXPECTED as exc:
+        return fail(args, str(exc))
+    from ..daemon import AlreadyRunning, Daemon
+    from ..daemon.access import AccessConfigError
     try:
         daemon = Daemon(cfg)
-    except (AlreadyRunning, KeyFileError, SchemaError, sqlite3.DatabaseError, OSError) as exc:
-        return _fail(args, f"cannot start: {exc}")
+    except (AlreadyRunning, AccessConfigError, *EXPECTED) as exc:
+        return fail(args, f"cannot start: {exc}")
     return daemon.run()
 
 
+@guarded
 def cmd_status(args: argparse.Namespace) -> int:
-    try:
-        cfg = _config(args)
-        result = call(cfg.control.socket, "status")
-    except (ControlError, ConfigError) as exc:
-        return _fail(args, str(exc))
-    _print(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    result = call(config(args).control.socket, "status")
+    out(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
     try:
-        cfg = _config(args)
-        for event in subscribe(cfg.control.socket):
+        for event in subscribe(config(args).control.socket):
             print(json.dumps(event, default=str), flush=True)
-    except (OSError, ConfigError) as exc:
-        return _fail(args, str(exc))
+    except EXPECTED as exc:
+        return fail(args, str(exc))
     except KeyboardInterrupt:
         pass
     return 0
 
 
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in seen:
+            raise ValueError(f"key {k!r} appears twice")
+        seen[k] = v
+    return seen
+
+
 def cmd_rules_set(args: argparse.Namespace) -> int:
     try:
         text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
-        rules = json.loads(text)
+        rules = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError:
+        return fail(args, f"cannot read rules from {args.file}: nested too deeply")
     except (OSError, ValueError) as exc:
-        return _fail(args, f"cannot read rules from {args.file}: {exc}")
-    return _run_op(args, "rules_set", {"rules": rules})
+        return fail(args, f"cannot read rules from {args.file}: {exc}")
+    return run_op(args, "rules_set", {"rules": rules})
 
 
 def register(sub: Any) -> None:
-    c = _common()
+    c = common()
     p = sub.add_parser("run", parents=[c], help="run the box daemon (speaks MQTT)")
     p.add_argument("--broker", help="broker URL, e.g. mqtt://127.0.0.1:1883 (overrides broker.url)")
     p.set_defaults(func=cmd_run)
@@ -186,26 +135,26 @@ def register(sub: Any) -> None:
                    help="a coarse attribute you choose to reveal (repeatable)")
     p.add_argument("--description")
     p.add_argument("--ttl", type=int, help="seconds until it expires")
-    p.set_defaults(func=lambda a: _guard(a, lambda: _run_op(a, "intent_add", {
+    p.set_defaults(func=lambda a: _guard(a, lambda: run_op(a, "intent_add", {
         "category": a.category, "attributes": _attrs(a.attr), "description": a.description, "ttl": a.ttl},
         lambda r: f"intent {r['intent']} cast ({r['category']}), expires {r['expires_at']}")))
     p = intent.add_parser("preset", parents=[c], help="cast a saved preset")
     p.add_argument("name")
-    p.set_defaults(func=lambda a: _run_op(a, "intent_preset", {"name": a.name},
+    p.set_defaults(func=lambda a: run_op(a, "intent_preset", {"name": a.name},
                                           lambda r: f"intent {r['intent']} cast ({r['category']})"))
     p = intent.add_parser("list", parents=[c])
     p.add_argument("--status", choices=["active", "withdrawn", "expired"])
-    p.set_defaults(func=lambda a: _run_op(a, "intents", {"status": a.status}, lambda r: _table(
+    p.set_defaults(func=lambda a: run_op(a, "intents", {"status": a.status}, lambda r: _table(
         r, ["intent", "category", "status", "offers", "expires_at"])))
     p = intent.add_parser("withdraw", parents=[c])
     p.add_argument("intent")
-    p.set_defaults(func=lambda a: _run_op(a, "intent_withdraw", {"intent": a.intent},
+    p.set_defaults(func=lambda a: run_op(a, "intent_withdraw", {"intent": a.intent},
                                           lambda r: f"intent {r['intent']} withdrawn"))
 
     p = sub.add_parser("offers", parents=[c], help="offers ranked by your rules, with explanations")
     p.add_argument("--intent")
     p.add_argument("--all", action="store_true", help="include filtered-out and handled offers")
-    p.set_defaults(func=lambda a: _run_op(a, "offers", {"intent": a.intent, "all": a.all}, _offers_text))
+    p.set_defaults(func=lambda a: run_op(a, "offers", {"intent": a.intent, "all": a.all}, _offers_text))
 
     offer = sub.add_parser("offer", help="act on one offer").add_subparsers(
         dest="offer_cmd", metavar="ACTION", required=True)
@@ -214,7 +163,7 @@ def register(sub: Any) -> None:
     p.add_argument("--fields", required=True, help="comma-separated profile fields to disclose")
     p.add_argument("--purpose")
     p.add_argument("--days", type=int, help="how long the vendor may keep them")
-    p.set_defaults(func=lambda a: _run_op(a, "offer_accept", {
+    p.set_defaults(func=lambda a: run_op(a, "offer_accept", {
         "offer": a.offer, "fields": [f for f in a.fields.split(",") if f], "purpose": a.purpose,
         "duration_days": a.days},
         lambda r: f"agreement {r['agreement']} waits for your confirmation on the box\n"
@@ -222,12 +171,12 @@ def register(sub: Any) -> None:
                   f"{r['duration_days']} days"))
     p = offer.add_parser("decline", parents=[c])
     p.add_argument("offer")
-    p.set_defaults(func=lambda a: _run_op(a, "offer_decline", {"offer": a.offer},
+    p.set_defaults(func=lambda a: run_op(a, "offer_decline", {"offer": a.offer},
                                           lambda r: f"offer {r['offer']} declined"))
     p = offer.add_parser("snooze", parents=[c])
     p.add_argument("offer")
     p.add_argument("--hours", type=float, default=24.0)
-    p.set_defaults(func=lambda a: _run_op(a, "offer_snooze", {"offer": a.offer,
+    p.set_defaults(func=lambda a: run_op(a, "offer_snooze", {"offer": a.offer,
                                                               "seconds": int(a.hours * 3600)},
                                           lambda r: f"offer {r['offer']} snoozed until {r['snooze_until']}"))
 
@@ -236,32 +185,33 @@ def register(sub: Any) -> None:
     p = agr.add_parser("confirm", parents=[c],
                        help="confirm on the box (the call the box's button makes)")
     p.add_argument("agreement")
-    p.set_defaults(func=lambda a: _run_op(a, "confirm", {"agreement": a.agreement, "source": "button"},
-                                          lambda r: f"agreement {r['agreement']} confirmed and sent"))
+    p.set_defaults(func=lambda a: run_op(a, "confirm", {"agreement": a.agreement},
+                                          lambda r: f"agreement {r['agreement']} confirmed and sent",
+                                          socket="button"))
     p = agr.add_parser("cancel", parents=[c])
     p.add_argument("agreement")
-    p.set_defaults(func=lambda a: _run_op(a, "cancel", {"agreement": a.agreement},
+    p.set_defaults(func=lambda a: run_op(a, "cancel", {"agreement": a.agreement},
                                           lambda r: f"agreement {r['agreement']} cancelled"))
     p = sub.add_parser("agreements", parents=[c], help="your agreements")
-    p.set_defaults(func=lambda a: _run_op(a, "agreements", {}, lambda r: _table(
+    p.set_defaults(func=lambda a: run_op(a, "agreements", {}, lambda r: _table(
         r, ["agreement", "vendor", "status", "fields", "revocation"])))
     p = sub.add_parser("revoke", parents=[c], help="end an agreement and ask the vendor to delete")
     p.add_argument("agreement")
     p.add_argument("--reason")
-    p.set_defaults(func=lambda a: _run_op(a, "revoke", {"agreement": a.agreement, "reason": a.reason},
+    p.set_defaults(func=lambda a: run_op(a, "revoke", {"agreement": a.agreement, "reason": a.reason},
                                           lambda r: f"agreement {r['agreement']} revoked; "
                                                     "waiting for the vendor's acknowledgement"))
 
     rules = sub.add_parser("rules", help="your filters and preferences").add_subparsers(
         dest="rules_cmd", metavar="ACTION", required=True)
     p = rules.add_parser("show", parents=[c])
-    p.set_defaults(func=lambda a: _run_op(a, "rules", {}))
+    p.set_defaults(func=lambda a: run_op(a, "rules", {}))
     p = rules.add_parser("set", parents=[c], help="replace the rules with a JSON file ('-' for stdin)")
     p.add_argument("file")
     p.set_defaults(func=cmd_rules_set)
 
     p = sub.add_parser("vendors", parents=[c], help="vendors seen, their keys and rejections")
-    p.set_defaults(func=lambda a: _run_op(a, "vendors", {}, lambda r: _table(
+    p.set_defaults(func=lambda a: run_op(a, "vendors", {}, lambda r: _table(
         r, ["vendor", "status", "key_changed", "rejections"])))
     vendor = sub.add_parser("vendor", help="allow, block or trust a vendor").add_subparsers(
         dest="vendor_cmd", metavar="ACTION", required=True)
@@ -269,20 +219,29 @@ def register(sub: Any) -> None:
                           help="accept a vendor's changed key (give the did shown by `vrmbox vendors`)")
     p.add_argument("vendor")
     p.add_argument("did")
-    p.set_defaults(func=lambda a: _run_op(a, "vendor_accept_key", {"vendor": a.vendor, "did": a.did},
+    p.set_defaults(func=lambda a: run_op(a, "vendor_accept_key", {"vendor": a.vendor, "did": a.did},
                                           lambda r: f"{r['vendor']}: now pinned to {r['did']}"))
     for status, verb in (("allowed", "allow"), ("blocked", "block"), ("trusted", "trust")):
         p = vendor.add_parser(verb, parents=[c])
         p.add_argument("vendor")
-        p.set_defaults(func=lambda a, s=status: _run_op(a, "vendor_status", {"vendor": a.vendor, "status": s},
+        p.set_defaults(func=lambda a, s=status: run_op(a, "vendor_status", {"vendor": a.vendor, "status": s},
                                                         lambda r: f"{r['vendor']}: {r['status']}"))
+    p = sub.add_parser("pending", parents=[c], help="what waits for a press on the box")
+    p.set_defaults(func=lambda a: run_op(a, "pending", {}, _pending_text))
+    for name, verb in (("approve", "press and hold on the box: do what was asked"),
+                       ("deny", "refuse a request waiting for a press")):
+        p = sub.add_parser(name, parents=[c], help=f"{verb} (the box's button does this)")
+        p.add_argument("request")
+        p.set_defaults(func=lambda a, n=name: run_op(a, n, {"request": a.request},
+                                                     lambda r: f"request {r['request']}: {r['status']}",
+                                                     socket="button"))
     p = sub.add_parser("rejections", parents=[c], help="refused messages, by reason and vendor")
-    p.set_defaults(func=lambda a: _run_op(a, "rejections", {}, lambda r: _table(
+    p.set_defaults(func=lambda a: run_op(a, "rejections", {}, lambda r: _table(
         r, ["reason", "vendor", "count"])))
 
 
 def _guard(args: argparse.Namespace, fn: Any) -> int:
     try:
         return fn()
-    except MarketError as exc:
-        return _fail(args, str(exc))
+    except EXPECTED as exc:
+        return fail(args, str(exc))

@@ -1,0 +1,162 @@
+"""The daemon's side of the local interface: Unix sockets speaking JSON lines.
+
+Request: one line `{"op": "...", "args": {...}}`. Reply: one line `{"ok": true, "result": ...}`
+or `{"ok": false, "error": "..."}`. `{"op": "subscribe"}` instead streams one event per line
+until the client hangs up. Each connection's role comes from the kernel's peer credentials and
+the config's allow-lists (access.py); what a role may do comes from ops.OPS.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FuturesTimeout
+from pathlib import Path
+from typing import Any, Callable
+
+from ..client import REPLY_TIMEOUT_S
+from ..market import MarketError
+from .access import Access, peer_of
+from .events import EventBus
+from .ops import lookup
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST = 256 * 1024
+MAX_CLIENTS = 32          # connections served at once per socket; more wait in the backlog
+
+Submit = Callable[[str, dict[str, Any], str], Future]
+
+
+class ControlServer:
+    """Accepts local connections; each request runs on the daemon's worker via `submit`."""
+
+    def __init__(self, path: Path | str, kind: str, access: Access, submit: Submit,
+                 events: EventBus, status: Callable[[str], dict[str, Any]]) -> None:
+        self.path = Path(path)
+        self.kind = kind            # access.CONTROL_SOCKET or access.BUTTON_SOCKET
+        self.access = access
+        self.submit = submit
+        self.events = events
+        self.status = status
+        self._sock: socket.socket | None = None
+        self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() or self.path.is_socket():
+            self.path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # Single user: only the box's user can even connect. With allow-lists the peer check
+        # decides, so the file is open to connect and the kernel's credentials are the gate.
+        mode = 0o600 if self.access.single_user else 0o666
+        old = os.umask(0o177)
+        try:
+            sock.bind(str(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, mode)
+        sock.listen(16)
+        sock.settimeout(0.5)
+        self._sock = sock
+        threading.Thread(target=self._accept, name=f"vrmbox-{self.kind}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._sock:
+            self._sock.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()  # type: ignore[union-attr]
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not self._slots.acquire(timeout=5):
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_counted, args=(conn,), daemon=True).start()
+
+    def _serve_counted(self, conn: socket.socket) -> None:
+        try:
+            self._serve(conn)
+        finally:
+            self._slots.release()
+
+    def _serve(self, conn: socket.socket) -> None:
+        peer = peer_of(conn)
+        role = self.access.role(self.kind, peer)
+        conn.settimeout(REPLY_TIMEOUT_S + 5)
+        with conn, conn.makefile("rwb") as f:
+            try:
+                line = f.readline(MAX_REQUEST + 1)   # read first, so a refusal can be answered
+                if not line:
+                    return
+                if role is None:
+                    log.warning("refused %s.sock to uid %d (pid %d): not on its allow-list",
+                                self.kind, peer.uid, peer.pid)
+                    raise MarketError(f"uid {peer.uid} may not use this socket")
+                if len(line) > MAX_REQUEST:
+                    raise MarketError("request too large")
+                try:
+                    req = json.loads(line)
+                except (ValueError, RecursionError) as exc:
+                    raise MarketError("request is not JSON") from exc
+                if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+                    raise MarketError("request must be {\"op\": ..., \"args\": {...}}")
+                op, args = req["op"], req.get("args") or {}
+                if not isinstance(args, dict):
+                    raise MarketError("args must be an object")
+                lookup(op, role)               # refused here: never reaches the worker
+                if op == "subscribe":
+                    self._stream(f)
+                    return
+                if op == "status":
+                    result: Any = self.status(role)
+                else:
+                    try:
+                        result = self.submit(op, args, role).result(timeout=REPLY_TIMEOUT_S)
+                    except FuturesTimeout as exc:
+                        raise MarketError("the box is busy: the request is queued and may still "
+                                          "complete; check again") from exc
+                reply = {"ok": True, "result": result}
+            except (MarketError, ValueError, KeyError, TypeError) as exc:
+                reply = {"ok": False, "error": str(exc)}
+            except OSError:
+                return
+            except Exception as exc:  # reported, never fatal to the daemon
+                log.exception("control request failed")
+                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
+            try:
+                f.write(json.dumps(reply, default=str).encode() + b"\n")
+                f.flush()
+            except OSError:
+                pass
+
+    def _stream(self, f: Any) -> None:
+        q = self.events.subscribe()
+        try:
+            f.write(b'{"ok": true, "result": "subscribed"}\n')
+            f.flush()
+            while not self._stop.is_set():
+                try:
+                    event = q.get(timeout=1.0)
+                except queue.Empty:
+                    continue
+                f.write(json.dumps(event, default=str).encode() + b"\n")
+                f.flush()
+        except OSError:
+            pass
+        finally:
+            self.events.unsubscribe(q)
