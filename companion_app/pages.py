@@ -35,8 +35,8 @@ def read(op: str, args: dict[str, Any] | None = None, default: Any = None) -> An
 def held_message(result: Any) -> str | None:
     """The words for a request the box holds until its button is long-pressed, else None."""
     if isinstance(result, dict) and result.get("status") == HELD:
-        what = result.get("what") or "this change"
-        return (f"Waiting for the box: press and hold the button on the box to approve {what} "
+        what = result.get("what") or "approve this change"
+        return (f"Waiting for the box: press and hold the button on the box to {what} "
                 f"(request {result.get('request', '?')}). Nothing has changed yet.")
     return None
 
