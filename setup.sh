@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  mosquitto mosquitto-clients python3-venv >/dev/null
+  mosquitto mosquitto-clients python3-venv chromium >/dev/null
 # The project starts its own brokers with its own configs; Debian's default service is not used.
 
 PY="${PYTHON:-python3}"
