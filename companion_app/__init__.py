@@ -6,6 +6,7 @@
   SECRET_KEY     default: <data_dir>/secrets/companion_secret, made on first run
   ALLOWED_HOSTS  extra host names besides the box's own (security.box_names)
   HTTPS          True when served over TLS (Secure + __Host- cookie, HSTS)
+  READ_CACHE_S   how long a read may be reused when no event came (0: never; readcache.py)
 docs/companion.md describes pairing, pages, API and the security model.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ from flask_wtf.csrf import CSRFProtect
 
 from . import security
 from .box import Box
+from .readcache import TTL_S, ReadCache
 from .throttle import Throttle
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["ALLOWED_HOSTS"] = security.box_names(app.config.get("ALLOWED_HOSTS") or ())
     app.extensions["vrmbox_sessions"] = security.Sessions(app.config["BOX"])
     app.extensions["vrmbox_throttle"] = conf.get("THROTTLE") or Throttle()
+    app.extensions["vrmbox_reads"] = ReadCache(app.config["BOX"], ttl_s=float(conf.get("READ_CACHE_S", TTL_S)))
     csrf.init_app(app)
     security.install(app)
 

@@ -21,7 +21,7 @@ from device.records import VENDOR_STATUSES
 from . import schemas as S
 from .auth import attempt_pairing
 from .box import BoxDown, BoxRefused
-from .pages import box, held_message
+from .pages import box, held_message, reads
 from .security import current_phone
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Endpoint:
     result: dict[str, Any] = field(default_factory=lambda: {})
     query: tuple[tuple[str, dict[str, Any]], ...] = ()
     tag: str = "box"
+    paged: bool = False            # list answers sliced by ?offset=&limit= (PAGE_DEFAULT, PAGE_MAX)
 
     @property
     def endpoint(self) -> str:
@@ -69,6 +70,10 @@ def _audit_args(p: dict[str, Any], q: dict[str, Any], b: dict[str, Any]) -> dict
 
 
 ID = S.ID
+PAGE_DEFAULT = 100
+PAGE_MAX = 1000
+PAGING = (("offset", {"type": "string", "pattern": "^[0-9]{1,7}$"}),
+          ("limit", {"type": "string", "pattern": "^(?:[1-9][0-9]{0,2}|1000)$"}))
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/status", "status", "The daemon's state (connected, box id ...)", result=S.OBJECT),
     Endpoint("GET", "/intents", "intents", "All intents, newest first", result=S.array(S.INTENT)),
@@ -80,7 +85,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              _only(), None, S.OBJECT),
     Endpoint("GET", "/offers", "offers", "Offers ranked by the person's rules, with explanations",
              _offers_args, None, S.array(S.OFFER),
-             query=(("intent", ID), ("all", {"type": "string", "enum": ["true", "false"]}))),
+             query=(("intent", ID), ("all", {"type": "string", "enum": ["true", "false"]}), *PAGING),
+             paged=True),
     Endpoint("POST", "/offers/{offer}/accept", "offer_accept",
              "Accept: sign an agreement that waits for the button on the box",
              _only("fields", "purpose", "duration_days"), S.ACCEPT, S.OBJECT),
@@ -161,13 +167,22 @@ def _view(ep: Endpoint) -> Callable[..., Any]:
             if (msg := _check(ep.body, body, "body")) is not None:
                 return error(400, msg, "bad_request")
         try:
-            result = box().call(ep.op, ep.args(params, query, body))
+            if ep.method == "GET":
+                result = reads().call(ep.op, ep.args(params, query, body))
+            else:
+                try:
+                    result = box().call(ep.op, ep.args(params, query, body))
+                finally:
+                    reads().invalidate()
         except BoxDown as exc:
             return error(503, str(exc), "box_down")
         except BoxRefused as exc:
             return error(400, str(exc), "refused")
         if ep.op == "phone_unpair":
             current_app.extensions["vrmbox_sessions"].forget()
+        if ep.paged and isinstance(result, list):
+            offset, limit = int(query.get("offset") or 0), int(query.get("limit") or PAGE_DEFAULT)
+            return jsonify(result[offset:offset + limit])
         held = held_message(result)
         if held:
             return jsonify({**result, "message": held}), 202

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 DOWN_MESSAGE = "the box daemon is not running"
 HELD = "waiting_for_button"
+SUBSCRIBED = "_subscribed"           # Box.events' own first item: the stream is connected
 
 
 class BoxError(Exception):
@@ -92,8 +93,9 @@ class Box:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    if first:      # the "subscribed" acknowledgement
+                    if first:      # the "subscribed" acknowledgement: say so, once
                         first = False
+                        yield {"type": SUBSCRIBED}
                         continue
                     try:
                         event = json.loads(line)

@@ -12,6 +12,7 @@ from typing import Any
 from flask import current_app, flash, g
 
 from .box import DOWN_MESSAGE, HELD, Box, BoxDown, BoxRefused
+from .readcache import ReadCache
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +21,14 @@ def box() -> Box:
     return current_app.config["BOX"]
 
 
+def reads() -> ReadCache:
+    return current_app.extensions["vrmbox_reads"]
+
+
 def read(op: str, args: dict[str, Any] | None = None, default: Any = None) -> Any:
     """A read for a page: on failure the page still renders (banner, or the refusal flashed)."""
     try:
-        return box().call(op, args)
+        return reads().call(op, args)
     except BoxDown:
         g.box_down = True
         return default
@@ -52,6 +57,8 @@ def change(op: str, args: dict[str, Any] | None = None, done: str | None = None)
     except BoxRefused as exc:
         flash(f"Not done: {exc}", "error")
         return False, None
+    finally:
+        reads().invalidate()     # the next page shows the change even before the box's event
     held = held_message(result)
     if held:
         flash(held, "held")
