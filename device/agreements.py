@@ -2,6 +2,12 @@
 
 Why here and not in the daemon: what is signed, and what may be released, is policy that
 tests must be able to check without a broker.
+
+Protocol v2: an agreement is *described* when the person accepts (`agreement_body`, with an
+id chosen then) and *signed* when they confirm (`sign_agreement`), so its `iat` is the
+confirmation time. Everything box -> vendor that names fields, purpose or a reason is sealed
+(signed, then encrypted to the vendor's enc_key): the agreement and the revocation; the
+disclosure's values travel in its own padded JWE.
 """
 from __future__ import annotations
 
@@ -9,13 +15,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from vrm_protocol import (Agreement, Disclosure, EncryptionKey, Identity, Revocation, Terms,
-                          encrypt_json, new_id, sign, token_hash)
+from vrm_protocol import (Agreement, Disclosure, EncryptionKey, Identity, ProtocolError, Revocation, Terms,
+                          encrypt_json, new_id, seal, sign, token_hash)
 from vrm_protocol.messages import body_to_dict, parse_dataclass
 
 log = logging.getLogger(__name__)
 
 MESSAGE_TTL = 7 * 24 * 3600   # how long an agreement/disclosure/revocation message stays valid
+PENDING_TTL = MESSAGE_TTL     # an accepted agreement not confirmed within this is dropped
 
 
 class AgreementError(ValueError):
@@ -23,16 +30,15 @@ class AgreementError(ValueError):
 
 
 @dataclass(frozen=True)
-class BuiltAgreement:
+class SignedAgreement:
     agreement_id: str
-    token: str
-    body: dict[str, Any]
+    token: str          # the signed agreement (kept by the box; its hash is what the vendor countersigns)
+    sealed: str         # what goes on the wire: `token` encrypted to the vendor
 
 
-def build_agreement(intent_identity: Identity, *, intent_id: str, offer_id: str, offer_token: str,
-                    vendor: str, vendor_did: str, terms: Terms, fields: list[str], purpose: str,
-                    duration_days: int, now: float) -> BuiltAgreement:
-    """The person's terms + the offer + exactly which fields, why and for how long."""
+def agreement_body(*, intent_id: str, offer_id: str, offer_token: str, vendor: str, vendor_did: str,
+                   terms: Terms, fields: list[str], purpose: str, duration_days: int) -> dict[str, Any]:
+    """The person's terms + the offer + exactly which fields, why and for how long (not signed yet)."""
     if not fields:
         raise AgreementError("choose at least one field to disclose")
     if len(set(fields)) != len(fields):
@@ -40,9 +46,17 @@ def build_agreement(intent_identity: Identity, *, intent_id: str, offer_id: str,
     body = Agreement(intent=intent_id, offer=offer_id, offer_hash=token_hash(offer_token),
                      vendor=vendor, vendor_did=vendor_did, terms=terms, fields=list(fields),
                      purpose=purpose, duration_days=int(duration_days))
-    parse_dataclass(Agreement, body_to_dict(body))  # same checks a vendor will run
-    token = sign(intent_identity, body, now=now, ttl=MESSAGE_TTL)
-    return BuiltAgreement(token_hash(token), token, body_to_dict(body))
+    data = body_to_dict(body)
+    parse_dataclass(Agreement, data)  # same checks a vendor will run
+    return data
+
+
+def sign_agreement(intent_identity: Identity, *, agreement_id: str, body: Mapping[str, Any],
+                   enc_key: EncryptionKey, now: float) -> SignedAgreement:
+    """Sign at confirmation time, with the id chosen at accept, and seal it to the vendor."""
+    agreement = parse_dataclass(Agreement, dict(body))
+    token = sign(intent_identity, agreement, now=now, ttl=MESSAGE_TTL, msg_id=agreement_id)
+    return SignedAgreement(agreement_id, token, seal(token, enc_key))
 
 
 def disclosure_values(fields: list[str], profile: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,14 +69,19 @@ def disclosure_values(fields: list[str], profile: Mapping[str, Any]) -> dict[str
 
 def build_disclosure(intent_identity: Identity, *, agreement_id: str, intent_id: str,
                      values: dict[str, Any], enc_key: EncryptionKey, now: float) -> str:
-    jwe = encrypt_json({"agreement": agreement_id, "fields": values}, enc_key)
+    try:
+        jwe = encrypt_json({"agreement": agreement_id, "fields": values}, enc_key)  # padded
+    except ProtocolError as exc:
+        raise AgreementError(f"the agreed values are too large to disclose ({exc.detail})") from exc
     body = Disclosure(agreement=agreement_id, intent=intent_id, jwe=jwe)
     return sign(intent_identity, body, now=now, ttl=MESSAGE_TTL)
 
 
 def build_revocation(intent_identity: Identity, *, agreement_id: str, intent_id: str,
-                     reason: str | None, now: float, delete: bool = True) -> tuple[str, str]:
-    """Returns (revocation message id, token); the vendor's ack names that id."""
+                     reason: str | None, now: float, enc_key: EncryptionKey,
+                     delete: bool = True) -> tuple[str, str, str]:
+    """Returns (revocation message id, signed token, sealed token); the vendor's ack names that id."""
     msg_id = new_id()
     body = Revocation(agreement=agreement_id, intent=intent_id, delete=delete, reason=reason)
-    return msg_id, sign(intent_identity, body, now=now, ttl=MESSAGE_TTL, msg_id=msg_id)
+    token = sign(intent_identity, body, now=now, ttl=MESSAGE_TTL, msg_id=msg_id)
+    return msg_id, token, seal(token, enc_key)

@@ -13,8 +13,6 @@ be exported and shown without decryption. See docs/store.md.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -29,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from vrm_protocol import Identity, ProtocolError
 from vrm_protocol.didkey import public_bytes_from_did
 
-from vrm_protocol.codec import b64url
+from vrm_protocol.codec import b64url, b64url_decode
 
 from .records import AuditEntry
 
@@ -63,18 +61,14 @@ def head_bytes(count: int, last_hash: str) -> bytes:
     return canonical_json({"audit_head": {"count": count, "last_hash": last_hash}}).encode("utf-8")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _sig_ok(did: str | None, signature: str, message: bytes) -> bool:
     if did is None or not isinstance(signature, str):
         return False
     try:
         key = Ed25519PublicKey.from_public_bytes(public_bytes_from_did(did))
-        key.verify(_unb64(signature), message)
+        key.verify(b64url_decode(signature), message)
         return True
-    except (InvalidSignature, ProtocolError, ValueError, binascii.Error):
+    except (InvalidSignature, ProtocolError, ValueError):
         return False
 
 

@@ -10,8 +10,6 @@ VC 2.0 JWT (the payload *is* the credential: `issuer`, `validFrom`, `validUntil`
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import math
@@ -24,7 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from vrm_protocol import ProtocolError, token_hash
-from vrm_protocol.codec import b64url
+from vrm_protocol.codec import b64url, b64url_decode
 from vrm_protocol.didkey import did_from_kid, public_bytes_from_did
 
 from .records import ClaimRecord
@@ -43,9 +41,8 @@ class ClaimError(ValueError):
 
 def _b64url_json(segment: str, what: str) -> dict[str, Any]:
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        obj = json.loads(raw.decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        obj = json.loads(b64url_decode(segment).decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # ProtocolError is a ValueError
         raise ClaimError(f"{what} is not base64url JSON") from exc
     if not isinstance(obj, dict):
         raise ClaimError(f"{what} is not a JSON object")

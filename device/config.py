@@ -10,7 +10,7 @@ docs/config.md lists every key; config/vrmbox.example.toml shows them all.
 """
 from __future__ import annotations
 
-import hashlib
+import ipaddress
 import logging
 import math
 import os
@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 
 log = logging.getLogger(__name__)
 
-SYSTEM_CONFIG = Path("/etc/vrmbox/config.toml")
+CONFIG_FILE_NAME = "config.toml"
+SYSTEM_CONFIG = Path("/etc/vrmbox") / CONFIG_FILE_NAME
 ENV_CONFIG = "VRMBOX_CONFIG"
 ENV_DATA_DIR = "VRMBOX_DATA_DIR"
-DEFAULT_DATA_DIR = "~/.local/share/vrmbox"
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_TERMS_ID = "vrm-basic-1"
 DEFAULT_TERMS_TEXT = "No tracking. No resale. Delete my data 30 days after the agreement ends."
@@ -78,18 +78,12 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    client_id: str | None = None            # None: derived from the box id, see client_id_for
+    client_id: str | None = None            # None: a random secret one kept in the store
     keepalive: int = 30
     session_expiry: int = 7 * 86400
     reconnect_min: int = 1
     reconnect_max: int = 60
 
-    def client_id_for(self, box_id: str) -> str:
-        """The configured client id, else a stable one derived from the box id (did): 23 chars,
-        the most every MQTT broker must accept, and it does not reveal the did."""
-        if self.client_id:
-            return self.client_id
-        return "vrmbox-" + hashlib.sha256(box_id.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -99,6 +93,7 @@ class IntakeConfig:
     per_vendor_burst: int = 20
     max_message_bytes: int = 65536
     max_offers_per_vendor_intent: int = 20
+    max_vendors: int = 2000                 # pinned vendors at most; new slugs past it are refused
 
 
 @dataclass(frozen=True)
@@ -107,6 +102,7 @@ class IntentsConfig:
     terms_id: str = DEFAULT_TERMS_ID
     terms_text: str = DEFAULT_TERMS_TEXT
     terms_uri: str | None = None
+    republish_window_s: int = 60     # after a reconnect, each live intent again at its own random time
 
 
 @dataclass(frozen=True)
@@ -154,6 +150,7 @@ class Config:
     agreements: AgreementsConfig
     control: ControlConfig
     presets: tuple[Preset, ...] = ()
+    home_broker: BrokerConfig | None = None  # the box's own LAN broker; None: no local topics
     log_level: str = "INFO"
     source: Path | None = None              # the file read, None for defaults only
 
@@ -330,15 +327,21 @@ SCHEMA: dict[str, dict[str, Check]] = {
     },
     "intake": {"max_queue": _int(1, 1_000_000), "per_vendor_per_minute": _int(1, 100_000),
                "per_vendor_burst": _int(1, 100_000), "max_message_bytes": _int(1024, 65536),
-               "max_offers_per_vendor_intent": _int(1, 10_000)},
+               "max_offers_per_vendor_intent": _int(1, 10_000), "max_vendors": _int(1, 100_000)},
     "intents": {"default_ttl_s": _int(60, 366 * 86400), "terms_id": _slug,
-                "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True)},
+                "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True),
+                "republish_window_s": _int(1, 3600)},
     "agreements": {"countersign_timeout_s": _int(10, 86400), "default_duration_days": _int(1, 3650),
                    "default_purpose": _str(200), "default_fields": _fields,
                    "companion_only_confirmation": _bool},
+    "home_broker": {},   # filled below: the same keys as [broker]
     "control": {"socket": _path(), "button_socket": _path(), "control_users": _names(),
                 "control_groups": _names(), "button_users": _names(), "button_groups": _names()},
 }
+
+
+SCHEMA["home_broker"] = dict(SCHEMA["broker"])
+_SECRET_KEYS = _SECRET_KEYS | {"home_broker.password"}
 
 
 # ------------------------------------------------------------------------------ loading
@@ -353,12 +356,25 @@ def _expand(p: Path, env: Mapping[str, str]) -> Path:
     return p
 
 
+def user_config_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """Where a box that is not installed system-wide keeps its config (XDG)."""
+    return Path(env.get("XDG_CONFIG_HOME") or _home(env) / ".config") / "vrmbox"
+
+
+def user_data_home(env: Mapping[str, str] = os.environ) -> Path:
+    return Path(env.get("XDG_DATA_HOME") or _home(env) / ".local/share")
+
+
 def _find_file(path: Path | None, env: Mapping[str, str]) -> Path | None:
+    """--config, else $VRMBOX_CONFIG, else /etc/vrmbox/config.toml, else the user's XDG one."""
     if path is not None:
         return Path(path)
     if env.get(ENV_CONFIG):
         return Path(env[ENV_CONFIG])
-    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+    if SYSTEM_CONFIG.is_file():
+        return SYSTEM_CONFIG
+    user = user_config_dir(env) / CONFIG_FILE_NAME
+    return user if user.is_file() else None
 
 
 def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -420,8 +436,7 @@ def _section(name: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     return {key: SCHEMA[name][key](raw[key], f"{name}.{key}" if name else key) for key in raw}
 
 
-def _read_password(path: Path) -> str:
-    key = "broker.password_file"
+def _read_password(path: Path, key: str = "broker.password_file") -> str:
     try:
         st = path.stat()
         text = path.read_text(encoding="utf-8")
@@ -436,32 +451,42 @@ def _read_password(path: Path) -> str:
     return password
 
 
-def _broker(values: dict[str, Any], from_file: Mapping[str, Any]) -> BrokerConfig:
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _broker(values: dict[str, Any], from_file: Mapping[str, Any], section: str = "broker") -> BrokerConfig:
     b = BrokerConfig(**values)
     parts = urlsplit(b.url)
     tls = parts.scheme == "mqtts"
     b = replace(b, host=parts.hostname or "", port=parts.port or (8883 if tls else 1883), tls=tls)
     if b.password is not None and b.password_file is not None:
-        raise ConfigError("broker.password", b.password, "set either password or password_file, not both")
+        raise ConfigError(f"{section}.password", b.password, "set either password or password_file, not both")
     if b.password_file is not None:
-        b = replace(b, password=_read_password(b.password_file))
+        b = replace(b, password=_read_password(b.password_file, f"{section}.password_file"))
     elif "password" in from_file:
-        log.warning("broker.password is written in the config file; prefer broker.password_file (0600)")
+        log.warning("%s.password is written in the config file; prefer %s.password_file (0600)", section, section)
     if b.password is not None and b.username is None:
-        raise ConfigError("broker.username", None, "is required when a password is set")
+        raise ConfigError(f"{section}.username", None, "is required when a password is set")
     for key in ("ca_file", "cert_file", "key_file"):
         p = getattr(b, key)
         if p is None:
             continue
         if not tls:
-            raise ConfigError(f"broker.{key}", p, "needs an mqtts:// broker.url")
+            raise ConfigError(f"{section}.{key}", p, f"needs an mqtts:// {section}.url")
         if not p.is_file():
-            raise ConfigError(f"broker.{key}", p, "file not found")
+            raise ConfigError(f"{section}.{key}", p, "file not found")
     if b.key_file is not None and b.cert_file is None:
-        raise ConfigError("broker.key_file", b.key_file, "needs broker.cert_file")
+        raise ConfigError(f"{section}.key_file", b.key_file, f"needs {section}.cert_file")
     if b.reconnect_max < b.reconnect_min:
-        raise ConfigError("broker.reconnect_max", b.reconnect_max,
-                          f"must be at least broker.reconnect_min ({b.reconnect_min})")
+        raise ConfigError(f"{section}.reconnect_max", b.reconnect_max,
+                          f"must be at least {section}.reconnect_min ({b.reconnect_min})")
+    if not tls and not _loopback(b.host):
+        raise ConfigError(f"{section}.url", b.url, "a broker off this machine needs TLS: use mqtts:// "
+                                                   "(and its CA in ca_file), never plain mqtt://")
     return b
 
 
@@ -477,11 +502,19 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
     _apply_overrides(raw, overrides or {})
 
     top = _section("", raw[""])
-    data_dir = _expand(top.get("data_dir") or Path(DEFAULT_DATA_DIR), env)
-    broker = _broker(_section("broker", raw["broker"]), from_file["broker"])
-    for key in ("ca_file", "cert_file", "key_file", "password_file"):
-        if getattr(broker, key) is not None:
-            broker = replace(broker, **{key: _expand(getattr(broker, key), env)})
+    data_dir = _expand(top.get("data_dir") or user_data_home(env) / "vrmbox", env)
+    brokers: dict[str, BrokerConfig | None] = {}
+    for section in ("broker", "home_broker"):
+        if section == "home_broker" and not raw[section]:
+            brokers[section] = None          # no home broker: the box has no local topics
+            continue
+        b = _broker(_section(section, raw[section]), from_file[section], section)
+        for key in ("ca_file", "cert_file", "key_file", "password_file"):
+            if getattr(b, key) is not None:
+                b = replace(b, **{key: _expand(getattr(b, key), env)})
+        brokers[section] = b
+    broker = brokers["broker"]
+    assert broker is not None
     intake = IntakeConfig(**_section("intake", raw["intake"]))
     if intake.per_vendor_burst > intake.max_queue:
         raise ConfigError("intake.per_vendor_burst", intake.per_vendor_burst,
@@ -503,4 +536,5 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
     return Config(broker=broker, data_dir=data_dir, intake=intake, intents=intents,
                   agreements=agreements, control=control,
                   presets=top.get("presets", ()), log_level=top.get("log_level", "INFO"),
+                  home_broker=brokers["home_broker"],
                   source=source)

@@ -4,7 +4,7 @@ Order, and why:
 1. While the keys still exist, sign a `Revocation(delete=True)` with each active agreement's
    intent key and queue it (plus the withdrawal of every active intent) in the outbox.
    The tokens are complete signed messages, so the keys are not needed to send them later.
-2. Shred the key files. From here on the sealed rows are unreadable even if a later step
+2. Destroy the keys (shred the key files, or the provider's equivalent). From here on the sealed rows are unreadable even if a later step
    is interrupted (crypto-erase); re-running `erase` finishes the job.
 3. Delete every row except unsent outbox rows, drop the old audit log, VACUUM and truncate the
    WAL (secure_delete is on), so not even ciphertext stays behind.
@@ -20,10 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vrm_protocol import IntentWithdrawal, Revocation, sign, topics
+from vrm_protocol import EncryptionKey, IntentWithdrawal, ProtocolError, Revocation, sign, topics
+from vrm_protocol.encryption import seal
+from vrm_protocol.messages import parse_dataclass
 
 from . import keystore
-from .store import DB_FILE, TABLES, Store
+from .keystore import KeyProvider
+from .store import DB_FILE, Store
+from .store.connection import audit_rows_deletable
+from .store.schema import ALL_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +56,12 @@ def queue_deletion_requests(store: Store, now: float) -> tuple[int, int]:
             continue
         token = sign(intent.identity, Revocation(agreement=a.agreement_id, intent=a.intent_id, delete=True,
                                                  reason="erase"), now=now, ttl=REVOCATION_TTL)
+        vendor = store.get_vendor(a.vendor)
+        if vendor is not None and vendor.profile.get("enc_key"):   # v2: only the vendor reads it
+            try:
+                token = seal(token, parse_dataclass(EncryptionKey, vendor.profile["enc_key"]))
+            except (ProtocolError, ValueError) as exc:   # a profile we cannot encrypt to: signed only
+                log.warning("cannot seal the deletion request to %s: %s", a.vendor, exc)
         store.queue_outbox(topics.revocations(a.vendor), token, retain=False)
         requests += 1
     for i in store.list_intents(status="active"):
@@ -101,14 +112,12 @@ def _wipe_database(db: Path) -> None:
     try:
         conn.execute("PRAGMA secure_delete=ON")
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute("DROP TRIGGER IF EXISTS audit_no_delete")
-        for table in list(TABLES) + ["audit", "audit_head", "meta"]:
-            if table == "outbox":
-                conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL")
-            else:
-                conn.execute(f"DELETE FROM {table}")
-        conn.execute("CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN "
-                     "SELECT RAISE(ABORT, 'audit is append-only'); END")
+        with audit_rows_deletable(conn):
+            for table in ALL_TABLES:
+                if table == "outbox":
+                    conn.execute("DELETE FROM outbox WHERE sent_at IS NOT NULL")
+                else:
+                    conn.execute(f"DELETE FROM {table}")
         conn.execute("COMMIT")
         conn.execute("VACUUM")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -116,22 +125,19 @@ def _wipe_database(db: Path) -> None:
         conn.close()
 
 
-def _shred_keys(data_dir: Path) -> None:
-    kdir = data_dir / keystore.KEYS_DIR
-    for name in (keystore.DATA_KEY_FILE, keystore.DEVICE_KEY_FILE,
-                 keystore.DEVICE_KEY_FILE + keystore.PENDING_SUFFIX):
-        keystore.shred_file(kdir / name)
-
-
-def erase(data_dir: Path, clock: Callable[[], float] = time.time) -> EraseResult:
-    """Erase everything in `data_dir` (the caller has asked for confirmation)."""
+def erase(data_dir: Path, clock: Callable[[], float] = time.time,
+          keys: KeyProvider | None = None) -> EraseResult:
+    """Erase everything in `data_dir` (the caller has asked for confirmation). `keys` is the
+    store's key provider (default: the files in `data_dir/keys/`); it destroys the old keys and
+    creates the new ones."""
     data_dir = Path(data_dir)
+    provider = keys if keys is not None else keystore.FileKeyProvider(data_dir)
     requests = withdrawals = 0
     old_did: str | None = None
     keep: dict[int, str] | None = None
     if (data_dir / DB_FILE).exists():
         try:
-            store = Store.open(data_dir, clock=clock)
+            store = Store.open(data_dir, clock=clock, keys=provider)
         except (keystore.KeyFileError, sqlite3.DatabaseError, ValueError) as exc:
             # keys already gone (an interrupted erase) or unreadable: nothing can be signed
             log.warning("store cannot be opened (%s); erasing without deletion requests", exc)
@@ -144,9 +150,9 @@ def erase(data_dir: Path, clock: Callable[[], float] = time.time) -> EraseResult
                 store.close()
             if keep is not None:
                 _unseal_outbox(data_dir / DB_FILE, keep)
-    _shred_keys(data_dir)
+    provider.destroy()
     _wipe_database(data_dir / DB_FILE)
-    with Store.open(data_dir, clock=clock) as fresh:
+    with Store.open(data_dir, clock=clock, keys=provider) as fresh:
         fresh.record_event("erase", {"deletion_requests_queued": requests,
                                      "intent_withdrawals_queued": withdrawals,
                                      "erased_device": old_did})

@@ -1,10 +1,18 @@
-"""Everything vendors send the box, checked in an order where cheap checks protect the dear one.
+"""Everything vendors send the box, checked in an order where cheap checks protect the dear one,
+and where a forger can only spend its own budget.
 
-size -> parse (header only) -> known intent -> vendor known / blocked / rate limit -> JWS
-verification -> schema, freshness, replay -> vendor checks (pinned key, names itself) -> store
--> rank -> event. `precheck` is the cheap half (memory only, safe on the network thread);
-`handle` is the rest (store access, on the one worker thread). Every refusal is a `Rejection`
-with a reason code, counted per vendor in the store; nothing here raises on bad input.
+precheck (memory only, any thread): empty payload (ignored) -> size -> topic -> known/open intent
+(before any base64 or JSON) -> header and signer did -> the signer's standing: unknown (one
+shared budget for every unknown signer and message type), changed key, blocked -> the vendor's
+offer cap for the intent -> full protocol verification (signature, schema, lifetime, freshness)
+-> replay -> topic/vendor consistency -> *only now* the vendor's own rate-limit bucket.
+handle (the one worker thread): store-backed checks, store, rank, event.
+
+Attribution: a rejection names a vendor only when that vendor's signature on the message
+verified, it is fresh, not a replay, and it arrived where it says it belongs; anything a
+stranger could have sent (forged, replayed, relayed, claimed) is counted under no vendor.
+So forgeries carrying a real vendor's kid cost that vendor neither budget nor reputation.
+Every refusal is a `Rejection` with a reason code; nothing here raises on bad input.
 """
 from __future__ import annotations
 
@@ -14,30 +22,45 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from vrm_protocol import (Countersignature, Offer, ProtocolError, ReplayGuard, RevocationAck,
-                          VendorProfile, read_header, topics, verify)
+from vrm_protocol import (Countersignature, Message, Offer, ProtocolError, ReplayGuard, RevocationAck,
+                          VendorProfile, read_header, token_hash, topics, verify)
 from vrm_protocol.codec import unverified_payload
 from vrm_protocol.didkey import did_from_kid as _did_from_kid
 from vrm_protocol.messages import body_to_dict
 
+from .config import IntakeConfig
 from .market import Market, MarketError
 from .ratelimit import RateLimiter
 from .store import StoreError
 
 log = logging.getLogger(__name__)
 
-# Reasons the box adds to the protocol's own (vrm_protocol.errors.REASONS).
+# Reasons the box adds to the protocol's own (vrm_protocol.errors.REASONS); docs/protocol.md §13
+# lists both (tests/test_protocol_docs.py keeps them in step).
 INTAKE_REASONS = (
     "unknown_topic", "unknown_intent", "intent_closed", "unknown_vendor", "blocked_vendor",
     "rate_limited", "vendor_key_changed", "vendor_mismatch", "topic_mismatch",
-    "unknown_agreement", "wrong_state", "too_many_offers", "store_error",
+    "unknown_agreement", "wrong_state", "too_many_offers", "too_many_vendors", "terms_mismatch",
+    "store_error",
 )
 
+# The one budget for messages no pinned vendor's verified signature pays for: profiles and
+# replies from keys never seen, and replays of anyone's messages. A forger drains only this.
+SHARED_BUCKET = "unverified"
 
 
-# base58-decoding the signer's did:key is the dearest part of the cheap checks; a flood repeats
-# the same few kids. (Exceptions are not cached, so a bad kid is refused every time.)
-did_from_kid = functools.lru_cache(maxsize=4096)(_did_from_kid)
+@functools.lru_cache(maxsize=4096)
+def _did_cached(kid: str) -> str:
+    return _did_from_kid(kid)
+
+
+def did_from_kid(kid: object) -> str:
+    """base58-decoding the signer's did:key is the dearest part of the cheap checks, and a flood
+    repeats the same few kids: cached for strings (a kid that is a JSON array or object is the
+    protocol's bad_did, never a TypeError). Exceptions are not cached."""
+    if not isinstance(kid, str):
+        raise ProtocolError("bad_did", "kid must be a string")
+    return _did_cached(kid)
 
 
 @dataclass(frozen=True)
@@ -49,13 +72,15 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Pre:
-    """A message that passed the cheap checks, waiting for verification."""
+    """A message that passed the cheap checks (and, from a pinned vendor, verification)."""
 
     topic: str
     payload: bytes
     kind: str                # offers | countersignatures | acks | profile
     intent: str | None
-    vendor: str | None       # from the pinned-key cache (None for profiles)
+    vendor: str | None       # the pinned vendor whose signature verified (None: not yet known)
+    msg: Message | None = field(default=None, compare=False)   # the verified message, if verified
+    seen: bool = False       # its id was accepted before: a redelivery or a replay (worker decides)
 
 
 @dataclass(frozen=True)
@@ -64,12 +89,17 @@ class Outcome:
     event: dict[str, Any] = field(default_factory=dict)
 
 
+_EXPECT = {"offers": Offer, "countersignatures": Countersignature, "acks": RevocationAck}
+
+
 class Intake:
     def __init__(self, market: Market, *, limiter: RateLimiter, max_bytes: int,
-                 clock: Callable[[], float], max_offers_per_vendor_intent: int = 20) -> None:
+                 clock: Callable[[], float], max_offers_per_vendor_intent: int = 20,
+                 max_vendors: int = IntakeConfig.max_vendors) -> None:
         """`max_offers_per_vendor_intent` bounds what a vendor inside its rate limit can make the
-        box store and re-rank for one intent."""
+        box store and re-rank for one intent; `max_vendors` how many vendors can be pinned."""
         self.max_offers = max_offers_per_vendor_intent
+        self.max_vendors = max_vendors
         self.market = market
         self.store = market.store
         self.limiter = limiter
@@ -82,6 +112,10 @@ class Intake:
         self._all_intents: frozenset[str] = frozenset()
         self._vendors_by_did: dict[str, tuple[str, str]] = {}  # did -> (vendor, status)
         self._pending_dids: dict[str, str] = {}               # a changed, unaccepted key -> vendor
+        self._did_of: dict[str, str] = {}                     # vendor -> pinned did
+        self._pending_of: dict[str, str] = {}                 # vendor -> pending did
+        self._profile_hash: dict[str, str] = {}               # vendor -> hash of its stored profile
+        self._offer_counts: dict[tuple[str, str], int] = {}   # (intent, vendor) -> offers stored
         self._counts: dict[tuple[str, str | None], int] = {}  # rejections not yet written
         self.refresh()
         for msg_id, exp in self.store.seen_message_ids(int(clock())):
@@ -89,7 +123,8 @@ class Intake:
 
     # ---------------------------------------------------------------- caches (worker thread)
     def refresh(self) -> None:
-        """Reload what the cheap checks need; call after any change to intents or vendors."""
+        """Reload what the cheap checks need; call after any change to intents or vendors made
+        outside the intake (the intake keeps its caches current for what it stores itself)."""
         intents = self.store.intent_states()
         vendors = self.store.list_vendors()
         waiting = {a.intent_id for a in self.store.agreement_states()
@@ -100,8 +135,34 @@ class Intake:
             # or a deletion acknowledgement to come
             self._known_intents = self._open_intents | frozenset(waiting)
             self._all_intents = frozenset(i.intent_id for i in intents)
-            self._vendors_by_did = {v.did: (v.vendor, v.status) for v in vendors}
-            self._pending_dids = {v.pending_did: v.vendor for v in vendors if v.pending_did}
+            self._vendors_by_did, self._pending_dids = {}, {}
+            self._did_of, self._pending_of, self._profile_hash = {}, {}, {}
+            for v in vendors:
+                self._cache_vendor_locked(v)
+            self._offer_counts = {k: n for k, n in self._offer_counts.items()
+                                  if k[0] in self._open_intents}
+
+    def _cache_vendor_locked(self, v: Any) -> None:
+        """Put one vendor record into the caches (replacing what they held for it)."""
+        old = self._did_of.pop(v.vendor, None)
+        if old is not None:
+            self._vendors_by_did.pop(old, None)
+        old_pending = self._pending_of.pop(v.vendor, None)
+        if old_pending is not None:
+            self._pending_dids.pop(old_pending, None)
+        self._vendors_by_did[v.did] = (v.vendor, v.status)
+        self._did_of[v.vendor] = v.did
+        if v.pending_did:
+            self._pending_dids[v.pending_did] = v.vendor
+            self._pending_of[v.vendor] = v.pending_did
+        self._profile_hash[v.vendor] = token_hash(v.profile_token)
+
+    def _update_vendor(self, vendor: str) -> None:
+        """Incremental: re-read one vendor after the intake changed it (no full refresh)."""
+        rec = self.store.get_vendor(vendor)
+        if rec is not None:
+            with self._lock:
+                self._cache_vendor_locked(rec)
 
     @property
     def subscribed_intents(self) -> frozenset[str]:
@@ -109,59 +170,98 @@ class Intake:
 
     # ---------------------------------------------------------------- cheap half (any thread)
     def precheck(self, topic: str, payload: bytes) -> Pre | Rejection | None:
-        """Memory-only checks; None means "nothing to do" (e.g. a cleared retained profile)."""
+        """Memory and CPU only; None means "nothing to do" (an empty payload: a retained clear)."""
+        return self._precheck(topic, payload, first=True)
+
+    def _precheck(self, topic: str, payload: bytes, first: bool) -> Pre | Rejection | None:
+        if not payload:  # §3: only ever a retained-message clearance, ignored wherever it arrives
+            return None
         if len(payload) > self.max_bytes:
             return Rejection("oversize", None, f"{len(payload)} bytes")
         box = topics.parse_box_topic(topic)
-        vend = topics.parse_vendor_topic(topic)
-        is_profile = bool(vend and vend[1] == "profile")
-        if is_profile and not payload:
-            return None
-        if not is_profile and not box:
+        vend = None if box else topics.parse_vendor_topic(topic)
+        if not box and not (vend and vend[1] == "profile"):
             return Rejection("unknown_topic", None, topic[:100])
-        try:  # who signed it, from the header alone (verified later)
-            _, header = read_header(payload)
+        if box:
+            intent, kind = box
+            with self._lock:
+                known = intent in self._known_intents
+                ours = intent in self._all_intents
+                open_ = intent in self._open_intents
+            if not known:
+                return Rejection("intent_closed" if ours else "unknown_intent", None, intent[:64])
+            if kind == "offers" and not open_:
+                return Rejection("intent_closed", None, intent)
+        try:  # who claims to have signed it, from the header alone
+            token, header = read_header(payload)
             did = did_from_kid(header["kid"])
         except ProtocolError as exc:
             return Rejection(exc.reason, None, exc.detail)
-        if is_profile:
-            with self._lock:
-                known_key = did in self._vendors_by_did or did in self._pending_dids
-            # Known keys re-publish at their own pace; brand-new keys share one bucket, so fresh
-            # keys cannot be minted to fill the store with vendors.
-            if not self.limiter.allow("profile:" + did if known_key else "profile:new", self.clock()):
-                return Rejection("rate_limited", None, "vendor profile flood")
-            return Pre(topic, payload, "profile", None, None)
-        intent, kind = box  # type: ignore[misc]
+        if not box:
+            return self._precheck_profile(topic, payload, token, vend[0], did, first)  # type: ignore[index]
         with self._lock:
-            known = intent in self._known_intents
-            ours = intent in self._all_intents
-            open_ = intent in self._open_intents
             vendor = self._vendors_by_did.get(did)
             pending = self._pending_dids.get(did)
-        if not known:
-            return Rejection("intent_closed" if ours else "unknown_intent", vendor[0] if vendor else None,
-                             intent[:64])
-        if kind == "offers" and not open_:
-            return Rejection("intent_closed", vendor[0] if vendor else None, intent)
         if vendor is None:
             if pending:
-                return Rejection("vendor_key_changed", pending, "signed by a key you have not accepted")
-            # Its profile may be just ahead in the queue: decide on the worker, rate-limited by key.
-            if not self.limiter.allow("did:" + did, self.clock()):
-                return Rejection("rate_limited", None, "unknown key")
+                return Rejection("vendor_key_changed", None, f"{pending}: a key you have not accepted")
+            # Its profile may be just ahead in the queue: the worker looks again.
+            if first and not self.limiter.allow(SHARED_BUCKET, self.clock()):
+                return Rejection("rate_limited", None, "unknown signer")
             return Pre(topic, payload, kind, intent, None)
         name, status = vendor
         if status == "blocked":
-            return Rejection("blocked_vendor", name)
-        if not self.limiter.allow(name, self.clock()):  # every kind: each costs a signature check
+            return Rejection("blocked_vendor", None, name)
+        if kind == "offers":
+            with self._lock:
+                stored = self._offer_counts.get((intent, name), 0)
+            if stored >= self.max_offers:
+                return Rejection("too_many_offers", None, f"{name}: {self.max_offers} per intent")
+        try:
+            msg = verify(payload, now=self.clock(), expect=_EXPECT[kind])
+        except ProtocolError as exc:
+            return Rejection(exc.reason, None, exc.detail)
+        if msg.id in self.replay:  # anyone can replay a vendor's message: never its budget
+            if not self.limiter.allow(SHARED_BUCKET, self.clock()):
+                return Rejection("replay", None, f"message id {msg.id} seen before")
+            return Pre(topic, payload, kind, intent, name, msg, seen=True)
+        if msg.body.intent != intent:  # a relayed copy is as likely as the vendor's own mistake
+            return Rejection("topic_mismatch", None, f"{name}'s {kind} names another intent")
+        if kind == "offers" and msg.body.vendor != name:  # signed by `name`, claiming to be another
+            return Rejection("vendor_mismatch", name, f"offer claims to be from {msg.body.vendor}")
+        if not self.limiter.allow(name, self.clock()):  # the vendor's own, verified messages only
             return Rejection("rate_limited", name)
-        return Pre(topic, payload, kind, intent, name)
+        return Pre(topic, payload, kind, intent, name, msg)
+
+    def _precheck_profile(self, topic: str, payload: bytes, token: str, name: str, did: str,
+                          first: bool) -> Pre | Rejection | None:
+        with self._lock:
+            known_key = did in self._vendors_by_did or did in self._pending_dids
+            known_name = name in self._did_of
+            same_token = self._profile_hash.get(name) == token_hash(token)
+            full = len(self._did_of) >= self.max_vendors
+        if same_token:  # a retained re-delivery of the profile stored: nothing to do, no refresh
+            return None
+        if not known_key:
+            if full and not known_name:
+                return Rejection("too_many_vendors", None, f"{self.max_vendors} pinned")
+            # Brand-new keys share one bucket, so fresh keys cannot be minted to fill the store.
+            if first and not self.limiter.allow(SHARED_BUCKET, self.clock()):
+                return Rejection("rate_limited", None, "vendor profile flood")
+            return Pre(topic, payload, "profile", None, None)
+        try:
+            msg = verify(payload, now=self.clock(), expect=VendorProfile)
+        except ProtocolError as exc:
+            return Rejection(exc.reason, None, exc.detail)
+        # Known keys re-publish at their own pace, from their own verified budget.
+        if not self.limiter.allow("profile:" + did, self.clock()):
+            return Rejection("rate_limited", None, "vendor profile flood")
+        return Pre(topic, payload, "profile", None, None, msg)
 
     # ---------------------------------------------------------------- dear half (worker thread)
     def handle(self, pre: Pre) -> Outcome | Rejection:
         if pre.vendor is None and pre.kind != "profile":
-            again = self.precheck(pre.topic, pre.payload)  # caches are current on the worker
+            again = self._precheck(pre.topic, pre.payload, first=False)  # caches are current here
             if not isinstance(again, Pre) or again.vendor is None:
                 return again if isinstance(again, Rejection) else Rejection("unknown_vendor", None)
             pre = again
@@ -174,7 +274,7 @@ class Intake:
                 return self._countersignature(pre)
             return self._ack(pre)
         except ProtocolError as exc:
-            return Rejection(exc.reason, pre.vendor, exc.detail)
+            return Rejection(exc.reason, None, exc.detail)
         except (StoreError, MarketError) as exc:
             log.warning("could not apply %s from %s: %s", pre.kind, pre.vendor, exc)
             return Rejection("store_error", pre.vendor, str(exc)[:200])
@@ -197,47 +297,55 @@ class Intake:
             except StoreError as exc:  # counting must never take the box down
                 log.warning("could not count %d rejection(s): %s", n, exc)
 
-    def _verify(self, pre: Pre, expect: type) -> Any:
-        msg = verify(pre.payload, now=self.clock(), replay=None, expect=expect)
-        if msg.id in self.replay:
-            raise ProtocolError("replay", f"message id {msg.id} seen before")
-        return msg
+    def _message(self, pre: Pre, expect: type) -> Message:
+        return pre.msg if pre.msg is not None else verify(pre.payload, now=self.clock(), expect=expect)
 
     def _remember(self, msg: Any) -> None:
         self.replay.check_and_remember(msg.id, msg.envelope.exp, self.clock())
 
     def _profile(self, pre: Pre) -> Outcome | Rejection:
-        msg = verify(pre.payload, now=self.clock(), expect=VendorProfile)  # retained: may repeat
+        msg = self._message(pre, VendorProfile)  # retained: may repeat
         name = topics.parse_vendor_topic(pre.topic)[0]  # type: ignore[index]
         if msg.body.vendor != name:
-            return Rejection("topic_mismatch", name, "profile names another vendor")
+            return Rejection("topic_mismatch", None, f"profile on {name}'s topic names another vendor")
+        with self._lock:
+            new_vendor = name not in self._did_of
+            full = len(self._did_of) >= self.max_vendors
+        if new_vendor and full:
+            return Rejection("too_many_vendors", None, f"{self.max_vendors} pinned")
         result = self.store.upsert_vendor_profile(name, msg.envelope.iss, msg.token, body_to_dict(msg.body))
-        self.refresh()
+        self._update_vendor(name)
         if result == "key_changed":
             log.warning("vendor %s published a new key %s: flagged, not accepted", name, msg.envelope.iss)
         return Outcome("profile", {"type": "vendor_" + result, "vendor": name})
 
     def _offer(self, pre: Pre) -> Outcome | Rejection:
-        msg = verify(pre.payload, now=self.clock(), replay=None, expect=Offer)
-        rec = self.store.get_offer(msg.id)
-        if rec is not None and rec.token == msg.token:
-            # A QoS 1 redelivery of an offer already stored (e.g. killed before the ack).
-            return Outcome("duplicate", {"offer": msg.id})
-        if msg.id in self.replay:
+        msg = self._message(pre, Offer)
+        if pre.seen or msg.id in self.replay:
+            rec = self.store.get_offer(msg.id)
+            if rec is not None and rec.token == msg.token:
+                # A QoS 1 redelivery of an offer already stored (e.g. killed before the ack).
+                return Outcome("duplicate", {"offer": msg.id})
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         body: Offer = msg.body
-        if body.intent != pre.intent:
-            return Rejection("topic_mismatch", pre.vendor, "offer names another intent")
-        if body.vendor != pre.vendor:
-            return Rejection("vendor_mismatch", pre.vendor, f"offer claims to be from {body.vendor}")
-        if self.store.count_offers(body.intent, body.vendor) >= self.max_offers:
+        stored = self.store.count_offers(body.intent, body.vendor)
+        with self._lock:
+            self._offer_counts[(body.intent, body.vendor)] = stored
+        if stored >= self.max_offers:
             return Rejection("too_many_offers", pre.vendor, f"{self.max_offers} per intent")
         intent = self.store.get_intent(body.intent)
-        stored = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
-                                      body_to_dict(body), int(self.clock()))
+        terms = (intent.body.get("terms") or {}) if intent else {}
+        answered = body.terms_response
+        if (answered.id, answered.sha256) != (terms.get("id"), terms.get("sha256")):
+            # Accepting other terms is not accepting the person's (finding 9).
+            return Rejection("terms_mismatch", pre.vendor, "the offer answers other terms")
+        added = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
+                                     body_to_dict(body), int(self.clock()))
         self._remember(msg)
-        if not stored:  # an id stored long ago (its replay entry pruned), now with another token
+        if not added:  # an id stored long ago (its replay entry pruned), now with another token
             raise ProtocolError("replay", f"message id {msg.id} seen before")
+        with self._lock:
+            self._offer_counts[(body.intent, body.vendor)] = stored + 1
         ranked = self.market.ranked_offers(body.intent, include_ineligible=True)
         mine = next((r for r in ranked if r["offer"] == msg.id), None)
         position = [r["offer"] for r in ranked if r["eligible"]].index(msg.id) + 1 \
@@ -249,8 +357,10 @@ class Intake:
                                  "score": mine["score"] if mine else None, "position": position})
 
     def _agreement_reply(self, pre: Pre, expect: type) -> tuple[Any, Any] | Rejection:
-        """Verify a vendor's reply about one of our agreements: same intent, same vendor."""
-        msg = self._verify(pre, expect)
+        """A vendor's reply about one of our agreements: same intent, same vendor."""
+        msg = self._message(pre, expect)
+        if pre.seen or msg.id in self.replay:
+            raise ProtocolError("replay", f"message id {msg.id} seen before")
         rec = self.store.get_agreement(msg.body.agreement)
         if rec is None or rec.intent_id != pre.intent or msg.body.intent != pre.intent:
             return Rejection("unknown_agreement", pre.vendor, msg.body.agreement)
@@ -268,6 +378,8 @@ class Intake:
             return Rejection("vendor_key_changed", pre.vendor, "not signed by the key agreed with")
         if rec.status != "confirmed":
             return Rejection("wrong_state", pre.vendor, f"agreement is {rec.status}")
+        if not rec.token or msg.body.agreement_hash != token_hash(rec.token):
+            return Rejection("unknown_agreement", pre.vendor, "countersigns another agreement text")
         result = self.market.countersigned(rec.agreement_id, msg.token)
         return Outcome("countersignature", {"type": "agreement_active", **result, "vendor": rec.vendor})
 

@@ -4,14 +4,12 @@ Each intent gets a fresh Identity: two intents of the same person share no ident
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from vrm_protocol import Identity, Intent, IntentWithdrawal, Terms, new_id, sign
-from vrm_protocol.codec import b64url
-from vrm_protocol.messages import body_to_dict, parse_dataclass
+from vrm_protocol.messages import body_to_dict, parse_dataclass, terms_digest
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +24,10 @@ class BuiltIntent:
 
 
 def terms_for(terms_id: str, text: str, uri: str | None = None) -> Terms:
-    """The person's proffered terms: an id plus the SHA-256 of the exact text (IEEE 7012 spirit)."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    terms = Terms(id=terms_id, sha256=b64url(digest), uri=uri)
+    """The person's proffered terms: an id, the SHA-256 of the exact text (IEEE 7012 spirit) and
+    the text itself, so a vendor can read what it accepts without fetching anything (protocol v2;
+    `uri` is an optional pointer to the same text)."""
+    terms = Terms(id=terms_id, sha256=terms_digest(text), uri=uri, text=text)
     terms.check()
     return terms
 

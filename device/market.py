@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from vrm_protocol import EncryptionKey, ProtocolError, Terms, topics
-from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
+from vrm_protocol import EncryptionKey, ProtocolError, Terms, new_id, topics
+from vrm_protocol.codec import MAX_LIFETIME
 from vrm_protocol.messages import parse_dataclass
 
 from . import agreements as agr
@@ -44,6 +44,7 @@ class MarketSettings:
 
     terms_id: str = _INTENTS.terms_id
     terms_text: str = _INTENTS.terms_text
+    terms_uri: str | None = _INTENTS.terms_uri   # where the same text can be read
     intent_ttl_s: int = _INTENTS.default_ttl_s
     default_duration_days: int = _AGREEMENTS.default_duration_days
     default_purpose: str = _AGREEMENTS.default_purpose
@@ -55,7 +56,7 @@ class MarketSettings:
 def market_settings(cfg: Config) -> MarketSettings:
     """The market's view of the config file."""
     return MarketSettings(terms_id=cfg.intents.terms_id, terms_text=cfg.intents.terms_text,
-                          intent_ttl_s=cfg.intents.default_ttl_s,
+                          terms_uri=cfg.intents.terms_uri, intent_ttl_s=cfg.intents.default_ttl_s,
                           default_duration_days=cfg.agreements.default_duration_days,
                           default_purpose=cfg.agreements.default_purpose,
                           default_fields=cfg.agreements.default_fields,
@@ -79,7 +80,7 @@ class Market:
     # ---------------------------------------------------------------- intents
     def add_intent(self, category: str, attributes: dict[str, Any] | None = None,
                    description: str | None = None, ttl: int | None = None) -> dict[str, Any]:
-        terms = terms_for(self.settings.terms_id, self.settings.terms_text)
+        terms = terms_for(self.settings.terms_id, self.settings.terms_text, self.settings.terms_uri)
         ttl = int(self.settings.intent_ttl_s if ttl is None else ttl)
         if not MIN_INTENT_TTL <= ttl <= MAX_LIFETIME:  # vendors refuse longer ones as bad_lifetime
             raise MarketError(f"an intent lives between {MIN_INTENT_TTL} seconds and 366 days, not {ttl} s")
@@ -215,13 +216,17 @@ class Market:
 
     def accept(self, offer_id: str, fields: list[str], purpose: str | None = None,
                duration_days: int | None = None) -> dict[str, Any]:
-        """Build and sign the agreement, but send nothing: it waits for confirmation on the box."""
+        """Record what the person accepted, under a fresh agreement id; nothing is signed or sent
+        until they confirm on the box (protocol v2: the agreement's iat is the confirmation)."""
         offer = self._open_offer(offer_id)
         if int(offer.body.get("valid_until", 0)) < self.now():
             raise MarketError(f"offer {offer_id} has expired")
-        if offer.body.get("terms_response", {}).get("decision") != "accept":
-            raise MarketError(f"{offer.vendor} did not accept your terms in this offer")
         intent = self._intent(offer.intent_id)
+        response = offer.body.get("terms_response", {})
+        if response.get("decision") != "accept" or \
+                (response.get("id"), response.get("sha256")) != \
+                (intent.body["terms"]["id"], intent.body["terms"]["sha256"]):
+            raise MarketError(f"{offer.vendor} did not accept your terms in this offer")
         vendor = self.store.get_vendor(offer.vendor)
         if vendor is None or vendor.did != offer.vendor_did:
             raise MarketError(f"vendor {offer.vendor}'s key is not the one pinned; check `vrmbox vendors`")
@@ -232,23 +237,32 @@ class Market:
             raise MarketError(str(exc)) from exc
         terms = parse_dataclass(Terms, intent.body["terms"])
         try:
-            built = agr.build_agreement(
-                intent.identity, intent_id=intent.intent_id, offer_id=offer_id, offer_token=offer.token,
+            body = agr.agreement_body(
+                intent_id=intent.intent_id, offer_id=offer_id, offer_token=offer.token,
                 vendor=offer.vendor, vendor_did=offer.vendor_did, terms=terms, fields=list(fields),
                 purpose=purpose or self.settings.default_purpose,
-                duration_days=int(duration_days or self.settings.default_duration_days), now=self.now())
+                duration_days=int(duration_days or self.settings.default_duration_days))
         except ProtocolError as exc:
             raise MarketError(f"agreement not valid: {exc.detail or exc.reason}") from exc
         except agr.AgreementError as exc:
             raise MarketError(str(exc)) from exc
+        agreement_id = new_id()   # becomes the agreement message's id when it is signed
         with self.store.transaction():
             self.store.set_offer_status(offer_id, "accepted")
-            self.store.add_agreement(built.agreement_id, intent.intent_id, offer_id, offer.vendor,
-                                     built.token, built.body, status="pending_confirmation")
-        return {"agreement": built.agreement_id, "status": "pending_confirmation", **built.body}
+            self.store.add_agreement(agreement_id, intent.intent_id, offer_id, offer.vendor,
+                                     "", body, status="pending_confirmation")
+        return {"agreement": agreement_id, "status": "pending_confirmation", **body}
+
+    def _enc_key(self, vendor_slug: str, vendor_did: str | None) -> EncryptionKey:
+        """The vendor's encryption key, only from the profile of the key the person agreed with."""
+        vendor = self.store.get_vendor(vendor_slug)
+        if vendor is None or vendor.did != vendor_did:
+            raise MarketError(f"vendor {vendor_slug}'s pinned key is not the one in the agreement")
+        return parse_dataclass(EncryptionKey, vendor.profile["enc_key"])
 
     def confirm(self, agreement_id: str, source: str) -> dict[str, Any]:
-        """The person confirms on the box (a button press) — or from the phone, if they allowed it."""
+        """The person confirms on the box (a button press) — or from the phone, if they allowed it.
+        Only now is the agreement signed (iat = now) and sent, sealed to the vendor."""
         if source not in CONFIRM_SOURCES:
             raise MarketError(f"unknown confirmation source {source!r}")
         if source == "companion" and not self.store.get_setting(COMPANION_ONLY_SETTING, False):
@@ -260,14 +274,23 @@ class Market:
         if rec.status != "pending_confirmation":
             raise MarketError(f"agreement {agreement_id} is {rec.status}")
         offer = self.store.get_offer(rec.offer_id)
-        signed_until = unverified_payload(rec.token).get("exp", 0)
-        if signed_until <= self.now() or (offer and int(offer.body.get("valid_until", 0)) <= self.now()):
+        now = self.now()
+        if rec.created_at + agr.PENDING_TTL <= now or \
+                (offer and int(offer.body.get("valid_until", 0)) <= now):
             self.cancel(agreement_id)  # nothing was sent; the person can accept a fresh offer
             raise MarketError(f"agreement {agreement_id} (or its offer) expired before it was "
                               "confirmed; nothing was sent")
+        enc_key = self._enc_key(rec.vendor, rec.body.get("vendor_did"))
+        intent = self._intent(rec.intent_id)
+        try:
+            signed = agr.sign_agreement(intent.identity, agreement_id=agreement_id, body=rec.body,
+                                        enc_key=enc_key, now=now)
+        except ProtocolError as exc:
+            raise MarketError(f"agreement not valid: {exc.detail or exc.reason}") from exc
         with self.store.transaction():
+            self.store.set_agreement_token(agreement_id, signed.token)
             self.store.set_agreement_status(agreement_id, "confirmed")
-            self.store.queue_outbox(topics.agreements(rec.vendor), rec.token)
+            self.store.queue_outbox(topics.agreements(rec.vendor), signed.sealed)
         return {"agreement": agreement_id, "status": "confirmed", "source": source}
 
     def cancel(self, agreement_id: str) -> dict[str, Any]:
@@ -286,18 +309,19 @@ class Market:
         if rec is None:
             raise MarketError(f"no agreement {agreement_id}")
         intent = self._intent(rec.intent_id)
-        vendor = self.store.get_vendor(rec.vendor)
-        if vendor is None or vendor.did != rec.body.get("vendor_did"):
-            # Only ever encrypt to the key the person agreed with, whatever was pinned since.
-            raise MarketError(f"vendor {rec.vendor}'s pinned key is not the one in the agreement")
+        # Only ever encrypt to the key the person agreed with, whatever was pinned since.
+        enc_key = self._enc_key(rec.vendor, rec.body.get("vendor_did"))
         profile = {n: f.value for n, f in self.store.get_profile().items()}
         try:
             values = agr.disclosure_values(rec.body["fields"], profile)
         except agr.AgreementError as exc:  # the person deleted a field after agreeing
             raise MarketError(str(exc)) from exc
-        enc_key = parse_dataclass(EncryptionKey, vendor.profile["enc_key"])
-        token = agr.build_disclosure(intent.identity, agreement_id=agreement_id, intent_id=rec.intent_id,
-                                     values=values, enc_key=enc_key, now=self.now())
+        try:
+            token = agr.build_disclosure(intent.identity, agreement_id=agreement_id,
+                                         intent_id=rec.intent_id, values=values, enc_key=enc_key,
+                                         now=self.now())
+        except agr.AgreementError as exc:
+            raise MarketError(str(exc)) from exc
         with self.store.transaction():
             self.store.add_countersignature(agreement_id, countersignature_token)
             self.store.add_disclosure(agreement_id, list(values), token)
@@ -313,11 +337,18 @@ class Market:
         if rec.status == "pending_confirmation":
             return self.cancel(agreement_id)
         intent = self._intent(rec.intent_id)
-        _, token = agr.build_revocation(intent.identity, agreement_id=agreement_id,
-                                        intent_id=rec.intent_id, reason=reason, now=self.now())
+        vendor = self.store.get_vendor(rec.vendor)
+        # Sealed to the key of the vendor's pinned profile (the revocation must reach it even if
+        # its key changed since; the reason is readable by it alone).
+        if vendor is None:
+            raise MarketError(f"vendor {rec.vendor} is not known any more; cannot send the revocation")
+        enc_key = parse_dataclass(EncryptionKey, vendor.profile["enc_key"])
+        _, token, sealed = agr.build_revocation(intent.identity, agreement_id=agreement_id,
+                                                intent_id=rec.intent_id, reason=reason, now=self.now(),
+                                                enc_key=enc_key)
         with self.store.transaction():
             self.store.add_revocation(agreement_id, token, delete=True)
-            self.store.queue_outbox(topics.revocations(rec.vendor), token)
+            self.store.queue_outbox(topics.revocations(rec.vendor), sealed)
         return {"agreement": agreement_id, "status": "revoked", "acknowledged": False}
 
     def list_agreements(self) -> list[dict[str, Any]]:

@@ -11,8 +11,6 @@ Format: docs/store.md.
 """
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
@@ -30,13 +28,12 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from vrm_protocol import Identity, ProtocolError
 from vrm_protocol.didkey import public_bytes_from_did
 
-from vrm_protocol.codec import b64url
+from vrm_protocol.codec import b64url, b64url_decode
 
 from .audit import (AuditHead, AuditEntry, canonical_json, entry_from_dict, entry_to_dict,
                     verify_chain)
 from .keystore import fsync_dir
-from .migrations import SCHEMA_VERSION
-from .store import Store, StoreError, check_tables
+from .store import SCHEMA_VERSION, Store, StoreError, check_tables
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +64,13 @@ class ExportDoc:
     raw: dict[str, Any]
 
 
-def _unb64(text: Any, what: str) -> bytes:
+def _field_bytes(text: Any, what: str) -> bytes:
+    """A base64url field of the file, or a PortabilityError naming the field."""
     if not isinstance(text, str):
         raise PortabilityError(f"{what} must be base64url text")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
+        return b64url_decode(text)
+    except ProtocolError as exc:
         raise PortabilityError(f"{what} is not base64url") from exc
 
 
@@ -172,7 +170,7 @@ def check_export(doc: Any) -> ExportDoc:
     except ProtocolError as exc:
         raise PortabilityError("device_did is not an Ed25519 did:key") from exc
     try:
-        pub.verify(_unb64(doc["signature"], "signature"), _doc_digest(doc))
+        pub.verify(_field_bytes(doc["signature"], "signature"), _doc_digest(doc))
     except (InvalidSignature, ValueError) as exc:
         if isinstance(exc, PortabilityError):
             raise
@@ -282,10 +280,10 @@ def open_backup(obj: Any, passphrase: str) -> tuple[ExportDoc, bytes]:
             or not (2 <= n <= _MAX_N and n & (n - 1) == 0 and 1 <= r <= _MAX_R and 1 <= p <= _MAX_P) \
             or 128 * n * r > _MAX_KDF_MEMORY or n * r * p > _MAX_KDF_WORK:
         raise PortabilityError("backup kdf parameters out of range")
-    salt, nonce = _unb64(kdf["salt"], "salt"), _unb64(obj["nonce"], "nonce")
+    salt, nonce = _field_bytes(kdf["salt"], "salt"), _field_bytes(obj["nonce"], "nonce")
     if len(nonce) != 12 or not 8 <= len(salt) <= 64:
         raise PortabilityError("backup nonce or salt has the wrong size")
-    ct = _unb64(obj["ciphertext"], "ciphertext")
+    ct = _field_bytes(obj["ciphertext"], "ciphertext")
     header = {k: v for k, v in obj.items() if k != "ciphertext"}
     key = _kdf(passphrase, salt, n, r, p)
     try:
@@ -298,7 +296,7 @@ def open_backup(obj: Any, passphrase: str) -> tuple[ExportDoc, bytes]:
         raise PortabilityError("backup content is not JSON") from exc
     if not isinstance(inner, dict) or set(inner) != {"export", "device_seed"}:
         raise PortabilityError("backup content malformed")
-    seed = _unb64(inner["device_seed"], "device_seed")
+    seed = _field_bytes(inner["device_seed"], "device_seed")
     if len(seed) != 32:
         raise PortabilityError("backup device key has the wrong size")
     doc = check_export(inner["export"])

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from device.audit import GENESIS_HASH, compute_hash, verify_chain
-from device.store import Store
+from device.store import Store, StoreError
 from vrm_protocol import Identity
 
 N = 8
@@ -173,6 +173,7 @@ def test_handover_chain_verifies_and_a_forged_handover_does_not():
     assert not r.ok and r.first_bad == 2  # the unproven handover; older signers unknown
 
 
+@pytest.mark.slow
 def test_cli_verify_names_first_bad_entry_and_show_pages(box):
     base = [sys.executable, "-m", "device.cli", "audit"]
     ok = subprocess.run(base + ["verify", "--data-dir", str(box)], capture_output=True, text=True, timeout=60)
@@ -194,10 +195,10 @@ def test_change_and_entry_commit_together(tmp_path):
     """A failed change leaves neither data nor an audit entry behind."""
     with Store.open(tmp_path / "box") as s:
         s.set_profile_field("x", 1)
-        with pytest.raises(Exception):
+        with pytest.raises(StoreError, match="no intent"):
             s.set_intent_status("no-such-intent", "withdrawn")
         n = s.audit.count()
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError, match="boom"):
             with s._tx():
                 s.set_profile_field("y", 2)
                 raise RuntimeError("boom")

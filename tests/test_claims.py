@@ -100,6 +100,7 @@ def test_tampered_payload_fails_signature(issuer):
         check_vc_jwt(f"{h}.{p2}.{s}", now=NOW, trusted_issuers=[issuer.did])
 
 
+@pytest.mark.slow
 def test_cli_claims_trust_import_list(tmp_path, issuer):
     d = tmp_path / "box"
     f = tmp_path / "vc.jwt"

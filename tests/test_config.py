@@ -122,14 +122,6 @@ def test_inline_password_warns_and_is_never_shown(tmp_path, caplog):
     assert "hunter2" not in str(exc.value) and exc.value.key == "broker.password"
 
 
-def test_client_id():
-    b = load_config(env=ENV).broker
-    cid = b.client_id_for("did:key:z6MkExample")
-    assert cid == b.client_id_for("did:key:z6MkExample") != b.client_id_for("did:key:z6MkOther")
-    assert re.fullmatch(r"vrmbox-[0-9a-f]{16}", cid) and "z6Mk" not in cid
-    assert replace(b, client_id="mine").client_id_for("did:key:x") == "mine"
-
-
 def test_exact_error_message():
     with pytest.raises(ConfigError) as exc:
         load_config(None, {"broker.url": "htp://x"}, env=ENV)

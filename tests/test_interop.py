@@ -19,11 +19,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.concatkdf import ConcatKDFHash
 
 import vrm_protocol
-from vrm_protocol import (DecryptionKey, EncryptionKey, Identity, Intent, Offer, ProtocolError,
-                          ReplayGuard, Terms, encrypt_json, new_id)
+from vrm_protocol import (Agreement, DecryptionKey, EncryptionKey, Identity, Intent, Offer, ProtocolError,
+                          ReplayGuard, Terms, encrypt_json, new_id, seal)
 
 
 # ---------------------------------------------------------------------------- the doc, re-implemented
+V = 2   # section 6.2: the protocol version this document describes
+
+
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
@@ -62,21 +65,28 @@ class PyJwtVendor:
                         "x": b64u(self.enc.public_key().public_bytes_raw())}
 
     def sign(self, type_: str, body: dict, *, now: int, ttl: int, headers: dict | None = None) -> str:
-        payload = {"v": 1, "type": type_, "id": secrets.token_urlsafe(16), "iss": self.did,
+        payload = {"v": V, "type": type_, "id": secrets.token_urlsafe(16), "iss": self.did,
                    "iat": now, "exp": now + ttl, **body}
         hdrs = {"kid": kid_of(self.did), "typ": "vrm+jws"} if headers is None else headers
         return jwt.encode(payload, self.key, algorithm="EdDSA", headers=hdrs)
 
     def decrypt(self, token: str) -> dict:
+        """Section 10: a disclosure's values (the padding is JSON whitespace)."""
+        return json.loads(self.decrypt_raw(token))
+
+    def unseal(self, sealed: str) -> str:
+        """Section 10: a sealed message is a JWE of the JWS, padded with trailing spaces."""
+        return self.decrypt_raw(sealed).rstrip(b" ").decode("ascii")
+
+    def decrypt_raw(self, token: str) -> bytes:
         """Section 10: ECDH-ES (direct) + A256GCM over X25519."""
         protected, encrypted_key, iv, ciphertext, tag = token.split(".")
         header = json.loads(b64u_decode(protected))
         assert (header["alg"], header["enc"], encrypted_key) == ("ECDH-ES", "A256GCM", "")
         epk = X25519PublicKey.from_public_bytes(b64u_decode(header["epk"]["x"]))
         cek = concat_kdf(self.enc.exchange(epk), header)
-        plain = AESGCM(cek).decrypt(b64u_decode(iv), b64u_decode(ciphertext) + b64u_decode(tag),
-                                    protected.encode("ascii"))
-        return json.loads(plain)
+        return AESGCM(cek).decrypt(b64u_decode(iv), b64u_decode(ciphertext) + b64u_decode(tag),
+                                   protected.encode("ascii"))
 
 
 def concat_kdf(z: bytes, header: dict) -> bytes:
@@ -145,8 +155,10 @@ def test_box_accepts_a_pyjwt_profile_and_countersignature(vendor):
                           now=now, ttl=30 * 86400)
     msg = vrm_protocol.verify(profile, now=now)
     assert msg.body.enc_key == EncryptionKey(**vendor.enc_jwk)
-    agreement_id = b64u(hashlib.sha256(b"some agreement token").digest())
-    cs = vendor.sign("countersignature", {"agreement": agreement_id, "intent": new_id()}, now=now, ttl=600)
+    agreement_id = new_id()
+    agreement_hash = b64u(hashlib.sha256(b"some agreement token").digest())
+    cs = vendor.sign("countersignature", {"agreement": agreement_id, "agreement_hash": agreement_hash,
+                                          "intent": new_id()}, now=now, ttl=600)
     assert vrm_protocol.verify(cs, now=now).body.agreement == agreement_id
 
 
@@ -155,10 +167,10 @@ def test_box_still_refuses_bad_pyjwt_messages(vendor):
     body = offer_body(new_id(), now)
     cases = {
         "bad_field": vendor.sign("offer", {**body, "price": "1299.99"}, now=now, ttl=60),
-        "key_mismatch": jwt.encode({"v": 1, "type": "offer", "id": new_id(), "iss": did_key(b"\x00" * 32),
+        "key_mismatch": jwt.encode({"v": V, "type": "offer", "id": new_id(), "iss": did_key(b"\x00" * 32),
                                     "iat": now, "exp": now + 60, **body}, vendor.key, algorithm="EdDSA",
                                    headers={"kid": kid_of(vendor.did)}),
-        "bad_alg": jwt.encode({"v": 1, "type": "offer", "iss": vendor.did, **body},
+        "bad_alg": jwt.encode({"v": V, "type": "offer", "iss": vendor.did, **body},
                               raw_public(vendor.key), algorithm="HS256", headers={"kid": kid_of(vendor.did)}),
         "bad_header": vendor.sign("offer", body, now=now, ttl=60,
                                   headers={"kid": kid_of(vendor.did), "cty": "json"}),
@@ -184,7 +196,7 @@ def test_pyjwt_verifies_a_box_intent():
     assert header["kid"] == kid_of(did)
     claims = jwt.decode(token, public_from_did(did), algorithms=["EdDSA"], issuer=did,
                         options={"require": ["exp", "iat", "iss"]})
-    assert claims["v"] == 1 and claims["type"] == "intent" and claims["id"] == intent_id
+    assert claims["v"] == V and claims["type"] == "intent" and claims["id"] == intent_id
     assert claims["category"] == "bicycles" and claims["terms"] == {"id": "basic", "sha256": SHA}
     assert claims["attributes"] == {"budget_max": 1500, "currency": "EUR"}
 
@@ -205,6 +217,24 @@ def test_doc_vendor_decrypts_a_box_disclosure(vendor):
     data = {"agreement": SHA, "fields": {"email": "pat@example.org", "name": "Zoë"}}
     token = encrypt_json(data, EncryptionKey(**vendor.enc_jwk))
     assert vendor.decrypt(token) == data
+    assert len(vendor.decrypt_raw(token)) == 512          # padded to the first size bucket
+
+
+def test_doc_vendor_unseals_and_verifies_a_box_agreement(vendor):
+    """Section 8.5/10: sign, then encrypt; the vendor decrypts, strips the padding, verifies."""
+    now = int(time.time())
+    box = Identity.generate()
+    agreement = Agreement(intent=new_id(), offer=new_id(), offer_hash=SHA, vendor="pyjwt-shop",
+                          vendor_did=vendor.did, terms=Terms(id="basic", sha256=SHA), fields=["email"],
+                          purpose="deliver the bike", duration_days=30)
+    token = vrm_protocol.sign(box, agreement, now=now, ttl=600)
+    sealed = seal(token, EncryptionKey(**vendor.enc_jwk))
+    assert "deliver" not in sealed and len(sealed.split(".")) == 5
+    inner = vendor.unseal(sealed)
+    assert inner == token
+    did = jwt.get_unverified_header(inner)["kid"].split("#", 1)[0]
+    claims = jwt.decode(inner, public_from_did(did), algorithms=["EdDSA"])
+    assert claims["purpose"] == "deliver the bike" and claims["fields"] == ["email"]
 
 
 @pytest.mark.parametrize("party_info", [{}, {"apu": b"box", "apv": b"acme"}])

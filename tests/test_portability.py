@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 from device import portability
 from device.portability import PortabilityError, full_dump
 from device.store import Store
+from vrm_protocol import topics
 from test_store import SECRET_VALUES, Clock, populate
 
 PASS = "correct horse battery staple"
@@ -177,8 +179,8 @@ def test_erased_box_counts_as_fresh_and_keeps_its_outbox(source, tmp_path):
     d = tmp_path / "erased"
     with Store.open(d) as s:
         s.set_profile_field("x", 1)
-        s.queue_outbox("vrm/v1/vendor/acme/revocations", "deletion-request-tok")  # kept
-        s.queue_outbox("vrm/v1/vendor/acme/disclosures", "secret-disclosure")     # not yet sent: dropped
+        s.queue_outbox(topics.revocations("acme"), "deletion-request-tok")  # kept
+        s.queue_outbox(topics.disclosures("acme"), "secret-disclosure")     # not yet sent: dropped
     erase(d)
     raw = b"".join(p.read_bytes() for p in d.glob("store.db*"))
     assert b"deletion-request-tok" not in raw and b"secret-disclosure" not in raw  # sealed anew
@@ -188,6 +190,33 @@ def test_erased_box_counts_as_fresh_and_keeps_its_outbox(source, tmp_path):
         assert s.audit.verify().ok
 
 
+def _audit_guarded(db) -> None:
+    """The append-only triggers are in place (import and erase lift the delete guard only
+    inside their one transaction)."""
+    conn = sqlite3.connect(db)
+    try:
+        for stmt in ("DELETE FROM audit", "UPDATE audit SET data='{}'"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(stmt)
+    finally:
+        conn.close()
+
+
+def test_audit_stays_append_only_after_import_and_erase(source, target, tmp_path):
+    from device.erase import erase
+    f = tmp_path / "export.json"
+    portability.export_to_file(source, f)
+    portability.import_from_file(target, f)
+    assert target.audit.count() > 1
+    _audit_guarded(target.data_dir / "store.db")
+    target.close()
+    erase(target.data_dir)
+    with Store.open(target.data_dir) as s:
+        assert [e.event_type for e in s.audit.entries()] == ["erase"]
+    _audit_guarded(target.data_dir / "store.db")
+
+
+@pytest.mark.slow
 def test_cli_export_import_backup_restore(tmp_path):
     src, dst, dst2 = tmp_path / "src", tmp_path / "dst", tmp_path / "dst2"
     with Store.open(src) as s:

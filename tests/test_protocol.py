@@ -23,7 +23,7 @@ from vrm_protocol import (MAX_MESSAGE_BYTES, REASONS, Agreement, Countersignatur
                           ReplayGuard, Revocation, RevocationAck, Terms, TermsResponse, VendorProfile,
                           decrypt_json, encrypt_json, new_id, read_header, sign, token_hash, verify)
 from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
-from vrm_protocol.messages import BODY_TYPES, MAX_LIST, MAX_STR, body_to_dict
+from vrm_protocol.messages import VERSION, BODY_TYPES, MAX_LIST, MAX_STR, body_to_dict
 
 NOW = 1_750_000_000
 BOX = Identity.from_seed(b"\x01" * 32)       # the intent key
@@ -52,7 +52,7 @@ def craft(payload: dict[str, Any] | None = None, header: dict[str, Any] | None =
 
 
 def envelope(body: dict[str, Any], type_: str, signer: Identity = BOX, **over: Any) -> dict[str, Any]:
-    payload = {"v": 1, "type": type_, "id": "msg-0001-abcdefgh", "iss": signer.did,
+    payload = {"v": VERSION, "type": type_, "id": "msg-0001-abcdefgh", "iss": signer.did,
                "iat": NOW, "exp": NOW + 3600, **body}
     payload.update(over)
     return payload
@@ -80,7 +80,8 @@ def sample_bodies() -> dict[str, Any]:
                           vendor="acme-bikes", vendor_did=VENDOR.did, terms=TERMS,
                           fields=["email", "postal_address"], purpose="delivery of the ordered bicycle",
                           duration_days=365)
-    agreement_id = token_hash(sign(BOX, agreement, now=NOW, ttl=86400, msg_id="agree-0001-abcd"))
+    agreement_id = "agree-0001-abcd"   # v2: the agreement id is the agreement message's id
+    agreement_hash = token_hash(sign(BOX, agreement, now=NOW, ttl=86400, msg_id=agreement_id))
     return {
         "vendor_profile": VendorProfile(vendor="acme-bikes", name="Acme Bikes Ltd",
                                         categories=["bicycles", "e-bikes"], enc_key=VENDOR_DK.public,
@@ -89,7 +90,8 @@ def sample_bodies() -> dict[str, Any]:
         "intent_withdrawal": IntentWithdrawal(intent=INTENT_ID, category="bicycles"),
         "offer": offer,
         "agreement": agreement,
-        "countersignature": Countersignature(agreement=agreement_id, intent=INTENT_ID),
+        "countersignature": Countersignature(agreement=agreement_id, agreement_hash=agreement_hash,
+                                             intent=INTENT_ID),
         "disclosure": Disclosure(agreement=agreement_id, intent=INTENT_ID, jwe=encrypt_json(
             {"agreement": agreement_id, "fields": {"email": "p@example.org"}}, VENDOR_DK.public)),
         "revocation": Revocation(agreement=agreement_id, intent=INTENT_ID, delete=True,
@@ -109,7 +111,8 @@ def intent_payload(**over: Any) -> dict[str, Any]:
 
 
 def offer_payload(**over: Any) -> dict[str, Any]:
-    return envelope(body_to_dict(BODIES["offer"]), "offer", VENDOR, **over)
+    body = body_to_dict(BODIES["offer"])   # §8.4: exp = valid_until
+    return envelope(body, "offer", VENDOR, **{"exp": body["valid_until"], **over})
 
 
 def offer_token(payload: dict[str, Any]) -> str:
@@ -125,13 +128,14 @@ def test_sample_bodies_cover_every_message_type():
 def test_round_trip(type_):
     body = BODIES[type_]
     signer = SIGNER_OF.get(type_, BOX)
-    token = sign(signer, body, now=NOW, ttl=600)
+    ttl = body.valid_until - NOW if type_ == "offer" else 600   # an offer's exp is its valid_until
+    token = sign(signer, body, now=NOW, ttl=ttl)
     msg = verify(token, now=NOW + 1, replay=ReplayGuard(), expect=type(body))
     assert msg.body == body
     assert type(msg.body) is BODY_TYPES[type_]
-    assert msg.envelope.v == 1 and msg.envelope.type == type_
+    assert msg.envelope.v == VERSION and msg.envelope.type == type_
     assert msg.envelope.iss == signer.did
-    assert (msg.envelope.iat, msg.envelope.exp) == (NOW, NOW + 600)
+    assert (msg.envelope.iat, msg.envelope.exp) == (NOW, NOW + ttl)
     assert msg.token == token and msg.hash == token_hash(token)
     assert body_to_dict(msg.body) == body_to_dict(body)
 
@@ -142,7 +146,7 @@ def test_sign_emits_the_documented_header_and_payload():
     assert json.loads(base64.urlsafe_b64decode(h + "==")) == {
         "alg": "EdDSA", "kid": BOX.kid, "typ": "vrm+jws"}
     assert json.loads(base64.urlsafe_b64decode(p + "==")) == {
-        "v": 1, "type": "intent_withdrawal", "id": "msg-0001-abcdefgh", "iss": BOX.did,
+        "v": VERSION, "type": "intent_withdrawal", "id": "msg-0001-abcdefgh", "iss": BOX.did,
         "iat": NOW, "exp": NOW + 60, "intent": INTENT_ID, "category": "bicycles"}
     assert read_header(token)[1]["kid"] == BOX.kid
     assert read_header(token.encode())[0] == token
@@ -347,10 +351,11 @@ CASES: list[tuple[str, str, Callable[[], Any], dict[str, Any]]] = [
     ("key_mismatch", "vendor_offer_signed_by_box_key_claiming_vendor", lambda: craft(
         offer_payload(), hdr(kid=BOX.kid), signer=BOX), {}),
     # --- unknown_version
-    ("unknown_version", "v2", lambda: craft(intent_payload(v=2)), {}),
+    ("unknown_version", "v_next", lambda: craft(intent_payload(v=VERSION + 1)), {}),
+    ("unknown_version", "v1", lambda: craft(intent_payload(v=1)), {}),
     ("unknown_version", "v0", lambda: craft(intent_payload(v=0)), {}),
-    ("unknown_version", "v_string", lambda: craft(intent_payload(v="1")), {}),
-    ("unknown_version", "v_float", lambda: craft(intent_payload(v=1.0)), {}),
+    ("unknown_version", "v_string", lambda: craft(intent_payload(v=str(VERSION))), {}),
+    ("unknown_version", "v_float", lambda: craft(intent_payload(v=float(VERSION))), {}),
     ("unknown_version", "v_true", lambda: craft(intent_payload(v=True)), {}),
     ("unknown_version", "v_missing", lambda: craft(without(intent_payload(), "v")), {}),
     # --- unknown_type

@@ -3,6 +3,7 @@ ProtocolError, never anything else; and what it accepts can be signed again."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import string
 from typing import Any
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from vrm_protocol import (DecryptionKey, Identity, Item, Offer, ProtocolError, ReplayGuard,
                           TermsResponse, decrypt_json, encrypt_json, sign, verify)
-from vrm_protocol.messages import BODY_TYPES, body_to_dict
+from vrm_protocol.messages import VERSION, BODY_TYPES, body_to_dict
 
 NOW = 1_750_000_000
 BOX = Identity.from_seed(b"\x01" * 32)
@@ -34,7 +35,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "agreement": {"intent": "intent-0001", "offer": "offer-00001", "offer_hash": SHA, "vendor": "acme-bikes",
                   "vendor_did": VENDOR.did, "terms": {"id": "p2b1", "sha256": SHA}, "fields": ["email"],
                   "purpose": "delivery", "duration_days": 30},
-    "countersignature": {"agreement": AGREEMENT, "intent": "intent-0001"},
+    "countersignature": {"agreement": AGREEMENT, "agreement_hash": SHA, "intent": "intent-0001"},
     "disclosure": {"agreement": AGREEMENT, "intent": "intent-0001",
                    "jwe": encrypt_json({"agreement": AGREEMENT, "fields": {"email": "a@b.c"}}, DK.public)},
     "revocation": {"agreement": AGREEMENT, "intent": "intent-0001", "delete": True},
@@ -55,8 +56,9 @@ def craft(payload: Any, header: Any = None, signer: Identity = BOX) -> str:
 
 
 def payload_of(type_: str) -> dict[str, Any]:
-    return {"v": 1, "type": type_, "id": "msg-0001-abcdefgh", "iss": BOX.did, "iat": NOW,
-            "exp": NOW + 3600, **json.loads(json.dumps(BODIES[type_]))}
+    body = json.loads(json.dumps(BODIES[type_]))
+    return {"v": VERSION, "type": type_, "id": "msg-0001-abcdefgh", "iss": BOX.did, "iat": NOW,
+            "exp": body.get("valid_until", NOW + 3600) if type_ == "offer" else NOW + 3600, **body}
 
 
 VALID = {t: craft(payload_of(t)) for t in BODIES}
@@ -69,7 +71,8 @@ def check(token: Any, **kwargs: Any):
     except ProtocolError as exc:
         assert exc.reason and str(exc)
         return None
-    again = verify(sign(BOX, msg.body, now=NOW, ttl=60), now=NOW)
+    env = msg.envelope   # same lifetime: an offer's exp is its valid_until
+    again = verify(sign(BOX, msg.body, now=env.iat, ttl=env.exp - env.iat), now=NOW)
     assert again.body == msg.body
     return msg
 
@@ -212,6 +215,7 @@ offers = st.builds(
 @FAST
 @given(offers, st.integers(1, 366 * 86400), ids)
 def test_valid_offers_round_trip(offer, ttl, msg_id):
+    offer = dataclasses.replace(offer, valid_until=NOW + ttl)   # §8.4: exp = valid_until
     token = sign(VENDOR, offer, now=NOW, ttl=ttl, msg_id=msg_id)
     msg = verify(token, now=NOW, replay=ReplayGuard(), expect=Offer)
     assert msg.body == offer

@@ -1,6 +1,7 @@
 """The personal data store: contract API, provenance rules, encryption at rest, keys, schema."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -12,7 +13,7 @@ import pytest
 
 from device import keystore
 from device.keystore import DecryptError, KeyFileError
-from device.migrations import SCHEMA_VERSION, SchemaError
+from device.store.migrations import SCHEMA_VERSION, SchemaError
 from device.records import ProfileField
 from device.store import REJECTION_WINDOW, ProvenanceError, Store, StoreError
 from vrm_protocol import (Agreement, Countersignature, EncryptionKey, Identity, Intent, Item, Offer,
@@ -76,7 +77,7 @@ def populate(store: Store) -> dict:
     aid = token_hash(atoken)
     store.add_agreement(aid, "intent-0001", "offer-0001", "acme-bikes", atoken, body_to_dict(agreement))
     store.set_agreement_status(aid, "confirmed")
-    ctoken = sign(vendor, Countersignature(agreement=aid, intent="intent-0001"), now=NOW, ttl=86400)
+    ctoken = sign(vendor, Countersignature(agreement=aid, agreement_hash=aid, intent="intent-0001"), now=NOW, ttl=86400)
     store.add_countersignature(aid, ctoken)
     store.add_disclosure(aid, ["email"], "h.k.iv.ct.tag")
     store.count_rejection("bad_signature", "evil-shop", 3)
@@ -200,6 +201,7 @@ def test_read_only_field_cannot_be_edited_or_deleted_only_annotated(store):
     assert store.get_profile()["blood_group"].annotation == "I was told B-"
 
 
+@pytest.mark.slow
 def test_read_only_field_cannot_be_edited_through_cli(tmp_path):
     d = tmp_path / "box"
     with Store.open(d) as s:
@@ -311,6 +313,7 @@ def test_vendor_key_change_is_flagged_not_repinned(store):
     assert [x.vendor for x in store.list_vendors()] == ["acme-bikes"]
 
 
+@pytest.mark.slow
 def test_rejection_flood_is_counted_not_logged(store, clock):
     before = store.audit.count()
     for i in range(5000):
@@ -366,10 +369,11 @@ def test_store_is_usable_from_a_second_connection(tmp_path):
 
 def test_records_are_frozen(store):
     store.set_profile_field("x", 1)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         store.get_profile()["x"].value = 2  # type: ignore[misc]
 
 
+@pytest.mark.slow
 def test_cli_json_commands(tmp_path):
     d = tmp_path / "box"
     run = lambda *a: subprocess.run([sys.executable, "-m", "device.cli", *a, "--data-dir", str(d),
@@ -443,3 +447,98 @@ def test_null_values_are_refused_so_every_export_imports(tmp_path):
     with pytest.raises(StoreError):
         s.set_setting("k", None)
     s.close()
+
+
+# ------------------------------------------------------------------ schema and key providers
+def test_created_tables_have_exactly_the_declared_columns(tmp_path):
+    """The DDL and the export spec come from one declaration; the database agrees with both."""
+    from device.store.schema import SCHEMA, TABLES
+    Store.open(tmp_path / "box").close()
+    conn = sqlite3.connect(tmp_path / "box" / "store.db")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"
+                                         " AND name NOT LIKE 'sqlite_%'")}
+    assert tables == {t.name for t in SCHEMA} and set(TABLES) < tables
+    for table, (pk, cols) in TABLES.items():
+        info = conn.execute(f"PRAGMA table_info({table})").fetchall()  # cid, name, type, notnull, dflt, pk
+        assert [r[1] for r in info] == [c for c, _ in cols], table
+        assert [r[1] for r in sorted(info, key=lambda r: r[5]) if r[5]] == list(pk), table
+        for (name, kind), r in zip(cols, info):
+            if name not in pk:
+                assert bool(r[3]) == (not kind.endswith("?")), (table, name)
+
+
+def passphrase_keys(passphrase: str, vault: dict) -> keystore.PassphraseKeyProvider:
+    return keystore.PassphraseKeyProvider(passphrase, vault, n=2 ** 14)
+
+
+def test_passphrase_key_provider_opens_writes_and_reopens(tmp_path, clock):
+    d = tmp_path / "box"
+    vault: dict[str, bytes] = {}
+    with Store.open(d, clock=clock, keys=passphrase_keys("correct horse battery", vault)) as s:
+        populate(s)
+        did = s.device_identity.did
+    assert not (d / "keys").exists()  # no key sits next to the database
+    assert set(vault) == {"salt", "data.key", "device.key"}
+    raw = b"".join(p.read_bytes() for p in d.iterdir() if p.name.startswith("store.db"))
+    assert all(value.encode() not in raw for value in SECRET_VALUES)  # sealed, as with key files
+
+    with Store.open(d, clock=clock, keys=passphrase_keys("correct horse battery", vault)) as s:
+        assert SECRET_VALUES[0] in s.get_profile()["email"].value
+        assert s.get_rules()["note"] == SECRET_VALUES[4]
+        assert s.device_identity.did == did and s.audit.verify().ok
+
+    before = dict(vault)
+    with pytest.raises(KeyFileError, match="does not unlock"):
+        Store.open(d, keys=passphrase_keys("correct horse battery!", vault))
+    assert vault == before  # a wrong passphrase changes nothing
+    swapped = {**vault, "data.key": vault["device.key"], "device.key": vault["data.key"]}
+    with pytest.raises(KeyFileError, match="does not unlock"):
+        Store.open(d, keys=passphrase_keys("correct horse battery", swapped))
+    with pytest.raises(KeyFileError, match="missing"):
+        Store.open(d)  # the file provider finds no key, and does not invent one
+    assert not (d / "keys" / "data.key").exists()
+    with pytest.raises(KeyFileError, match="empty passphrase"):
+        passphrase_keys("", vault)
+
+
+def test_passphrase_key_provider_takes_a_restored_device_key_and_an_erase(tmp_path, clock):
+    from device import portability
+    from device.erase import erase
+    with Store.open(tmp_path / "src", clock=clock) as s:
+        populate(s)
+        src_did = s.device_identity.did
+        portability.backup_to_file(s, tmp_path / "backup.json", "backup passphrase", n=2 ** 14)
+    d, vault = tmp_path / "box", {}
+    with Store.open(d, clock=clock, keys=passphrase_keys("unlock", vault)) as s:
+        portability.restore_from_file(s, tmp_path / "backup.json", "backup passphrase")
+        assert s.device_identity.did == src_did
+    assert set(vault) == {"salt", "data.key", "device.key"}  # the staged key was settled
+    with Store.open(d, clock=clock, keys=passphrase_keys("unlock", vault)) as s:
+        assert s.device_identity.did == src_did and s.audit.verify().ok
+        assert SECRET_VALUES[0] in s.get_profile()["email"].value
+
+    old = dict(vault)
+    result = erase(d, clock=clock, keys=passphrase_keys("unlock", vault))
+    assert result.old_device_did == src_did and result.deletion_requests == 1
+    assert all(vault[k] != old[k] for k in old)  # new salt, new wrapped keys
+    with pytest.raises(KeyFileError):  # the old vault no longer opens the erased box
+        Store.open(d, keys=passphrase_keys("unlock", old))
+    with Store.open(d, clock=clock, keys=passphrase_keys("unlock", vault)) as s:
+        assert s.get_profile() == {} and s.device_identity.did == result.new_device_did != src_did
+        assert [e.event_type for e in s.audit.entries()] == ["erase"] and s.audit.verify().ok
+
+
+def test_docs_list_exactly_the_sealed_and_clear_columns_of_the_schema():
+    """docs/store.md tells the person what a copied store.db shows; it must match the schema."""
+    import re
+    from pathlib import Path
+    from device.store.schema import SCHEMA, clear_columns, sealed_columns
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "store.md").read_text(encoding="utf-8")
+    header = "| table | sealed columns | clear columns |\n|---|---|---|\n"
+    assert header in doc
+    rows = doc.split(header, 1)[1].split("\n\n", 1)[0].splitlines()
+    listed = {}
+    for row in rows:
+        table, sealed, clear = (cell.strip() for cell in row.strip("|").split("|"))
+        listed[table] = (tuple(re.findall(r"`([a-z_]+)`", sealed)), tuple(re.findall(r"`([a-z_]+)`", clear)))
+    assert listed == {t.name: (sealed_columns(t.name), clear_columns(t.name)) for t in SCHEMA}

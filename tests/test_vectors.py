@@ -1,4 +1,4 @@
-"""tests/vectors/v1.json: the reference reproduces every token byte for byte, accepts every valid
+"""tests/vectors/v<VERSION>.json: the reference reproduces every token byte for byte, accepts every valid
 vector and refuses every invalid one with its reason code."""
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 
 from vrm_protocol import (REASONS, DecryptionKey, Identity, ProtocolError, ReplayGuard, decrypt_json,
-                          sign, token_hash, topics, verify)
-from vrm_protocol.messages import BODY_TYPES, parse_dataclass
+                          sign, token_hash, topics, unseal, verify)
+from vrm_protocol.encryption import PAD_BUCKETS, _decrypt
+from vrm_protocol.messages import BODY_TYPES, VERSION, parse_dataclass
 
 ROOT = Path(__file__).resolve().parent.parent
-VECTORS = json.loads((ROOT / "tests" / "vectors" / "v1.json").read_text(encoding="utf-8"))
+VECTOR_FILE = ROOT / "tests" / "vectors" / f"v{VERSION}.json"
+VECTORS = json.loads(VECTOR_FILE.read_text(encoding="utf-8"))
 NOW = VECTORS["now"]
 
 
@@ -30,7 +32,8 @@ def test_file_is_what_the_generator_writes():
     spec = importlib.util.spec_from_file_location("make_vectors", ROOT / "tools" / "make_vectors.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.render() == (ROOT / "tests" / "vectors" / "v1.json").read_text(encoding="utf-8")
+    assert module.render() == VECTOR_FILE.read_text(encoding="utf-8")
+    assert VECTORS["version"] == VERSION and VECTORS["pad_buckets"] == list(PAD_BUCKETS)
 
 
 def test_every_message_type_has_a_vector():
@@ -87,9 +90,10 @@ def test_vectors_are_chained_like_the_flow():
     assert agreement["offer_hash"] == v["offer"]["token_hash"]
     assert agreement["vendor_did"] == v["vendor_profile"]["did"]
     assert v["agreement"]["did"] == v["intent"]["did"]  # the intent key signs the agreement
-    agreement_id = v["agreement"]["token_hash"]
+    agreement_id = v["agreement"]["envelope"]["id"]          # v2: the agreement id is its message id
     for name in ("countersignature", "disclosure", "revocation", "revocation_ack"):
         assert v[name]["body"]["agreement"] == agreement_id
+    assert v["countersignature"]["body"]["agreement_hash"] == v["agreement"]["token_hash"]
     assert v["revocation_ack"]["body"]["revocation"] == v["revocation"]["envelope"]["id"]
     assert v["disclosure"]["body"]["jwe"] == VECTORS["jwe"]["valid"][0]["jwe"]
 
@@ -102,13 +106,28 @@ def test_invalid_vector_is_refused_with_its_reason(vector):
     assert exc.value.reason == vector["reason"]
 
 
-def test_replay_vector():
+@pytest.mark.parametrize("case", ["replay", "redelivery"])
+def test_replay_vectors(case):
     guard = ReplayGuard()
-    first, second = VECTORS["replay"]["tokens"]
-    verify(first, now=VECTORS["replay"]["now"], replay=guard)
+    first, second = VECTORS[case]["tokens"]
+    assert (first == second) == (case == "redelivery")
+    verify(first, now=VECTORS[case]["now"], replay=guard)
     with pytest.raises(ProtocolError) as exc:
-        verify(second, now=VECTORS["replay"]["now"], replay=guard)
-    assert exc.value.reason == VECTORS["replay"]["reason"]
+        verify(second, now=VECTORS[case]["now"], replay=guard)
+    assert exc.value.reason == VECTORS[case]["reason"]
+
+
+@pytest.mark.parametrize("name", ["agreement", "revocation"])
+def test_sealed_vectors_unseal_to_their_token(name):
+    vector = by_name(VECTORS["valid"])[name]
+    key = DecryptionKey(VECTORS["keys"]["vendor_encryption"]["jwk"])
+    assert unseal(vector["sealed"], key) == vector["token"]
+    padded = _decrypt(vector["sealed"], key)
+    assert len(padded) in PAD_BUCKETS and padded.rstrip(b" ") == vector["token"].encode()
+    assert vector["body"].get("purpose", vector["body"].get("reason")) not in vector["sealed"]
+    with pytest.raises(ProtocolError) as exc:
+        unseal(vector["sealed"], DecryptionKey.generate())
+    assert exc.value.reason == "bad_encryption"
 
 
 def test_jwe_vector_decrypts_to_its_plaintext():
@@ -117,6 +136,7 @@ def test_jwe_vector_decrypts_to_its_plaintext():
         assert key.public.x == by_name(VECTORS["valid"])["vendor_profile"]["body"]["enc_key"]["x"]
         assert decrypt_json(vector["jwe"], key) == vector["plaintext"]
         assert json.loads(vector["plaintext_json"]) == vector["plaintext"]
+        assert len(_decrypt(vector["jwe"], key)) == vector["padded_length"] in PAD_BUCKETS
 
 
 @pytest.mark.parametrize("vector", VECTORS["jwe"]["invalid"], ids=lambda v: v["name"])

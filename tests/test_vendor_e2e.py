@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from vrm_protocol import (Agreement, Countersignature, Disclosure, Identity, Intent, Offer,
-                          Revocation, RevocationAck, Terms, VendorProfile, encrypt_json, new_id, sign, token_hash,
+                          Revocation, RevocationAck, Terms, VendorProfile, encrypt_json, new_id, seal, sign, token_hash,
                           topics, verify)
 
 pytestmark = pytest.mark.timeout(60)
@@ -210,15 +210,16 @@ def test_vendor_process_answers_intent_and_walks_the_agreement(broker, tmp_path,
         assert offer.body.terms_response.decision == "accept"
         assert offer.envelope.exp == offer.body.valid_until
 
-        # 4.-5. agreement signed by the intent key -> countersignature
+        # 4.-5. agreement signed by the intent key, sealed to the vendor -> countersignature
+        agreement_id = new_id()
         agreement_token = sign(key, Agreement(
             intent=intent_id, offer=offer.id, offer_hash=token_hash(offer.token), vendor="acme", vendor_did=did,
             terms=TERMS, fields=["name", "email", "address"], purpose="delivery", duration_days=30),
-            now=time.time(), ttl=3600)
-        agreement_id = token_hash(agreement_token)
-        box.publish(topics.agreements("acme"), agreement_token)
+            now=time.time(), ttl=3600, msg_id=agreement_id)
+        box.publish(topics.agreements("acme"), seal(agreement_token, profile.body.enc_key))
         cs = verify(box.take(topics.countersignatures(intent_id)), now=time.time(), expect=Countersignature)
         assert cs.envelope.iss == did and cs.body.agreement == agreement_id and cs.body.intent == intent_id
+        assert cs.body.agreement_hash == token_hash(agreement_token)
 
         # 6.-7. disclosure encrypted to the profile's enc_key
         secret = {"name": "Zelda Q. Testperson", "email": "zelda-7731@example.org"}
@@ -236,9 +237,9 @@ def test_vendor_process_answers_intent_and_walks_the_agreement(broker, tmp_path,
 
         # 8. revocation with delete -> signed ack, and the data is gone (rows and file bytes)
         revocation_id = new_id()
-        box.publish(topics.revocations("acme"), sign(key, Revocation(
+        box.publish(topics.revocations("acme"), seal(sign(key, Revocation(
             agreement=agreement_id, intent=intent_id, delete=True, reason="no longer needed"),
-            now=time.time(), ttl=600, msg_id=revocation_id))
+            now=time.time(), ttl=600, msg_id=revocation_id), profile.body.enc_key))
         ack = verify(box.take(topics.revocation_acks(intent_id)), now=time.time(), expect=RevocationAck)
         assert ack.envelope.iss == did
         assert (ack.body.agreement, ack.body.revocation, ack.body.deleted) == (agreement_id, revocation_id, True)
@@ -249,8 +250,8 @@ def test_vendor_process_answers_intent_and_walks_the_agreement(broker, tmp_path,
 
         assert vendor.terminate() == 0
         log = vendor.log.read_text()
-        assert "refused message on vrm/v1/intents/bikes/" in log and ": bad_encoding: " in log
-        assert "refused message on vrm/v1/vendor/acme/agreements: bad_encoding" in log
+        assert f"refused message on {topics.PREFIX}/intents/bikes/" in log and ": bad_encoding: " in log
+        assert f"refused message on {topics.PREFIX}/vendor/acme/agreements: bad_encryption" in log
         assert "Traceback" not in log
     finally:
         vendor.kill()
@@ -374,12 +375,14 @@ class InProcessVendor:
         self.ledger.close()
 
 
-def _agreement_for(box: Box, key: Identity, intent_id: str, did: str) -> tuple[str, str]:
+def _agreement_for(box: Box, key: Identity, intent_id: str, did: str, enc_key) -> tuple[str, str]:
+    """(sealed agreement token, agreement id)."""
     offer = verify(box.take(topics.offers(intent_id)), now=time.time(), expect=Offer)
+    agreement_id = new_id()
     token = sign(key, Agreement(intent=intent_id, offer=offer.id, offer_hash=token_hash(offer.token), vendor="acme",
                                 vendor_did=did, terms=TERMS, fields=["name"], purpose="delivery", duration_days=30),
-                 now=time.time(), ttl=3600)
-    return token, token_hash(token)
+                 now=time.time(), ttl=3600, msg_id=agreement_id)
+    return seal(token, enc_key), agreement_id
 
 
 def test_item1_sigterm_while_the_ledger_is_locked_exits_fast_and_keeps_the_message(broker, tmp_path, vendor_setup):
@@ -446,7 +449,7 @@ def test_item8_and_item2_repeats_are_answered_again_and_the_ack_waits_for_the_pu
     did = vendor.identity.did
     try:
         key, intent_id, _ = publish_intent(box)
-        agreement_token, agreement_id = _agreement_for(box, key, intent_id, did)
+        agreement_token, agreement_id = _agreement_for(box, key, intent_id, did, vendor.identity.enc_key)
         box.publish(topics.agreements("acme"), agreement_token)
         first = box.take(topics.countersignatures(intent_id))
         box.publish(topics.agreements("acme"), agreement_token)       # the box did not get it: same token again
@@ -464,8 +467,8 @@ def test_item8_and_item2_repeats_are_answered_again_and_the_ack_waits_for_the_pu
         reader = sqlite3.connect(vendor.dir / "ledger.sqlite", isolation_level=None)
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM intents").fetchone()     # e.g. `vrm-vendor disclosures` running
-        revocation = sign(key, Revocation(agreement=agreement_id, intent=intent_id, delete=True), now=time.time(),
-                          ttl=600)
+        revocation = seal(sign(key, Revocation(agreement=agreement_id, intent=intent_id, delete=True),
+                               now=time.time(), ttl=600), vendor.identity.enc_key)
         box.publish(topics.revocations("acme"), revocation)
         time.sleep(1.5)
         assert topics.revocation_acks(intent_id) not in [t for t, _ in box.drain(0.2)]   # no "deleted: true"

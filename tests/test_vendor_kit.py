@@ -13,7 +13,7 @@ import pytest
 
 from vrm_protocol import (Agreement, Countersignature, Disclosure, Identity, Intent, IntentWithdrawal, Offer,
                           ProtocolError, Revocation, RevocationAck, Terms, encrypt_json, new_id, sign, token_hash,
-                          topics, verify)
+                          seal, topics, verify)
 from vendor_kit import core
 from vendor_kit.catalogue import (Catalogue, CatalogueError, CatalogueItem, Condition, Rule, offers_for,
                                   parse_catalogue, price_for)
@@ -493,12 +493,15 @@ def test_worker_handle_never_raises_and_logs_reason(tmp_path, vendor, catalogue,
         offerless = sign(box, Agreement(intent=new_id(), offer=new_id(), offer_hash=token_hash("x"), vendor="acme",
                                         vendor_did=vendor.did, terms=TERMS, fields=["name"], purpose="p",
                                         duration_days=1), now=NOW, ttl=60)
-        w.handle(topics.agreements("acme"), offerless.encode())
+        w.handle(topics.agreements("acme"), offerless.encode())           # v2: an agreement is sealed
+        w.handle(topics.agreements("acme"), seal(offerless, vendor.enc_key).encode())
         w.handle(topics.intent("bikes", "abcdefgh"), b"")   # cleared retained intent: silently ignored
         reasons = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-        assert len(reasons) == 4
-        assert all(": bad_encoding: " in r for r in reasons[:3])
-        assert "bad_field" in reasons[3] and "never sent" in reasons[3]
+        assert len(reasons) == 5
+        assert ": bad_encryption: " in reasons[0]                       # not sealed
+        assert all(": bad_encoding: " in r for r in reasons[1:3])
+        assert ": bad_encryption: " in reasons[3]                       # a plain JWS is not sealed
+        assert "bad_field" in reasons[4] and "never sent" in reasons[4]
         assert led.list_agreements() == []
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vrm_protocol import (Countersignature, DecryptionKey, Identity, Item, Offer, RevocationAck,
-                          TermsResponse, VendorProfile, sign, token_hash)
+                          TermsResponse, VendorProfile, sign, token_hash, unseal)
 from vrm_protocol.codec import unverified_payload
 
 
@@ -41,15 +41,22 @@ class TestVendor:
 
     def offer(self, intent_token: str, now: float | None = None, ttl: int = 3600, **kw: Any) -> str:
         now = now or time.time()
+        kw.setdefault("valid_s", ttl)   # §8.4: valid_until is the JWS exp
         return sign(self.identity, self.offer_body(intent_token, now=now, **kw), now=now, ttl=ttl)
 
+    def opened(self, token: str) -> str:
+        """The signed message inside a sealed one (v2 agreements, revocations); a JWS as it is."""
+        return unseal(token, self.enc) if token.count(".") == 4 else token
+
     def countersign(self, agreement_token: str, now: float | None = None) -> str:
-        p = unverified_payload(agreement_token)
-        return sign(self.identity, Countersignature(agreement=token_hash(agreement_token), intent=p["intent"]),
+        inner = self.opened(agreement_token)
+        p = unverified_payload(inner)
+        return sign(self.identity, Countersignature(agreement=p["id"], agreement_hash=token_hash(inner),
+                                                    intent=p["intent"]),
                     now=now or time.time(), ttl=86400)
 
     def ack(self, revocation_token: str, now: float | None = None) -> str:
-        p = unverified_payload(revocation_token)
+        p = unverified_payload(self.opened(revocation_token))
         return sign(self.identity, RevocationAck(agreement=p["agreement"], intent=p["intent"],
                                                  revocation=p["id"], deleted=True),
                     now=now or time.time(), ttl=86400)

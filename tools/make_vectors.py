@@ -1,9 +1,10 @@
-"""Write tests/vectors/v1.json: fixed keys, ids and clock, so every token in it is reproducible.
+"""Write tests/vectors/v<VERSION>.json: fixed keys, ids and clock, so every token in it is reproducible.
 
 Ed25519 signatures are deterministic, so each valid token is fixed by its seed, header and payload.
-The disclosure JWE is normally randomised (ephemeral key, IV); here it is built by hand from a fixed
-ephemeral seed and IV, following docs/protocol.md, so it is fixed too and doubles as a check that the
-documented construction is what the reference decrypts.
+JWEs (the disclosure's, and the sealed agreement and revocation) are normally randomised (ephemeral
+key, IV); here they are built by hand from fixed ephemeral seeds and IVs, following docs/protocol.md,
+so they are fixed too and double as a check that the documented construction (padding included) is
+what the reference decrypts.
 
     .venv/bin/python tools/make_vectors.py           # (re)write the file
     .venv/bin/python tools/make_vectors.py --check   # exit 1 if the file is not what this generates
@@ -32,19 +33,22 @@ sys.path.insert(0, str(ROOT))
 from vrm_protocol import (Agreement, Countersignature, Disclosure, EncryptionKey, Identity,  # noqa: E402
                           Intent, IntentWithdrawal, Item, Offer, Revocation, RevocationAck, Terms,
                           TermsResponse, VendorProfile, sign, token_hash, topics)
-from vrm_protocol.codec import MAX_MESSAGE_BYTES  # noqa: E402
-from vrm_protocol.messages import body_to_dict  # noqa: E402
+from vrm_protocol.codec import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES  # noqa: E402
+from vrm_protocol.encryption import PAD_BUCKETS, pad  # noqa: E402
+from vrm_protocol.messages import VERSION, body_to_dict  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-OUT = ROOT / "tests" / "vectors" / "v1.json"
+OUT = ROOT / "tests" / "vectors" / f"v{VERSION}.json"
 NOW = 1_750_000_000                      # 2025-06-15T15:06:40Z
 SEEDS = {"box_intent": b"\x01" * 32, "vendor": b"\x02" * 32, "other": b"\x03" * 32}
 VENDOR_ENC_SEED = b"\x04" * 32           # X25519 private key of the vendor (its profile's enc_key)
 EPHEMERAL_SEED = b"\x05" * 32            # X25519 ephemeral key of the one fixed JWE
 JWE_IV = b"\x06" * 12
+SEAL_SEEDS = {"agreement": b"\x08" * 32, "revocation": b"\x09" * 32}   # ephemeral keys of the sealed ones
+SEAL_IVS = {"agreement": b"\x0a" * 12, "revocation": b"\x0b" * 12}
 INTENT_ID = "intent-0001-vector"
-TERMS_TEXT = b"Personal data is used only for the agreed purpose, not shared, deleted on revocation."
+TERMS_TEXT = "Personal data is used only for the agreed purpose, not shared, deleted on revocation."
 
 
 def b64u(data: bytes) -> str:
@@ -100,8 +104,8 @@ def build() -> dict[str, Any]:
     signer_name = {box.did: "box_intent", vendor.did: "vendor"}
     enc_private = x25519_jwk(VENDOR_ENC_SEED, private=True)
     enc_key = EncryptionKey(kty="OKP", crv="X25519", x=enc_private["x"])
-    terms = Terms(id="vrm-terms-basic", sha256=b64u(hashlib.sha256(TERMS_TEXT).digest()),
-                  uri="https://example.org/terms/basic")
+    terms = Terms(id="vrm-terms-basic", sha256=b64u(hashlib.sha256(TERMS_TEXT.encode()).digest()),
+                  uri="https://example.org/terms/basic", text=TERMS_TEXT)
 
     valid: list[dict[str, Any]] = []
 
@@ -112,7 +116,7 @@ def build() -> dict[str, Any]:
         valid.append({
             "name": name, "type": body.TYPE, "signer": signer_name[signer.did],
             "seed": signer.seed.hex(), "did": signer.did, "kid": signer.kid, "topic": topic,
-            "envelope": {"v": 1, "type": body.TYPE, "id": msg_id, "iss": signer.did, "iat": iat,
+            "envelope": {"v": VERSION, "type": body.TYPE, "id": msg_id, "iss": signer.did, "iat": iat,
                          "exp": iat + ttl},
             "body": body_to_dict(body),
             "header_json": b64u_decode(h).decode("utf-8"),
@@ -146,27 +150,36 @@ def build() -> dict[str, Any]:
                           vendor="acme-bikes", vendor_did=vendor.did, terms=terms,
                           fields=["email", "postal_address"], purpose="delivery of the ordered bicycle",
                           duration_days=365)
-    agreement_token = add("agreement", box, agreement, "agreement-0001-vector", 7 * 86400,
+    agreement_id = "agreement-0001-vector"     # v2: the agreement id is its message id
+    agreement_token = add("agreement", box, agreement, agreement_id, 7 * 86400,
                           topics.agreements("acme-bikes"))
-    agreement_id = token_hash(agreement_token)
-    add("countersignature", vendor, Countersignature(agreement=agreement_id, intent=INTENT_ID),
+    add("countersignature", vendor, Countersignature(agreement=agreement_id,
+                                                     agreement_hash=token_hash(agreement_token),
+                                                     intent=INTENT_ID),
         "countersig-0001-vector", 7 * 86400, topics.countersignatures(INTENT_ID))
     plaintext = {"agreement": agreement_id,
                  "fields": {"email": "pat@example.org", "postal_address": "1 High Street, London SW1A 1AA"}}
     plaintext_json = json.dumps(plaintext, separators=(",", ":"), ensure_ascii=False)
-    jwe = fixed_jwe(plaintext_json.encode("utf-8"), enc_key.x, EPHEMERAL_SEED, JWE_IV)
+    jwe = fixed_jwe(pad(plaintext_json.encode("utf-8")), enc_key.x, EPHEMERAL_SEED, JWE_IV)
     add("disclosure", box, Disclosure(agreement=agreement_id, intent=INTENT_ID, jwe=jwe),
         "disclosure-0001-vector", 7 * 86400, topics.disclosures("acme-bikes"))
     revocation_id = "revocation-0001-vector"
-    add("revocation", box, Revocation(agreement=agreement_id, intent=INTENT_ID, delete=True,
+    revocation_token = add("revocation", box, Revocation(agreement=agreement_id, intent=INTENT_ID, delete=True,
                                       reason="no longer a customer"),
         revocation_id, 30 * 86400, topics.revocations("acme-bikes"))
     add("revocation_ack", vendor, RevocationAck(agreement=agreement_id, intent=INTENT_ID,
                                                 revocation=revocation_id, deleted=True),
         "ack-0001-vector", 30 * 86400, topics.revocation_acks(INTENT_ID))
 
-    # ------------------------------------------------------------------ invalid messages
+    # ------------------------------------------------------------------ sealed (v2)
     by_name = {v["name"]: v for v in valid}
+    for name, token in (("agreement", agreement_token), ("revocation", revocation_token)):
+        by_name[name]["sealed"] = fixed_jwe(pad(token.encode("ascii")), enc_key.x, SEAL_SEEDS[name],
+                                            SEAL_IVS[name])
+        by_name[name]["sealed_ephemeral_seed"] = SEAL_SEEDS[name].hex()
+        by_name[name]["sealed_iv"] = SEAL_IVS[name].hex()
+
+    # ------------------------------------------------------------------ invalid messages
     intent_payload = json.loads(by_name["intent"]["payload_json"])
     offer_payload = json.loads(by_name["offer"]["payload_json"])
     box_header = {"alg": "EdDSA", "kid": box.kid, "typ": "vrm+jws"}
@@ -179,6 +192,8 @@ def build() -> dict[str, Any]:
 
     def mutated(**over: Any) -> dict[str, Any]:
         return {**intent_payload, **over}
+
+    reused_id = craft(mutated(description="the same id, other words"), box_header, box)
 
     invalid = [
         ("flipped_signature_bit", f"{h}.{p}.{b64u(bytes(sig))}", "bad_signature"),
@@ -200,8 +215,9 @@ def build() -> dict[str, Any]:
         ("exp_before_iat", craft(mutated(exp=NOW - 1), box_header, box), "bad_lifetime"),
         ("lifetime_over_366_days", craft(mutated(exp=NOW + 366 * 86400 + 1), box_header, box), "bad_lifetime"),
         ("unknown_type", craft(mutated(type="purchase_order"), box_header, box), "unknown_type"),
-        ("unknown_version", craft(mutated(v=2), box_header, box), "unknown_version"),
-        ("version_as_float", craft(mutated(v=1.0), box_header, box), "unknown_version"),
+        ("unknown_version", craft(mutated(v=VERSION + 1), box_header, box), "unknown_version"),
+        ("previous_version", craft(mutated(v=VERSION - 1), box_header, box), "unknown_version"),
+        ("version_as_float", craft(mutated(v=float(VERSION)), box_header, box), "unknown_version"),
         ("extra_field", craft(mutated(admin=True), box_header, box), "bad_field"),
         ("missing_field", craft({k: v for k, v in intent_payload.items() if k != "terms"}, box_header, box),
          "bad_field"),
@@ -209,6 +225,15 @@ def build() -> dict[str, Any]:
         ("integer_as_boolean", craft({**offer_payload, "delivery_days": True}, vendor_header, vendor),
          "bad_field"),
         ("bad_message_id", craft(mutated(id="short"), box_header, box), "bad_field"),
+        ("offer_valid_until_not_exp", craft({**offer_payload, "valid_until": offer_payload["exp"] + 60},
+                                            vendor_header, vendor), "bad_field"),
+        ("terms_text_not_its_sha256", craft(mutated(terms={**intent_payload["terms"], "text": "other terms"}),
+                                            box_header, box), "bad_field"),
+        ("kid_is_an_array", craft(intent_payload, {**box_header, "kid": [box.kid]}, box), "bad_did"),
+        ("kid_is_an_object", craft(intent_payload, {**box_header, "kid": {"id": box.kid}}, box), "bad_did"),
+        ("nested_too_deep", craft(None, box_header, box, raw_payload=by_name["intent"]["payload_json"][:-1]
+                                  .encode() + b',"x":' + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
+                                  + b"}"), "bad_json"),
         ("duplicate_member", craft(None, box_header, box, raw_payload=by_name["intent"]["payload_json"][:-1]
                                    .encode() + b',"category":"weapons"}'), "bad_json"),
         ("nan_literal", craft(None, vendor_header, vendor, raw_payload=by_name["offer"]["payload_json"].replace(
@@ -228,8 +253,11 @@ def build() -> dict[str, Any]:
     tampered = bytearray(b64u_decode(parts[3]))
     tampered[0] ^= 0x01
     return {
-        "description": "VRM protocol v1 test vectors; see docs/protocol.md. Generated by tools/make_vectors.py.",
-        "version": 1,
+        "description": f"VRM protocol v{VERSION} test vectors; see docs/protocol.md. "
+                       "Generated by tools/make_vectors.py.",
+        "version": VERSION,
+        "max_json_depth": MAX_JSON_DEPTH,
+        "pad_buckets": list(PAD_BUCKETS),
         "now": NOW,
         "clock_skew": 120,
         "max_message_bytes": MAX_MESSAGE_BYTES,
@@ -237,14 +265,25 @@ def build() -> dict[str, Any]:
                  "vendor_encryption": {"seed": VENDOR_ENC_SEED.hex(), "jwk": enc_private}},
         "valid": valid,
         "invalid": invalid_entries,
-        "replay": {"tokens": [good, good], "now": NOW,
-                   "reason": "replay", "note": "the first is accepted, the second (same id) refused"},
+        "replay": {"tokens": [good, reused_id], "now": NOW, "reason": "replay",
+                   "note": "two different tokens with one id: the first is accepted, the second refused"},
+        "redelivery": {"tokens": [good, good], "now": NOW, "reason": "replay",
+                       "note": "the same token twice (a QoS 1 re-delivery): verify() refuses the second as "
+                               "replay; a receiver MAY instead ignore it silently as a duplicate, but never "
+                               "accepts it twice"},
         "jwe": {
             "valid": [{"name": "disclosure_plaintext", "recipient_jwk": enc_private,
                        "ephemeral_seed": EPHEMERAL_SEED.hex(), "iv": JWE_IV.hex(),
-                       "jwe": jwe, "plaintext_json": plaintext_json, "plaintext": plaintext}],
+                       "jwe": jwe, "plaintext_json": plaintext_json, "plaintext": plaintext,
+                       "padded_length": len(pad(plaintext_json.encode("utf-8")))}],
             "invalid": [
                 {"name": "wrong_recipient_key", "recipient_jwk": wrong_recipient, "jwe": jwe,
+                 "reason": "bad_encryption"},
+                {"name": "sealed_agreement_wrong_recipient", "recipient_jwk": wrong_recipient,
+                 "jwe": by_name["agreement"]["sealed"], "reason": "bad_encryption"},
+                {"name": "zip_header", "recipient_jwk": enc_private,
+                 "jwe": ".".join([b64u(json.dumps({**json.loads(b64u_decode(parts[0])), "zip": "DEF"},
+                                                  separators=(",", ":")).encode())] + parts[1:]),
                  "reason": "bad_encryption"},
                 {"name": "tampered_ciphertext", "recipient_jwk": enc_private,
                  "jwe": ".".join(parts[:3] + [b64u(bytes(tampered)), parts[4]]), "reason": "bad_encryption"},

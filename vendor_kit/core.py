@@ -15,7 +15,7 @@ from typing import Any
 from vrm_protocol import (Agreement, Countersignature, Disclosure, Intent, IntentWithdrawal, Message,
                           Offer, ProtocolError, Revocation, RevocationAck, TermsResponse,
                           decrypt_json, new_id, sign, topics, token_hash)
-from vrm_protocol.codec import MAX_LIFETIME
+from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
 
 from .catalogue import Catalogue, offers_for
 from .identity import VendorIdentity
@@ -103,6 +103,11 @@ class AgreementRecord:
     received_at: int
     countersignature: Outgoing
     revoked_at: int | None = None
+
+    @property
+    def hash(self) -> str | None:
+        """token_hash of the agreement token we countersigned (it is in our countersignature)."""
+        return unverified_payload(self.countersignature.token).get("agreement_hash")
 
     @property
     def keep_until(self) -> int:
@@ -211,10 +216,11 @@ def countersign(msg: Message, identity: VendorIdentity, offer: OfferRecord | Non
         raise _refuse(f"we rejected terms {offer.terms_id} in that offer")
     if offer.valid_until < now:
         raise _refuse(f"offer {offer.id} expired", "expired")
-    agreement_id = token_hash(msg.token)
+    agreement_id = msg.id   # protocol v2: the agreement's message id; its hash is countersigned
     ttl = min(body.duration_days * DAY, MAX_LIFETIME)
     cs_id = new_id()
-    token = sign(identity.signing, Countersignature(agreement=agreement_id, intent=body.intent),
+    token = sign(identity.signing, Countersignature(agreement=agreement_id, agreement_hash=token_hash(msg.token),
+                                                    intent=body.intent),
                  now=now, ttl=ttl, msg_id=cs_id)
     return AgreementRecord(id=agreement_id, intent=body.intent, offer=body.offer, signer=msg.envelope.iss,
                            fields=tuple(body.fields), purpose=body.purpose, duration_days=body.duration_days,

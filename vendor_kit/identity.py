@@ -7,14 +7,13 @@ directory; `vendor.json` is the public part (slug, name, categories, did, enc_ke
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vrm_protocol.codec import b64url
+from vrm_protocol.codec import b64url, b64url_decode
 from vrm_protocol import DecryptionKey, EncryptionKey, Identity, ProtocolError, VendorProfile
 from vrm_protocol.messages import check_slug
 
@@ -27,10 +26,6 @@ PUBLIC_FILE = "vendor.json"
 
 class IdentityError(Exception):
     """The identity directory is missing, incomplete, inconsistent, or would be overwritten."""
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -104,13 +99,13 @@ class VendorIdentity:
     def load(cls, directory: Path | str) -> "VendorIdentity":
         directory = Path(directory)
         try:
-            seed = _b64url_decode((directory / SEED_FILE).read_text().strip())
+            seed = b64url_decode((directory / SEED_FILE).read_text().strip())
             jwk = json.loads((directory / ENC_KEY_FILE).read_text())
             meta = json.loads((directory / PUBLIC_FILE).read_text())
         except FileNotFoundError as exc:
             raise IdentityError(f"no vendor identity in {directory} (missing {Path(exc.filename).name}); "
                                 "run `vrm-vendor init` first") from exc
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError) as exc:  # ProtocolError (bad base64url) is a ValueError
             raise IdentityError(f"unreadable vendor identity in {directory}: {exc}") from exc
         if len(seed) != 32:
             raise IdentityError(f"{SEED_FILE} must hold a 32-byte seed")

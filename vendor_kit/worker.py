@@ -29,7 +29,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError,
-                          ReplayGuard, Revocation, token_hash, topics, verify)
+                          ReplayGuard, Revocation, token_hash, topics, unseal, verify)
 
 from . import core
 from .catalogue import Catalogue
@@ -460,9 +460,13 @@ class VendorWorker:
 
     def _agreement(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, expect=Agreement)
-        known = self.ledger.agreement(token_hash(msg.token))
-        if known is not None:  # the very same token again: the box did not get our countersignature
+        # Sealed (protocol v2): only we can read which offer, fields, purpose and duration.
+        msg = verify(unseal(payload, self.identity.decryption), now=now, expect=Agreement)
+        known = self.ledger.agreement(msg.id)
+        if known is not None:
+            if known.hash != token_hash(msg.token):
+                raise ProtocolError("replay", f"agreement id {msg.id} seen before with another text")
+            # the very same agreement again: the box did not get our countersignature
             log.info("agreement %s received again: countersignature re-sent", known.id)
             return [known.countersignature]
         self._check_fresh(msg)
@@ -498,7 +502,11 @@ class VendorWorker:
 
     def _revocation(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
-        msg = verify(payload, now=now, expect=Revocation)
+        # Sealed (protocol v2). A verified unsealed one is honoured too: a deletion request is
+        # never refused for its form (docs/protocol.md §8.8).
+        dots = payload.count(b".") if isinstance(payload, bytes) else payload.count(".")
+        inner = payload if dots == 2 else unseal(payload, self.identity.decryption)
+        msg = verify(inner, now=now, expect=Revocation)
         body = msg.body
         record = core.acknowledge_revocation(msg, self.identity, self.ledger.agreement(body.agreement), now)  # type: ignore[union-attr]
         again = self.ledger.revocation_id(body.agreement) == msg.id  # type: ignore[union-attr]

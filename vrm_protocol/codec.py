@@ -22,7 +22,7 @@ from joserfc.jwk import OKPKey
 
 from .didkey import Identity, did_from_kid, public_bytes_from_did
 from .errors import ProtocolError
-from .messages import BODY_TYPES, VERSION, Body, body_to_dict, check_id, parse_dataclass
+from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, check_id, parse_dataclass
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOCK_SKEW = 120                      # seconds of tolerated clock difference
@@ -31,6 +31,9 @@ ALG = "EdDSA"
 ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
 _B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# a string (an unterminated one runs to the end: linear time whatever the input) or a bracket
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
+MAX_JSON_DEPTH = 32                   # nesting of objects/arrays in any JSON read from the network
 HEADER_PARAMS = frozenset({"alg", "kid", "typ"})  # anything else is refused (bad_header)
 
 T = TypeVar("T")
@@ -71,7 +74,10 @@ def b64url(data: bytes) -> str:
 _b64url = b64url
 
 
-def _b64url_decode(segment: str) -> bytes:
+
+
+def b64url_decode(segment: str) -> bytes:
+    """Strict unpadded, canonical base64url (§2): the one decoder; ProtocolError('bad_encoding')."""
     if "=" in segment:
         raise ProtocolError("bad_encoding", "base64url segments carry no padding")
     if not _B64URL_RE.match(segment):  # Python's decoder would silently skip stray characters
@@ -83,6 +89,9 @@ def _b64url_decode(segment: str) -> bytes:
     if _b64url(data) != segment:  # unused trailing bits set: one encoding per byte string
         raise ProtocolError("bad_encoding", "segment is not canonical base64url")
     return data
+
+
+_b64url_decode = b64url_decode
 
 
 def token_hash(token: str) -> str:
@@ -148,13 +157,31 @@ def _check_unicode(value: Any) -> None:
             _check_unicode(v)
 
 
+def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
+    """ValueError when objects/arrays nest deeper than `max_depth`: checked before parsing, so no
+    parser recursion is ever at the mercy of the sender. (Strings are skipped; an unterminated
+    one is left for the parser to refuse.)"""
+    if text.count("[") + text.count("{") <= max_depth:
+        return
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text):
+        c = m.group()
+        if c == "[" or c == "{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(f"JSON nested deeper than {max_depth}")
+        elif c == "]" or c == "}":
+            depth -= 1
+
+
 def parse_json_object(data: bytes) -> dict[str, Any]:
-    """A UTF-8 I-JSON (RFC 7493) object, or ValueError (RecursionError for absurd nesting).
+    """A UTF-8 I-JSON (RFC 7493) object nested at most MAX_JSON_DEPTH deep, or ValueError.
 
     Stricter than json.loads: no duplicate member names, no NaN/Infinity, no lone surrogates
     (they cannot be stored or re-encoded as UTF-8, so they would crash whoever handles them next).
     """
     text = data.decode("utf-8")
+    check_json_depth(text)
     obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
@@ -245,6 +272,8 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("key_mismatch", "iss is not the did:key that signed")
     body = parse_dataclass(cls, payload)
     envelope = Envelope(**env)
+    if isinstance(body, Offer) and body.valid_until != envelope.exp:  # §8.4: one end of validity
+        raise ProtocolError("bad_field", "offer valid_until must equal the JWS exp")
 
     if envelope.exp <= envelope.iat or envelope.exp - envelope.iat > MAX_LIFETIME:
         raise ProtocolError("bad_lifetime", "exp must be after iat and within a year of it")

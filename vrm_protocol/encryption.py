@@ -1,4 +1,11 @@
-"""Disclosures are encrypted to the vendor's X25519 key: compact JWE, ECDH-ES + A256GCM (RFC 8037)."""
+"""Encryption to a vendor's X25519 key: compact JWE, ECDH-ES + A256GCM (RFC 8037).
+
+Two uses (docs/protocol.md §10): a disclosure's `jwe` (the agreed values) and, since v2, the
+*sealed* box -> vendor messages (agreement, revocation), whose MQTT payload is a JWE with the
+signed JWS as plaintext: sign, then encrypt, so only the vendor reads fields, purpose and reason.
+Plaintexts are padded with trailing spaces to a few size buckets, so the ciphertext's length says
+little about what is inside; JSON parsers ignore the spaces, and `unseal` strips them.
+"""
 from __future__ import annotations
 
 import json
@@ -9,12 +16,16 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from .codec import parse_json_object
+from .codec import MAX_MESSAGE_BYTES, _b64url_decode, parse_json_object
 from .errors import ProtocolError
 from .messages import EncryptionKey
 
 JWE_ALG = "ECDH-ES"
 JWE_ENC = "A256GCM"
+JWE_HEADER_PARAMS = frozenset({"alg", "enc", "epk", "apu", "apv"})
+# Plaintext sizes after padding: everything up to 512 bytes looks alike, and so on.
+PAD_BUCKETS = (512, 2048, 8192, 32768)
+PAD_BYTE = b" "
 
 
 @dataclass(frozen=True)
@@ -32,19 +43,67 @@ class DecryptionKey:
         return EncryptionKey(kty="OKP", crv="X25519", x=self.jwk["x"])
 
 
-def encrypt_json(data: dict[str, Any], recipient: EncryptionKey) -> str:
-    """Encrypt a JSON object to the recipient's X25519 key."""
+def pad(plaintext: bytes) -> bytes:
+    """Trailing spaces up to the next bucket; ProtocolError('oversize') past the largest."""
+    for size in PAD_BUCKETS:
+        if len(plaintext) <= size:
+            return plaintext + PAD_BYTE * (size - len(plaintext))
+    raise ProtocolError("oversize", f"{len(plaintext)} bytes is more than {PAD_BUCKETS[-1]} to encrypt")
+
+
+def _encrypt(plaintext: bytes, recipient: EncryptionKey) -> str:
     key = OKPKey.import_key(recipient.as_jwk())
-    plaintext = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return jwe.encrypt_compact({"alg": JWE_ALG, "enc": JWE_ENC}, plaintext, key)
+    return jwe.encrypt_compact({"alg": JWE_ALG, "enc": JWE_ENC}, pad(plaintext), key)
 
 
-def decrypt_json(token: str, key: DecryptionKey) -> dict[str, Any]:
+def _decrypt(token: str | bytes, key: DecryptionKey) -> bytes:
+    """The padded plaintext, after our own bounded checks of the shape and protected header."""
+    if len(token) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("oversize", f"{len(token)} bytes > {MAX_MESSAGE_BYTES}")
+    if isinstance(token, bytes):
+        try:
+            token = token.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError("bad_encryption", "a compact JWE is ASCII") from exc
+    parts = token.split(".")
+    if len(parts) != 5 or parts[1] != "":
+        raise ProtocolError("bad_encryption", "a compact ECDH-ES JWE has five parts, the second empty")
+    try:
+        header = parse_json_object(_b64url_decode(parts[0]))
+    except (ProtocolError, UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("bad_encryption", "protected header is not a JSON object") from exc
+    if header.get("alg") != JWE_ALG or header.get("enc") != JWE_ENC or set(header) - JWE_HEADER_PARAMS:
+        raise ProtocolError("bad_encryption", "JWE header must be ECDH-ES / A256GCM with epk only")
     try:
         obj = jwe.decrypt_compact(token, OKPKey.import_key(key.jwk), algorithms=[JWE_ALG, JWE_ENC])
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise ProtocolError("bad_encryption", type(exc).__name__) from exc
-    try:  # the same strict I-JSON rules as message payloads
-        return parse_json_object(obj.plaintext or b"")
+    return obj.plaintext or b""
+
+
+def encrypt_json(data: dict[str, Any], recipient: EncryptionKey) -> str:
+    """Encrypt a JSON object (padded) to the recipient's X25519 key."""
+    plaintext = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _encrypt(plaintext, recipient)
+
+
+def decrypt_json(token: str, key: DecryptionKey) -> dict[str, Any]:
+    plaintext = _decrypt(token, key)
+    try:  # the same strict I-JSON rules as message payloads (trailing padding is JSON whitespace)
+        return parse_json_object(plaintext)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError("bad_encryption", "plaintext is not a JSON object") from exc
+
+
+def seal(token: str, recipient: EncryptionKey) -> str:
+    """Sign, then encrypt: a signed message only `recipient` can read."""
+    return _encrypt(token.encode("ascii"), recipient)
+
+
+def unseal(sealed: str | bytes, key: DecryptionKey) -> str:
+    """The signed message inside a sealed one (padding removed), still to be verified."""
+    plaintext = _decrypt(sealed, key).rstrip(PAD_BYTE)
+    try:
+        return plaintext.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("bad_encryption", "a sealed message holds an ASCII compact JWS") from exc

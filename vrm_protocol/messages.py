@@ -1,4 +1,4 @@
-"""Message bodies of VRM protocol v1, as plain frozen data classes.
+"""Message bodies of VRM protocol v2, as plain frozen data classes.
 
 The annotations *are* the schema: `parse_body` checks a decoded JSON object against them
 (no extra keys, no missing required keys, exact JSON types), so there is one place for
@@ -6,6 +6,8 @@ each message's fields. docs/protocol.md describes the same classes for other lan
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
 import re
 import types
@@ -16,7 +18,7 @@ from typing import Any, ClassVar, Literal, Union
 from .didkey import public_bytes_from_did
 from .errors import ProtocolError
 
-VERSION = 1
+VERSION = 2             # the one place for the protocol version (payload `v`, topic prefix)
 MAX_STR = 2000          # longest free-text string field
 MAX_JWE = 60 * 1024     # longest Disclosure.jwe (the whole message is at most 64 KiB)
 MAX_LIST = 100          # longest list field
@@ -49,6 +51,11 @@ def check_hash(value: str, name: str) -> None:
         raise _bad(f"{name} must be an unpadded base64url SHA-256 digest")
 
 
+def terms_digest(text: str) -> str:
+    """sha256 (unpadded base64url) of a terms text's UTF-8 bytes."""
+    return base64.urlsafe_b64encode(hashlib.sha256(text.encode("utf-8")).digest()).rstrip(b"=").decode("ascii")
+
+
 def check_currency(value: str, name: str = "currency") -> None:
     if not _CURRENCY_RE.match(value):
         raise _bad(f"{name} must be an ISO 4217 code such as EUR")
@@ -62,10 +69,13 @@ class Terms:
     id: str
     sha256: str
     uri: str | None = None
+    text: str | None = None   # the terms themselves, so a vendor can read what it accepts
 
     def check(self) -> None:
         check_slug(self.id, "terms.id")
         check_hash(self.sha256, "terms.sha256")
+        if self.text is not None and terms_digest(self.text) != self.sha256:
+            raise _bad("terms.sha256 is not the SHA-256 of terms.text")
 
 
 @dataclass(frozen=True)
@@ -181,7 +191,8 @@ class Offer:
 class Agreement:
     """The person's terms + the offer + exactly what is disclosed, why and for how long.
 
-    Signed by the intent key; its id is the hash of the signed token (see codec.token_hash).
+    Signed by the intent key when the person confirms; its id is the message `id`, chosen when
+    the person accepts (so it names the agreement before it is signed). Sent sealed (JWE).
     """
 
     TYPE: ClassVar[str] = "agreement"
@@ -216,10 +227,12 @@ class Countersignature:
 
     TYPE: ClassVar[str] = "countersignature"
     agreement: str
+    agreement_hash: str   # token_hash of the agreement token: what exactly was countersigned
     intent: str
 
     def check(self) -> None:
-        check_hash(self.agreement, "agreement")
+        check_id(self.agreement, "agreement")
+        check_hash(self.agreement_hash, "agreement_hash")
         check_id(self.intent, "intent")
 
 
@@ -233,7 +246,7 @@ class Disclosure:
     jwe: str = field(metadata={"max_len": MAX_JWE})  # bounded by the message size, not MAX_STR
 
     def check(self) -> None:
-        check_hash(self.agreement, "agreement")
+        check_id(self.agreement, "agreement")
         check_id(self.intent, "intent")
         if self.jwe.count(".") != 4:
             raise _bad("jwe must be a compact JWE")
@@ -250,7 +263,7 @@ class Revocation:
     reason: str | None = None
 
     def check(self) -> None:
-        check_hash(self.agreement, "agreement")
+        check_id(self.agreement, "agreement")
         check_id(self.intent, "intent")
 
 
@@ -265,7 +278,7 @@ class RevocationAck:
     deleted: bool
 
     def check(self) -> None:
-        check_hash(self.agreement, "agreement")
+        check_id(self.agreement, "agreement")
         check_id(self.intent, "intent")
         check_id(self.revocation, "revocation")
 

@@ -1,7 +1,9 @@
-"""MQTT topic names of VRM protocol v1: the one place they are spelled."""
+"""MQTT topic names of the VRM protocol: the one place they are spelled."""
 from __future__ import annotations
 
-PREFIX = "vrm/v1"
+from .messages import VERSION
+
+PREFIX = f"vrm/v{VERSION}"   # the wire version is in the prefix too: v1 and v2 boxes never mix
 
 # QoS and retention per topic family, stated once for the box, the vendor kit and the docs.
 QOS = 1

@@ -20,7 +20,7 @@ from ..client import ControlError, DaemonNotRunning, call, daemon_running
 from ..config import Config, ConfigError, load_config
 from ..keystore import DecryptError, KeyFileError
 from ..market import Market, MarketError, market_settings
-from ..migrations import SchemaError
+from ..store.migrations import SchemaError
 from ..store import Store, StoreError
 from ..textsafe import printable
 

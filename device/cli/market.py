@@ -112,6 +112,8 @@ def cmd_rules_set(args: argparse.Namespace) -> int:
         rules = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         return fail(args, f"cannot read rules from {args.file}: nested too deeply")
+    except UnicodeDecodeError as exc:
+        return fail(args, f"cannot read rules from {args.file}: not UTF-8 text (byte {exc.start})")
     except (OSError, ValueError) as exc:
         return fail(args, f"cannot read rules from {args.file}: {exc}")
     return run_op(args, "rules_set", {"rules": rules})

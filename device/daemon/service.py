@@ -14,6 +14,8 @@ import fcntl
 import logging
 import os
 import queue
+import random
+import secrets
 import signal
 import threading
 import time
@@ -23,12 +25,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from vrm_protocol import topics
-from vrm_protocol.codec import unverified_payload
 
 from .. import erase as erase_mod
 from ..config import Config
@@ -39,7 +39,10 @@ from ..store import Store
 from . import ops
 from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
+from . import mqtt as mqtt_edge
 from .held import HeldError, HeldRequests
+from .home import HomeLink
+from .schedule import republish_times
 from .notify import notify
 from .sockets import ControlServer
 
@@ -57,6 +60,7 @@ class _Inbound:
 
 
 PRUNE_EVERY_S = 3600
+WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
 MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
 
 
@@ -84,7 +88,13 @@ class Daemon:
         self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
+        self._rng = random.Random(secrets.randbits(64))
+        self._republish_at: dict[str, float] = {}   # intent -> monotonic time to publish it again
+        self._backoff: dict[int, tuple[float, float]] = {}   # outbox id -> (retry at, delay)
+        self._refused: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        self._beat = time.monotonic()                # the worker's last sign of life
         self.client = self._make_client()
+        self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
         c = cfg.control
         self.access = build_access(os.geteuid(), c.control_users, c.control_groups,
                                    c.button_users, c.button_groups)
@@ -100,23 +110,24 @@ class Daemon:
 
     # ---------------------------------------------------------------- setup
     def _box_id(self) -> str:
-        """A random id for the availability topic and client id; it is not linked to any intent."""
-        box_id = self.store.get_setting("box_id")
-        if not box_id:
-            box_id = "box-" + os.urandom(8).hex()
-            self.store.set_setting("box_id", box_id)
-        return box_id
+        """A random id for the home broker's availability topic; not linked to any intent, and
+        never seen on the market broker."""
+        return self._setting_id("box_id", "box-")
+
+    def _setting_id(self, key: str, prefix: str) -> str:
+        value = self.store.get_setting(key)
+        if not value:
+            value = prefix + secrets.token_hex(8)
+            self.store.set_setting(key, value)
+        return value
+
+    def client_id(self) -> str:
+        """The market session's client id: configured, else random and secret (whoever knows
+        it could take over the persistent session and its queued offers). Sealed in the store."""
+        return self.cfg.broker.client_id or self._setting_id("mqtt_client_id", "vrmbox-")
 
     def _make_client(self) -> mqtt.Client:
-        b = self.cfg.broker
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=b.client_id_for(self.box_id),
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        if b.username:
-            client.username_pw_set(b.username, b.password)
-        if b.tls:
-            client.tls_set(ca_certs=b.ca_file, certfile=b.cert_file, keyfile=b.key_file)
-        client.reconnect_delay_set(b.reconnect_min, b.reconnect_max)
-        client.will_set(topics.availability(self.box_id), "offline", qos=1, retain=True)
+        client = mqtt_edge.make_client(self.cfg.broker, self.client_id(), manual_ack=True)
         client.max_inflight_messages_set(50)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -131,7 +142,6 @@ class Daemon:
             return
         log.info("connected to %s:%s (session present: %s)", self.cfg.broker.host, self.cfg.broker.port,
                  getattr(_flags, "session_present", None))
-        client.publish(topics.availability(self.box_id), "online", qos=1, retain=True)
         with self._lock:
             self._subscribed.clear()
             self._inflight.clear()
@@ -148,8 +158,8 @@ class Daemon:
             outbox_id = self._inflight.pop(mid, None)
         if outbox_id is None:
             return
-        if getattr(rc, "is_failure", False):  # e.g. not authorised: keep it, try again later
-            log.warning("broker refused outbox message %d: %s", outbox_id, rc)
+        if mqtt_edge.is_refusal(rc):   # e.g. not authorised: terminal, never a hot retry loop
+            self._put(("refused", (outbox_id, str(rc))))
             return
         self._put(("sent", outbox_id))
 
@@ -187,9 +197,21 @@ class Daemon:
         self._put(("control", (op, args, role, fut)))
         return fut
 
+    def heartbeat(self) -> bool:
+        """systemd's watchdog is fed only while the worker makes progress: a stuck worker gets
+        the daemon restarted instead of a box that looks alive and takes no offers."""
+        alive = time.monotonic() - self._beat < WORKER_STALE_S
+        if alive:
+            notify("WATCHDOG=1")
+        else:
+            log.error("the worker has made no progress for %.0f s; not feeding the watchdog",
+                      time.monotonic() - self._beat)
+        return alive
+
     def _work(self) -> None:
         last_tick = 0.0
         while not self._stop.is_set() or not self._queue.empty():
+            self._beat = time.monotonic()
             if self._retries:
                 item = self._retries.popleft()
             else:
@@ -230,9 +252,12 @@ class Daemon:
         kind, value = item
         if kind == "sent":
             self.store.mark_sent(value)
+            self._backoff.pop(value, None)
+        elif kind == "refused":
+            self._refuse(*value)
         elif kind == "connected":
             self._sync_subscriptions()
-            self._republish_intents()
+            self._schedule_republish()
             self._flush_outbox()
         elif kind == "control":
             op, args, role, fut = value
@@ -303,28 +328,30 @@ class Daemon:
         self.intake = Intake(self.market, limiter=RateLimiter(cfg.intake.per_vendor_per_minute,
                                                               cfg.intake.per_vendor_burst),
                              max_bytes=cfg.intake.max_message_bytes, clock=self.clock,
-                             max_offers_per_vendor_intent=cfg.intake.max_offers_per_vendor_intent)
+                             max_offers_per_vendor_intent=cfg.intake.max_offers_per_vendor_intent,
+                             max_vendors=cfg.intake.max_vendors)
 
     def _erase(self) -> dict[str, Any]:
         """Erase on the worker: the daemon holds the keys in memory, so it must be the one to
         close, erase and reopen — and it can send the queued deletion requests at once. The old
-        box id, its broker session and its retained status go too: nothing links the old box
+        box id, client id, broker session and retained status go too: nothing links the old box
         to the new one."""
-        old_status = topics.availability(self.box_id)
         self.store.close()
         try:
             result = erase_mod.erase(self.cfg.data_dir, clock=self.clock)
         finally:
             self._open()
         self.box_id = self._box_id()
-        self._switch_client(old_status)
+        self._switch_client()
         log.warning("box erased: %d deletion request(s) queued", result.deletion_requests)
         return {"ok": True, **dataclasses.asdict(result)}
 
-    def _switch_client(self, old_status: str) -> None:
+    def _switch_client(self) -> None:
+        if self.home is not None:
+            self.home.stop(clear=True)                          # the old retained status goes
+            self.home = HomeLink(self.cfg.home_broker, self.box_id)  # type: ignore[arg-type]
+            self.home.start()
         old = self.client
-        if self._connected.is_set():
-            old.publish(old_status, b"", qos=1, retain=True)   # clear the old retained status
         props = Properties(PacketTypes.DISCONNECT)
         props.SessionExpiryInterval = 0                         # the broker drops the old session
         old.disconnect(properties=props)
@@ -349,6 +376,7 @@ class Daemon:
         if self.market.expire_intents():
             self.intake.refresh()
             self._sync_subscriptions()
+        self._republish_due()
         self._flush_outbox()
 
     def status(self, role: str | None = None) -> dict[str, Any]:
@@ -359,6 +387,8 @@ class Daemon:
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,
                 "single_user": self.access.single_user, "role": role,
+                "refused": list(self._refused),
+                "home_broker": None if self.home is None else self.home.connected.is_set(),
                 "access": ("single-user development setup: the box's own user may press the button"
                            if self.access.single_user else "deployed: each socket admits only its users")}
 
@@ -375,58 +405,65 @@ class Daemon:
         if gone:  # withdrawn/expired intents with nothing more to come: stop listening
             self.client.unsubscribe(sorted(gone))
 
-    def _republish_intents(self) -> None:
-        """After a reconnect, put live intents back (same signed token, remaining expiry)."""
+    def _schedule_republish(self) -> None:
+        """After a (re)connect: each live intent again at its own random time (schedule.py)."""
         now = int(self.clock())
-        for rec in self.store.list_intents("active"):
-            if rec.expires_at > now:
-                self._publish(topics.intent(rec.category, rec.intent_id), rec.token, retain=True)
+        live = [r.intent_id for r in self.store.intent_states("active") if r.expires_at > now]
+        self._republish_at = republish_times(live, time.monotonic(), self.cfg.intents.republish_window_s,
+                                             self._rng)
+
+    def _republish_due(self) -> None:
+        if not self._connected.is_set() or not self._republish_at:
+            return
+        t = time.monotonic()
+        due = sorted((at, i) for i, at in self._republish_at.items() if at <= t)
+        if not due:
+            return
+        intent_id = due[0][1]          # at most one a tick: never two together, even when late
+        del self._republish_at[intent_id]
+        rec = self.store.get_intent(intent_id)
+        if rec is not None and rec.status == "active" and rec.expires_at > int(self.clock()):
+            mqtt_edge.publish(self.client, topics.intent(rec.category, rec.intent_id), rec.token,
+                              retain=True, now=int(self.clock()))
+
+    def _refuse(self, outbox_id: int, reason: str) -> None:
+        """The broker will not take this message (its ACL, say): record it, show it, stop."""
+        rec = next((r for r in self.store.pending_outbox() if r.id == outbox_id), None)
+        topic = rec.topic if rec else "?"
+        log.error("the broker refused the message to %s (%s); it will not be sent again", topic, reason)
+        with self.store.transaction():
+            self.store.record_event("outbox_refused", {"topic": topic, "reason": reason})
+            self.store.mark_sent(outbox_id)
+        self._backoff.pop(outbox_id, None)
+        self._refused.append({"topic": topic, "reason": reason, "at": int(self.clock())})
+        self.events.publish({"type": "outbox_refused", "topic": topic, "reason": reason})
 
     def _flush_outbox(self) -> None:
         if not self._connected.is_set():
             return
-        now = int(self.clock())
+        now, t = int(self.clock()), time.monotonic()
         for rec in self.store.pending_outbox():
             with self._lock:
                 if rec.id in self._inflight.values():
                     continue
-            if self._remaining(rec.payload, now) == 0:
+            retry_at, delay = self._backoff.get(rec.id, (0.0, 0.0))
+            if t < retry_at:
+                continue
+            if mqtt_edge.remaining(rec.payload, now) == 0:
                 log.info("outbox message %d to %s expired unsent; dropped", rec.id, rec.topic)
                 self.store.mark_sent(rec.id)
                 continue
-            info = self._publish(rec.topic, rec.payload, retain=rec.retain)
-            if info is not None:
-                with self._lock:
-                    self._inflight[info.mid] = rec.id
-
-    @staticmethod
-    def _remaining(payload: str, now: int) -> int | None:
-        """Seconds until a signed payload expires (0 if it has); None for an empty/unsigned one."""
-        exp = unverified_payload(payload).get("exp") if payload else None
-        return max(0, exp - now) if isinstance(exp, int) else None
-
-    def _publish(self, topic: str, payload: str, retain: bool) -> mqtt.MQTTMessageInfo | None:
-        """QoS 1, with the MQTT 5 message expiry set to what is left of the signed lifetime."""
-        remaining = self._remaining(payload, int(self.clock()))
-        if remaining == 0:
-            return None
-        props = None
-        if remaining is not None:
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = remaining
-        info = self.client.publish(topic, payload, qos=1, retain=retain, properties=props)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            log.warning("publish to %s not queued: %s", topic, info.rc)
-            return None
-        return info
+            info = mqtt_edge.publish(self.client, rec.topic, rec.payload, retain=rec.retain, now=now)
+            if info is None:     # not queued by paho (transient): back off, 0.5 s doubling to 60 s
+                delay = min(60.0, max(TICK_S, delay * 2))
+                self._backoff[rec.id] = (t + delay, delay)
+                continue
+            with self._lock:
+                self._inflight[info.mid] = rec.id
 
     # ---------------------------------------------------------------- lifecycle
     def connect(self) -> None:
-        b = self.cfg.broker
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = b.session_expiry
-        self.client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=False,
-                                  properties=props)
+        mqtt_edge.connect(self.client, self.cfg.broker, clean_start=False)
 
     def _lock_instance(self) -> None:
         """One daemon per data dir: a second would take over the socket and fight for the session."""
@@ -450,19 +487,20 @@ class Daemon:
         worker.start()
         self.connect()
         self.client.loop_start()
+        if self.home is not None:
+            self.home.start()
         notify("READY=1")
         log.info("vrmbox running as %s (data dir %s)", self.box_id, self.cfg.data_dir)
         print("READY", flush=True)
         try:
             while not self._stop.wait(1.0):
-                notify("WATCHDOG=1")
+                self.heartbeat()
         finally:
             notify("STOPPING=1")
             self.control.stop()
             self.button.stop()
-            if self._connected.is_set():
-                self.client.publish(topics.availability(self.box_id), "offline", qos=1, retain=True)
-                time.sleep(0.2)
+            if self.home is not None:
+                self.home.stop()
             self.client.disconnect()
             self.client.loop_stop()
             worker.join(timeout=10)

@@ -1,0 +1,241 @@
+"""What a stranger on the market broker can learn from the box's connection (issue: linkable
+intents, a hijackable session): no availability status there, a secret random client id, intents
+re-published one by one at random moments, a refused message not retried in a loop, and a
+watchdog fed only while the worker works. Real Mosquitto brokers; the daemon as a process
+where the wire is the point, in-process where its parts are."""
+from __future__ import annotations
+
+import json
+import random
+import socket
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from broker import Broker
+from device.config import load_config
+from device.daemon import Daemon
+from device.daemon.home import STATUS_EXPIRY_S
+from device.daemon.schedule import MIN_GAP_S, republish_times
+from processes import box_config, daemon, vrmbox, wait_for
+from vrm_protocol import topics
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Watcher:
+    """A subscriber that records (topic, payload, properties, arrival time)."""
+
+    def __init__(self, broker: Broker, *subs: str) -> None:
+        self.got: list[tuple[str, bytes, object, float]] = []
+        self.acked = 0
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:6]}",
+                             protocol=mqtt.MQTTv5)
+        self.c.on_message = lambda cl, u, m: self.got.append((m.topic, m.payload, m.properties,
+                                                               time.monotonic()))
+        self.c.on_subscribe = lambda *a: setattr(self, "acked", self.acked + 1)
+        self.c.connect(broker.host, broker.port)
+        self.c.loop_start()
+        for t in subs:
+            self.c.subscribe(t, qos=1)
+        wait_for(lambda: self.acked == len(subs), what="SUBACK")
+
+    def barrier(self, topic: str) -> None:
+        """Publish a marker and wait for it: everything retained or sent before it has arrived."""
+        marker = uuid.uuid4().hex.encode()
+        self.c.publish(topic, marker, qos=1).wait_for_publish(5)
+        wait_for(lambda: any(p == marker for _, p, _, _ in self.got), what="the barrier marker")
+
+    def topics(self, prefix: str) -> list[str]:
+        return [t for t, p, _, _ in self.got if t.startswith(prefix) and p]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+@pytest.fixture
+def home(tmp_path_factory):
+    b = Broker(tmp_path_factory.mktemp("home"))
+    b.start()
+    yield b
+    b.stop()
+
+
+def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path, broker, home,
+                                                                         monkeypatch):
+    box_config(tmp_path, monkeypatch, f'[home_broker]\nurl = "{home.url}"\n')
+    market = Watcher(broker, f"{topics.PREFIX}/status/#", "#")
+    local = Watcher(home, topics.availability("+"))
+    proc = daemon(tmp_path / "box", broker.url, tmp_path / "daemon.log").start()
+    try:
+        wait_for(lambda: any(p == b"online" for _, p, _, _ in local.got), what="online on the home broker")
+        _, _, props, _ = next(g for g in local.got if g[1] == b"online")
+        assert 0 < props.MessageExpiryInterval <= STATUS_EXPIRY_S
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=tmp_path / "box").stdout)
+        wait_for(lambda: market.topics(topics.intents("bikes")[:-1]), what="the intent on the market")
+        proc.kill()                                   # no clean disconnect: the home broker sends the will
+        wait_for(lambda: local.got[-1][1] == b"offline", timeout=30, what="last will on the home broker")
+        assert 0 < local.got[-1][2].MessageExpiryInterval <= STATUS_EXPIRY_S
+        market.barrier("zz/test/barrier")
+        assert market.topics(f"{topics.PREFIX}/status/") == []
+        status_id = local.got[-1][0].rsplit("/", 1)[1]
+        assert all(status_id.encode() not in p and status_id not in t for t, p, _, _ in market.got)
+        assert intent["intent"] not in status_id
+    finally:
+        proc.stop()
+        market.close()
+        local.close()
+
+
+def test_client_id_is_random_secret_and_not_shown_anywhere(tmp_path, broker):
+    ids = []
+    for name in ("a", "b"):
+        cfg = load_config(None, {"data_dir": str(tmp_path / name)}, env={})
+        d = Daemon(cfg)
+        ids.append((d.client_id(), d.box_id))
+        d.store.close()
+        d._lockfile.close()
+    (a_client, a_box), (b_client, b_box) = ids
+    assert a_client != b_client and a_client.startswith("vrmbox-") and len(a_client) == 23
+    assert a_box[4:] not in a_client and b_box[4:] not in b_client
+    # stable across restarts of the same box (the broker keeps its persistent session)
+    d = Daemon(load_config(None, {"data_dir": str(tmp_path / "a")}, env={}))
+    assert d.client_id() == a_client
+    d.store.close()
+    d._lockfile.close()
+
+
+def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, broker, monkeypatch):
+    """With the box offline, its queued messages wait for its session; the ids a stranger can
+    see on the market broker do not name that session."""
+    box_config(tmp_path, monkeypatch)
+    data = tmp_path / "box"
+    watch = Watcher(broker, "#")
+    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
+    vrmbox("intent", "add", "bikes", "--json", data_dir=data)
+    wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
+    proc.stop()
+    watch.barrier("zz/test/barrier")
+    seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
+    for guess in {t.rsplit("/", 1)[-1] for t, _, _, _ in watch.got}:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=("vrmbox-" + guess)[:23], protocol=mqtt.MQTTv5)
+        flags = {}
+        c.on_connect = lambda cl, u, f, rc, p: flags.setdefault("present", f.session_present)
+        c.connect(broker.host, broker.port, clean_start=False)
+        c.loop_start()
+        wait_for(lambda: "present" in flags, what="CONNACK")
+        c.loop_stop()
+        c.disconnect()
+        assert flags["present"] is False, guess
+    from device.store import Store
+    with Store.open(data) as s:
+        secret = s.get_setting("mqtt_client_id")
+    assert secret and all(secret not in x for x in seen)
+    watch.close()
+
+
+def test_republish_times_are_spread_apart_in_random_order():
+    ids = [f"i{n}" for n in range(10)]
+    orders = set()
+    for seed in range(20):
+        at = republish_times(ids, 1000.0, 60, random.Random(seed))
+        times = sorted(at.values())
+        assert set(at) == set(ids)
+        assert all(1000.0 < t <= 1060.0 for t in times)
+        assert all(b - a >= MIN_GAP_S - 1e-9 for a, b in zip(times, times[1:]))
+        orders.add(tuple(sorted(ids, key=at.get)))
+    assert len(orders) > 15                               # not one fixed order
+    crowded = republish_times([f"i{n}" for n in range(100)], 0.0, 60, random.Random(1))
+    t = sorted(crowded.values())
+    assert all(b - a >= MIN_GAP_S - 1e-9 for a, b in zip(t, t[1:]))   # widened, never crammed
+
+
+def test_after_a_restart_intents_come_back_one_at_a_time(tmp_path, broker, monkeypatch):
+    box_config(tmp_path, monkeypatch, "[intents]\nrepublish_window_s = 4\n")
+    data = tmp_path / "box"
+    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
+    ids = [json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+           for _ in range(3)]
+    proc.stop()
+    wiper = Watcher(broker, topics.intents("bikes"))          # the broker loses the retained copies
+    wait_for(lambda: len(wiper.topics(f"{topics.PREFIX}/intents/")) == 3, what="three retained intents")
+    for i in ids:
+        wiper.c.publish(topics.intent("bikes", i), b"", qos=1, retain=True).wait_for_publish(5)
+    wiper.close()
+    watch = Watcher(broker, topics.intents("bikes"))
+    proc = daemon(data, broker.url, tmp_path / "daemon2.log").start()
+    try:
+        wait_for(lambda: len(watch.topics(f"{topics.PREFIX}/intents/")) == 3, timeout=60, what="all three again")
+        arrivals = sorted(when for t, p, _, when in watch.got if p)
+        assert all(b - a >= 0.3 for a, b in zip(arrivals, arrivals[1:])), arrivals   # never a burst
+    finally:
+        proc.stop()
+        watch.close()
+
+
+def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monkeypatch):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    d = Daemon(load_config(None, {"data_dir": str(tmp_path / "box")}, env={}))
+    try:
+        assert d.heartbeat() is True
+        assert sock.recv(256) == b"WATCHDOG=1"
+        d._beat = time.monotonic() - 60                       # as if the worker were stuck
+        assert d.heartbeat() is False
+        from device.daemon.notify import notify
+        notify("MARK=1")                                      # the next datagram must be the marker
+        assert sock.recv(256) == b"MARK=1"
+    finally:
+        d.store.close()
+        d._lockfile.close()
+        sock.close()
+
+
+def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path, tmp_path_factory,
+                                                                       monkeypatch):
+    """An ACL that will never let the box publish an agreement: the PUBACK's refusal is terminal."""
+    from vendor_messages import TestVendor
+    acl = tmp_path / "acl"
+    acl.write_text(f"topic readwrite #\ntopic deny {topics.agreements('+')}\n")
+    broker = Broker(tmp_path_factory.mktemp("acl-broker"), acl_file=acl)
+    broker.start()
+    box_config(tmp_path, monkeypatch)
+    data = tmp_path / "box"
+    log = tmp_path / "daemon.log"
+    proc = daemon(data, broker.url, log).start()
+    watch = Watcher(broker, f"{topics.PREFIX}/#")
+    try:
+        vrmbox("profile", "set", "email", "ann@example.org", data_dir=data)
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+        token = wait_for(lambda: next((p for t, p, _, _ in watch.got if t == topics.intent("bikes", intent)
+                                       and p), None), what="the intent")
+        v = TestVendor("acme")
+        watch.c.publish(topics.vendor_profile("acme"), v.profile(), qos=1, retain=True).wait_for_publish(5)
+        wait_for(lambda: json.loads(vrmbox("vendors", "--json", data_dir=data).stdout), what="vendor pinned")
+        watch.c.publish(topics.offers(intent), v.offer(token.decode()), qos=1).wait_for_publish(5)
+        offer = wait_for(lambda: json.loads(vrmbox("offers", "--json", data_dir=data).stdout), what="offer")
+        agreement = json.loads(vrmbox("offer", "accept", "--fields", "email", "--json", "--",
+                                      offer[0]["offer"], data_dir=data).stdout)["agreement"]
+        vrmbox("agreement", "confirm", "--", agreement, data_dir=data)
+        status = wait_for(lambda: (s := json.loads(vrmbox("status", "--json", data_dir=data).stdout))["refused"]
+                          and s, what="the refusal shown in status")
+        assert [r["topic"] for r in status["refused"]] == [topics.agreements("acme")]
+        # barrier: a later message gets through, and still only one refusal was logged
+        second = json.loads(vrmbox("intent", "add", "tents", "--json", data_dir=data).stdout)["intent"]
+        wait_for(lambda: any(t == topics.intent("tents", second) for t, _, _, _ in watch.got), what="next intent")
+        assert log.read_text().count("the broker refused the message") == 1
+        assert len(json.loads(vrmbox("status", "--json", data_dir=data).stdout)["refused"]) == 1
+        events = [e["event_type"] for e in json.loads(vrmbox("audit", "show", "--limit", "500", "--json",
+                                                             data_dir=data).stdout)["entries"]]
+        assert events.count("outbox_refused") == 1
+    finally:
+        proc.stop()
+        watch.close()
+        broker.stop()
