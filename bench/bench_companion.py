@@ -1,5 +1,6 @@
 """Companion app latency with a full box: 10,000 stored offers (signed, over 5 intents and 20
-vendors), a real daemon, the app served by waitress on loopback, 20 concurrent paired clients.
+vendors), a real daemon, the app as `vrmbox companion` (waitress) on loopback, 20 concurrent
+paired clients (threads in this process).
 Prints p50/p95 of the dashboard page and of the offers API (target p95 <= 50 ms); asserts nothing.
 
     .venv/bin/python bench/bench_companion.py [OFFERS] [CLIENTS] [REQUESTS_PER_CLIENT]
@@ -21,9 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
-from waitress import create_server  # noqa: E402
-
-from companion_app import create_app  # noqa: E402
 from companion_app.box import Box  # noqa: E402
 from device.market import Market  # noqa: E402
 from device.store import Store  # noqa: E402
@@ -112,10 +110,21 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
             for line in daemon.stdout:
                 if line.strip() == "READY":
                     break
-            app = create_app({"BOX": Box(data / "control.sock"), "DATA_DIR": data})
-            server = create_server(app, host="127.0.0.1", port=0, threads=8)
-            threading.Thread(target=server.run, daemon=True).start()
-            base = f"http://127.0.0.1:{server.effective_port}"
+            the_box = Box(data / "control.sock")
+            t0 = time.perf_counter()
+            for _ in range(3):
+                ranked = the_box.call("offers", {})
+            print(f"daemon: `offers` ranks {n} stored offers ({len(ranked)} eligible) in "
+                  f"{(time.perf_counter() - t0) / 3 * 1000:.0f} ms (what a cache miss costs)")
+            port = _free_port()
+            app = subprocess.Popen([sys.executable, "-m", "device.cli", "companion", "--bind", "127.0.0.1",
+                                    "--port", str(port), "--data-dir", str(data)], env=env, cwd=ROOT,
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            assert app.stdout is not None
+            for line in app.stdout:
+                if line.strip() == "READY":
+                    break
+            base = f"http://127.0.0.1:{port}"
             code = json.loads(subprocess.run([sys.executable, "-m", "device.cli", "pair", "--json"], env=env,
                                              cwd=ROOT, capture_output=True, text=True, check=True).stdout)["code"]
             s = requests.Session()
@@ -134,7 +143,8 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
                 print(f"{name:15s} {clients} clients x {each}: p50 {statistics.median(times):7.1f} ms   "
                       f"p95 {percentile(times, 95):7.1f} ms   max {max(times):7.1f} ms   "
                       f"{len(times) / wall:6.1f} req/s   (target p95 <= 50 ms)")
-            server.close()
+            app.terminate()
+            app.wait(timeout=20)
         finally:
             daemon.terminate()
             daemon.wait(timeout=20)

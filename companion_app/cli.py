@@ -6,11 +6,14 @@ import argparse
 import ipaddress
 import json
 import logging
+import os
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from companion_app.security import SECRET_FILE, read_secret
 from device.cli.common import EXPECTED
 from device.textsafe import printable
 
@@ -21,6 +24,7 @@ DEFAULT_PORT = 8080
 SERVICE_TYPE = "_http._tcp.local."
 SERVICE_NAME = "VRM box"
 THREADS = 8
+WATCHDOG_S = 10.0                 # the unit's WatchdogSec is 30
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -68,6 +72,23 @@ def advertise(bind: str, port: int) -> Any:
     return zc
 
 
+def provisioned_secret(config_file: Path | None) -> Path | None:
+    """Provisioning writes the secret next to the config (<etc>/secrets/companion_secret)."""
+    if config_file is None:
+        return None
+    path = Path(config_file).parent / SECRET_FILE
+    return path if path.is_file() else None
+
+
+def _watchdog(stop: threading.Event) -> None:
+    import sdnotify
+    n = sdnotify.SystemdNotifier()
+    n.notify("READY=1")
+    while not stop.wait(WATCHDOG_S):
+        n.notify("WATCHDOG=1")
+    n.notify("STOPPING=1")
+
+
 def cmd_companion(args: argparse.Namespace) -> int:
     from waitress import create_server
 
@@ -78,7 +99,11 @@ def cmd_companion(args: argparse.Namespace) -> int:
     except EXPECTED as exc:
         return _fail(args, str(exc))
     hosts = [args.bind] + (lan_addresses() if args.bind in ("0.0.0.0", "::") else [])
-    app = create_app({"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts})
+    conf: dict[str, Any] = {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts}
+    provisioned = provisioned_secret(cfg.source)
+    if provisioned is not None:     # the companion's user may not write the data dir: read it
+        conf["SECRET_KEY"] = read_secret(provisioned)
+    app = create_app(conf)
     try:
         server = create_server(app, host=args.bind, port=args.port, threads=THREADS,
                                ident="vrmbox", channel_timeout=60)
@@ -89,11 +114,15 @@ def cmd_companion(args: argparse.Namespace) -> int:
     log.info("companion app on http://%s:%s/", args.bind, port)
     print(f"LISTENING {args.bind}:{port}", flush=True)
     print("READY", flush=True)
+    stop = threading.Event()
+    if os.environ.get("NOTIFY_SOCKET"):     # systemd Type=notify with WatchdogSec (provisioning)
+        threading.Thread(target=_watchdog, args=(stop,), daemon=True).start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         if zc is not None:
             zc.unregister_all_services()
             zc.close()

@@ -11,7 +11,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 
 from .box import BoxDown
 from .mydata import profile_rows
-from .pages import back, box, change, read
+from .pages import back, box, cached_page, change, read, reads
 from .security import SESSION_KEY
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ def dashboard_data() -> list[dict[str, Any]]:
 
 @bp.route("/")
 def index() -> Any:
-    return render_template("dashboard.html", groups=dashboard_data())
+    return cached_page("dashboard", lambda: render_template("dashboard.html", groups=dashboard_data()))
 
 
 @bp.route("/fragments/offers")
 def offers_fragment() -> Any:
     """The offers part of the dashboard, fetched by static/live.js when an event arrives."""
-    return render_template("_offers.html", groups=dashboard_data())
+    return cached_page("offers", lambda: render_template("_offers.html", groups=dashboard_data()))
 
 
 def _offer(offer_id: str) -> dict[str, Any] | None:
@@ -135,6 +135,7 @@ def events() -> Any:
     sessions = current_app.extensions["vrmbox_sessions"]
     idle = float(current_app.config.get("SSE_HEARTBEAT_S", 15.0))
     the_box = box()
+    cache = reads()
 
     def stream() -> Iterator[str]:
         try:
@@ -153,6 +154,8 @@ def events() -> Any:
                     continue
                 kind = str(event.get("type", "event"))
                 if kind in LIVE_EVENTS:
+                    # before the browser hears of it, so its re-fetch cannot get a cached answer
+                    cache.invalidate()
                     yield _sse(kind, {k: event.get(k) for k in ("type", "op", "intent", "vendor", "agreement")
                                       if k in event})
         except BoxDown:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import current_app, flash, g
+from flask import current_app, flash, g, request, session
 
 from .box import DOWN_MESSAGE, HELD, Box, BoxDown, BoxRefused
 from .readcache import ReadCache
@@ -35,6 +35,17 @@ def read(op: str, args: dict[str, Any] | None = None, default: Any = None) -> An
     except BoxRefused as exc:
         flash(str(exc), "error")
         return default
+
+
+def cached_page(name: str, render: Any) -> str:
+    """A read-only page for this phone, reused until the box reports a change (readcache.py).
+    Never when a message is waiting to be shown (flashes are once-only) or the box is down."""
+    phone = g.get("phone")
+    if not phone or session.get("_flashes"):
+        return render()
+    # the page holds this session's CSRF token: one entry per phone and session token
+    key = f"{phone['phone']}:{session.get('csrf_token', '')}:{name}:{request.full_path}"
+    return reads().page(key, render)
 
 
 def held_message(result: Any) -> str | None:
@@ -69,7 +80,6 @@ def change(op: str, args: dict[str, Any] | None = None, done: str | None = None)
 
 def back(default: str) -> str:
     """Where to go after a form: the form's own `next` when it is a path on this site."""
-    from flask import request
     nxt = request.form.get("next", "")
     if nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) < 300:
         return nxt

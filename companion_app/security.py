@@ -27,7 +27,9 @@ from .box import Box, BoxDown, BoxRefused
 
 log = logging.getLogger(__name__)
 
-SECRET_FILE = Path("secrets") / "companion_secret"      # under the box's data dir (provisioning)
+# Provisioning writes <config dir>/secrets/companion_secret (provisioning/layout.py); without it
+# (a development box) the app makes one under <data_dir>/secrets/ on first run.
+SECRET_FILE = Path("secrets") / "companion_secret"
 SESSION_CACHE_S = 1.0
 SESSION_KEY = "phone_secret"
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -47,6 +49,17 @@ def secret_path(data_dir: Path | str) -> Path:
     return Path(data_dir) / SECRET_FILE
 
 
+def read_secret(path: Path) -> bytes:
+    """An existing secret file; refused when too short, warned about when others may read it."""
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("%s is readable by others (mode %o); it should be 0600", path, mode)
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        raise ValueError(f"{path} holds fewer than 32 bytes: delete it to make a new one")
+    return key
+
+
 def load_secret_key(data_dir: Path | str) -> bytes:
     """The app's signing key: read it, or make it (0600, in a 0700 folder) the first time."""
     path = secret_path(data_dir)
@@ -54,13 +67,7 @@ def load_secret_key(data_dir: Path | str) -> bytes:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
-            log.warning("%s is readable by others (mode %o); it should be 0600", path, mode)
-        key = path.read_bytes().strip()
-        if len(key) < 32:
-            raise ValueError(f"{path} holds fewer than 32 bytes: delete it to make a new one")
-        return key
+        return read_secret(path)
     key = secrets.token_hex(32).encode()
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
