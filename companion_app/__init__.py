@@ -57,6 +57,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SECURE=https,
         SESSION_COOKIE_PATH="/",
         PERMANENT_SESSION_LIFETIME=timedelta(days=365),
+        # Only write the cookie when the session changed: otherwise concurrent requests (a page
+        # and its CSS, the event stream) each send back their own older copy and the last wins.
+        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=MAX_UPLOAD,
         WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session
         WTF_CSRF_CHECK_DEFAULT=False,       # checked in the gate, after the Host check and auth

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from flask import (Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
-from flask_wtf.csrf import CSRFError
+from flask_wtf.csrf import CSRFError, generate_csrf
 
 from .box import DOWN_MESSAGE, BoxDown, BoxRefused
 from .pages import box
@@ -61,6 +61,8 @@ def install_gate(app: Flask) -> None:
                     return _refuse(401, "this phone is not paired with the box: pair it first",
                                    "not_paired")
                 return redirect(url_for("auth.pair"))
+        if ep != "static" and "csrf_token" not in session:
+            generate_csrf()                    # once per session, on its first page
         if request.method in CHANGING:
             origin = request.headers.get("Origin")
             if origin and origin != "null" and host_of(urlsplit(origin).netloc) != host_of(request.host):

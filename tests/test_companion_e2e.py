@@ -121,6 +121,8 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
     page.check("#attr_reveal_0")
     page.fill("#attr_value_1", "N1")            # postcode_district, not ticked: stays on the box
     page.click("#new-intent button[type=submit]")
+    page.wait_for_selector("#wire, .field-error, .flash", timeout=30_000)
+    assert page.query_selector("#wire"), page.inner_text("main")
     wire = json.loads(page.inner_text("#wire"))
     assert wire == {"category": "bikes", "attributes": {"budget_max": 1200}}
     shoot(page, system, "intent-preview")
