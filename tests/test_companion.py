@@ -529,3 +529,20 @@ def test_every_api_route_is_documented_and_every_documented_route_exists(app):
             served |= {(m, path) for m in rule.methods - {"HEAD", "OPTIONS"}}
     assert served == documented
     assert len(ENDPOINTS) + 3 == len({p for _, p in documented}) or len(served) >= len(ENDPOINTS)
+
+
+# ------------------------------------------------------------------------------ held for the button
+def test_companion_only_waits_for_the_box_then_the_phone_may_confirm(client, box):
+    r = client.post("/settings/companion-only", data={"csrf_token": page_token(client), "value": "on"},
+                    follow_redirects=True)
+    page = r.get_data(as_text=True)
+    assert "Waiting for the box: press and hold the button on the box" in page
+    assert 'id="companion-only">off<' in page                      # nothing changed yet
+    r = client.put("/api/v1/settings/companion-only-confirmation", json={"value": True},
+                   headers={"X-CSRFToken": api_token(client)})
+    assert r.status_code == 202 and r.get_json()["status"] == "waiting_for_button"
+    vrmbox("approve", r.get_json()["request"], data_dir=box["data"])   # the long press
+    assert 'id="companion-only">on<' in client.get("/settings/").get_data(as_text=True)
+    r = client.post("/settings/companion-only", data={"csrf_token": page_token(client), "value": "off"},
+                    follow_redirects=True)
+    assert 'id="companion-only">off<' in r.get_data(as_text=True)   # turning it off is not held
