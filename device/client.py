@@ -61,20 +61,32 @@ def daemon_running(path: Path | str) -> bool:
 
 
 def subscribe(path: Path | str, timeout: float | None = None) -> Iterator[dict[str, Any]]:
-    """Yield events from a running daemon until the connection ends; ControlError if refused."""
+    """Events from a running daemon until the connection ends. Connects and waits for the
+    daemon's "subscribed" before returning, so nothing that happens after this call is missed;
+    ControlError if it is not running or refuses."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect(str(path))
-    except OSError as exc:
+        s.sendall(b'{"op": "subscribe"}\n')
+        f = s.makefile("rb")
+        first = json.loads(f.readline() or b"{}")
+    except (FileNotFoundError, ConnectionRefusedError) as exc:
         s.close()
         raise DaemonNotRunning(f"the box daemon is not running (no socket at {path})") from exc
-    s.sendall(b'{"op": "subscribe"}\n')
-    f = s.makefile("rb")
+    except (OSError, ValueError) as exc:
+        s.close()
+        raise ControlError(f"cannot subscribe to the box daemon: {exc}") from exc
+    if not isinstance(first, dict) or not first.get("ok"):
+        f.close()
+        s.close()
+        raise ControlError(first.get("error", "the box daemon closed the connection")
+                           if isinstance(first, dict) else "refused")
+    return _events(s, f)
+
+
+def _events(s: socket.socket, f: Any) -> Iterator[dict[str, Any]]:
     try:
-        first = json.loads(f.readline() or b"{}")
-        if not first.get("ok"):
-            raise ControlError(first.get("error", "the box daemon closed the connection"))
         for line in f:
             yield json.loads(line)
     finally:

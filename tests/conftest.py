@@ -8,9 +8,22 @@ from broker import Broker  # noqa: E402
 
 
 @pytest.fixture
-def broker(tmp_path_factory):
+def brokers(tmp_path_factory):
+    """Start real Mosquittos on free loopback ports (`brokers(name, **options)`), all stopped
+    after the test."""
+    started: list[Broker] = []
+
+    def start(name: str = "broker", **options) -> Broker:
+        b = Broker(tmp_path_factory.mktemp(name), **options)
+        b.start()
+        started.append(b)
+        return b
+    yield start
+    for b in started:
+        b.stop()
+
+
+@pytest.fixture
+def broker(brokers):
     """A real Mosquitto on a free loopback port, stopped after the test."""
-    b = Broker(tmp_path_factory.mktemp("broker"))
-    b.start()
-    yield b
-    b.stop()
+    return brokers()

@@ -6,16 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from device.intake import Intake, Pre
-from device.market import Market
-from device.ratelimit import RateLimiter
-from device.store import Store
 from device.textsafe import REPLACEMENT, printable
+from intake_box import Box
 from vendor_messages import TestVendor
 from vrm_protocol import topics
 
@@ -40,19 +36,15 @@ def test_printable_neutralises_what_a_terminal_would_obey():
 
 def test_offers_shows_a_hostile_vendor_name_and_item_harmlessly(tmp_path):
     data = tmp_path / "box"
-    store = Store.open(data)
-    market = Market(store)
-    intent_id = market.add_intent("bikes", {})["intent"]
-    intake = Intake(market, limiter=RateLimiter(60, 20), max_bytes=65536, clock=time.time)
-    intake.refresh()
+    box = Box(data)
+    intent_id = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
     v = TestVendor("acme")
-    token = v.offer(store.get_intent(intent_id).token, name="\x1b[2J\x1b[31mFREE\u202e\x00 bike",
-                    currency="EUR")
-    for topic, payload in ((topics.vendor_profile("acme"), v.profile()), (topics.offers(intent_id), token)):
-        pre = intake.precheck(topic, payload.encode())
-        assert isinstance(pre, Pre), pre
-        intake.handle(pre)
-    store.close()
+    box.feed(topics.vendor_profile("acme"), v.profile())
+    box.feed(topics.offers(intent_id), v.offer(box.store.get_intent(intent_id).token,
+                                               name="\x1b[2J\x1b[31mFREE\u202e\x00 bike", currency="EUR"))
+    assert box.store.list_offers(intent_id)
+    box.store.close()
     r = vrmbox("offers", "--data-dir", str(data))
     assert r.returncode == 0 and "FREE" in r.stdout, r.stderr
     assert not any(c in r.stdout for c in "\x1b\u202e\x00")

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,10 @@ from device.client import ControlError, call
 from device.config import load_config
 from device.daemon import Daemon, ops
 from device.daemon.access import BUTTON, COMPANION, OWNER, build_access
-from device.intake import Intake, Pre
 from device.market import Market, MarketError
-from device.ratelimit import RateLimiter
 from device.store import Store
+from processes import _env as child_env   # this tree first on PYTHONPATH, as for every child
+from intake_box import Box
 from vendor_messages import TestVendor
 from vrm_protocol import topics
 
@@ -40,21 +39,16 @@ needs_root = pytest.mark.skipif(not AS_ROOT or not SYSTEM_PYTHON.exists(),
 
 def seed(data_dir: Path) -> str:
     """A box with a profile, a vendor, an offer and an accepted (pending) agreement."""
-    store = Store.open(data_dir)
-    market = Market(store)
-    store.set_profile_field("email", "ann@example.org")
-    intent_id = market.add_intent("bikes", {"budget_max": 800})["intent"]
-    intake = Intake(market, limiter=RateLimiter(60, 20), max_bytes=65536, clock=time.time)
-    intake.refresh()
+    box = Box(data_dir)
+    box.store.set_profile_field("email", "ann@example.org")
+    intent_id = box.market.add_intent("bikes", {"budget_max": 800})["intent"]
+    box.intake.refresh()
     vendor = TestVendor("acme")
-    for topic, payload in ((topics.vendor_profile("acme"), vendor.profile()),
-                           (topics.offers(intent_id), vendor.offer(store.get_intent(intent_id).token))):
-        pre = intake.precheck(topic, payload.encode())
-        assert isinstance(pre, Pre), pre
-        intake.handle(pre)
-    offer = store.list_offers(intent_id)[0].offer_id
-    agreement = market.accept(offer, ["email"])["agreement"]
-    store.close()
+    box.feed(topics.vendor_profile("acme"), vendor.profile())
+    box.feed(topics.offers(intent_id), vendor.offer(box.store.get_intent(intent_id).token))
+    offer = box.store.list_offers(intent_id)[0].offer_id
+    agreement = box.market.accept(offer, ["email"])["agreement"]
+    box.store.close()
     return agreement
 
 
@@ -149,7 +143,7 @@ def test_the_source_argument_is_ignored(tmp_path):
 def test_offline_cli_refuses_to_confirm_and_says_why(tmp_path):
     data = tmp_path / "box"
     agreement = seed(data)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
+    env = {**child_env(), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
     r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm", "--", agreement],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert r.returncode == 1
@@ -230,7 +224,7 @@ def test_once_deployed_the_boxs_own_user_cannot_press(tmp_path, sock_dir):
         with pytest.raises(ControlError, match="may not use this socket"):
             box.button("confirm", {"agreement": agreement})
         # what `vrmbox agreement confirm` does: refused the same way
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": os.devnull}
+        env = {**child_env(), "VRMBOX_CONFIG": os.devnull}
         r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm",
                             "--data-dir", str(tmp_path / "box"), "--", agreement],
                            capture_output=True, text=True, env={

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 from device.config import load_config
 from device.daemon.service import MAX_ATTEMPTS, Daemon, _Inbound
 from device.intake import Outcome, Pre
+
+from processes import wait_for
 
 
 def make(tmp_path) -> Daemon:
@@ -18,11 +19,13 @@ def make(tmp_path) -> Daemon:
 
 
 def run_worker(d: Daemon, until) -> None:
+    """Run the worker until `until()` holds, then until it has finished everything ahead of a
+    barrier request, so an ack owed twice would be seen (the worker takes retries before the
+    queue, and the queue in order)."""
     t = threading.Thread(target=d._work, daemon=True)
     t.start()
-    deadline = time.monotonic() + 10
-    while not until() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(until, timeout=10, what="the acks")
+    d.submit("settings", {}, "owner").result(timeout=10)   # the barrier: handled after all of it
     d._stop.set()
     t.join(5)
     assert not t.is_alive()

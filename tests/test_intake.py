@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from device.intake import Intake, Outcome, Pre, Rejection
+from device.intake import Intake, Outcome, Rejection
 from device.market import Market, MarketError
 from device.ratelimit import RateLimiter
 from device.store import Store
@@ -14,29 +14,8 @@ from vrm_protocol import DecryptionKey, Identity, decrypt_json, sign, topics, ve
 from vrm_protocol.codec import unverified_payload
 from vrm_protocol.messages import Agreement, Disclosure, Revocation
 
+from tests.intake_box import Box
 from tests.vendor_messages import TestVendor
-
-
-class Box:
-    def __init__(self, path):
-        self.store = Store.open(path)
-        self.market = Market(self.store)
-        self.intake = Intake(self.market, limiter=RateLimiter(60, 20), max_bytes=64 * 1024, clock=time.time)
-
-    def feed(self, topic: str, payload: str | bytes):
-        raw = payload.encode() if isinstance(payload, str) else payload
-        pre = self.intake.precheck(topic, raw)
-        result = self.intake.handle(pre) if isinstance(pre, Pre) else pre
-        if isinstance(result, Rejection):
-            self.intake.count(result)
-            self.intake.flush_counts()
-        return result
-
-    def outbox(self, topic: str) -> list[str]:
-        return [r.payload for r in self.store.pending_outbox() if r.topic == topic]
-
-    def reasons(self) -> dict[tuple[str, str | None], int]:
-        return {(r, v): n for r, v, n in self.store.rejection_counts()}
 
 
 @pytest.fixture

@@ -11,38 +11,17 @@ import time
 
 import pytest
 
-from device.intake import Intake, Outcome, Pre, Rejection
-from device.market import Market
+from device.intake import Outcome, Pre, Rejection
 from device.ratelimit import RateLimiter
-from device.store import Store
 from vrm_protocol import Identity, TermsResponse, sign, topics
 from vrm_protocol.codec import unverified_payload
 
+from tests.intake_box import Box
 from tests.vendor_messages import TestVendor
 
 
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-class Box:
-    def __init__(self, path, **intake_kw):
-        self.store = Store.open(path)
-        self.market = Market(self.store)
-        self.intake = Intake(self.market, limiter=RateLimiter(60, 20), max_bytes=64 * 1024,
-                             clock=time.time, **intake_kw)
-
-    def feed(self, topic: str, payload: str | bytes):
-        raw = payload.encode() if isinstance(payload, str) else payload
-        pre = self.intake.precheck(topic, raw)
-        result = self.intake.handle(pre) if isinstance(pre, Pre) else pre
-        if isinstance(result, Rejection):
-            self.intake.count(result)
-            self.intake.flush_counts()
-        return result
-
-    def reasons(self) -> dict[tuple[str, str | None], int]:
-        return {(r, v): n for r, v, n in self.store.rejection_counts()}
 
 
 @pytest.fixture

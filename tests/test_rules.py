@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import replace
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
@@ -288,7 +288,7 @@ def test_evaluate_never_revalidates(monkeypatch):
 
 def test_compiled_rules_are_frozen():
     compiled = compile_rules(EXAMPLE)
-    with pytest.raises(Exception):
+    with pytest.raises(FrozenInstanceError):
         compiled.w_price = 5  # type: ignore[misc]
     with pytest.raises(TypeError):
         compiled.source["weights"] = {}                  # type: ignore[index]

@@ -58,11 +58,8 @@ class Watcher:
 
 
 @pytest.fixture
-def home(tmp_path_factory):
-    b = Broker(tmp_path_factory.mktemp("home"))
-    b.start()
-    yield b
-    b.stop()
+def home(brokers):
+    return brokers("home")
 
 
 def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path, broker, home,
@@ -116,9 +113,11 @@ def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, br
     data = tmp_path / "box"
     watch = Watcher(broker, "#")
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
-    vrmbox("intent", "add", "bikes", "--json", data_dir=data)
-    wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
-    proc.stop()
+    try:
+        vrmbox("intent", "add", "bikes", "--json", data_dir=data)
+        wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
+    finally:
+        proc.stop()
     watch.barrier("zz/test/barrier")
     seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
     for guess in {t.rsplit("/", 1)[-1] for t, _, _, _ in watch.got}:
@@ -198,14 +197,12 @@ def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monk
         sock.close()
 
 
-def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path, tmp_path_factory,
-                                                                       monkeypatch):
+def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path, brokers, monkeypatch):
     """An ACL that will never let the box publish an agreement: the PUBACK's refusal is terminal."""
     from vendor_messages import TestVendor
     acl = tmp_path / "acl"
     acl.write_text(f"topic readwrite #\ntopic deny {topics.agreements('+')}\n")
-    broker = Broker(tmp_path_factory.mktemp("acl-broker"), acl_file=acl)
-    broker.start()
+    broker = brokers("acl-broker", acl_file=acl)
     box_config(tmp_path, monkeypatch)
     data = tmp_path / "box"
     log = tmp_path / "daemon.log"
@@ -238,4 +235,3 @@ def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path,
     finally:
         proc.stop()
         watch.close()
-        broker.stop()

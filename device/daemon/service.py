@@ -60,7 +60,8 @@ class _Inbound:
 
 
 PRUNE_EVERY_S = 3600
-WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
+WORKER_STALE_S = 15
+EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)      # no loop of the worker for this long: stop feeding systemd's watchdog
 MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
 
 
@@ -102,6 +103,7 @@ class Daemon:
         self._requested_by: dict[str, str] = {}      # agreement -> who accepted it (memory only)
         self._last_offer_at: int | None = None
         self._rejected_total = 0
+        self._event_budget = RateLimiter(EVENTS_PER_MINUTE, EVENTS_PER_MINUTE // 6)
         self._live_intents = 0
         self.control = ControlServer(c.socket, CONTROL_SOCKET, self.access, self.submit, self.events,
                                      self.status)
@@ -175,6 +177,9 @@ class Daemon:
         if isinstance(result, Rejection):
             self.intake.count(result)  # memory only: a flood never queues ahead of real offers
             self._rejected_total += 1
+            if self._event_budget.allow("precheck", time.monotonic()):   # screens see refusals too,
+                self.events.publish({"type": "rejected", "reason": result.reason,  # a flood only a few
+                                     "vendor": result.vendor})
         self._ack(msg.mid, msg.qos)
 
     def _ack(self, mid: int, qos: int) -> None:
