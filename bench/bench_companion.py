@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,7 +68,7 @@ def percentile(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-def run_clients(base: str, cookies: dict[str, str], path: str, clients: int, each: int) -> list[float]:
+def run_clients(base: str, cookies: Any, path: str, clients: int, each: int) -> list[float]:
     times: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
@@ -131,7 +132,7 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
             token = s.get(base + "/api/v1/session").json()["csrf_token"]
             r = s.post(base + "/api/v1/pair", json={"code": code, "name": "bench"}, headers={"X-CSRFToken": token})
             assert r.status_code == 200, r.text
-            cookies = s.cookies.get_dict()
+            cookies = s.cookies
             shown = len(s.get(base + "/api/v1/offers").json())
             print(f"offers API answers {shown} ranked eligible offers; dashboard shows the top "
                   f"10 of each of {INTENTS} intents")

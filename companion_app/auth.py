@@ -128,6 +128,7 @@ def attempt_pairing(code: str, name: str) -> tuple[int, dict[str, Any], dict[str
     session.clear()
     session.permanent = True
     session[SESSION_KEY] = result["secret"]
+    generate_csrf()                            # the paired session's own token, from now on
     current_app.extensions["vrmbox_sessions"].forget()
     log.info("phone %s paired from %s", result["phone"], client)
     return 200, {"phone": result["phone"], "name": result["name"]}, {}
