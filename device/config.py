@@ -132,6 +132,11 @@ class ControlConfig:
 
 
 @dataclass(frozen=True)
+class UiConfig:
+    profile: str | None = None     # the board (hardware/profiles/NAME.toml or a path); None: the default
+
+
+@dataclass(frozen=True)
 class Preset:
     """An intent a button can cast: what is shown (name) and what is published."""
 
@@ -151,6 +156,7 @@ class Config:
     control: ControlConfig
     presets: tuple[Preset, ...] = ()
     home_broker: BrokerConfig | None = None  # the box's own LAN broker; None: no local topics
+    ui: UiConfig = UiConfig()
     log_level: str = "INFO"
     source: Path | None = None              # the file read, None for defaults only
 
@@ -335,6 +341,7 @@ SCHEMA: dict[str, dict[str, Check]] = {
                    "default_purpose": _str(200), "default_fields": _fields,
                    "companion_only_confirmation": _bool},
     "home_broker": {},   # filled below: the same keys as [broker]
+    "ui": {"profile": _str(400, optional=True)},
     "control": {"socket": _path(), "button_socket": _path(), "control_users": _names(),
                 "control_groups": _names(), "button_users": _names(), "button_groups": _names()},
 }
@@ -536,5 +543,5 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
     return Config(broker=broker, data_dir=data_dir, intake=intake, intents=intents,
                   agreements=agreements, control=control,
                   presets=top.get("presets", ()), log_level=top.get("log_level", "INFO"),
-                  home_broker=brokers["home_broker"],
+                  home_broker=brokers["home_broker"], ui=UiConfig(**_section("ui", raw["ui"])),
                   source=source)

@@ -16,8 +16,8 @@ Every refusal is a `Rejection` with a reason code; nothing here raises on bad in
 """
 from __future__ import annotations
 
-import functools
 import logging
+import sqlite3
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -49,18 +49,10 @@ INTAKE_REASONS = (
 SHARED_BUCKET = "unverified"
 
 
-@functools.lru_cache(maxsize=4096)
-def _did_cached(kid: str) -> str:
-    return _did_from_kid(kid)
-
-
 def did_from_kid(kid: object) -> str:
     """base58-decoding the signer's did:key is the dearest part of the cheap checks, and a flood
-    repeats the same few kids: cached for strings (a kid that is a JSON array or object is the
-    protocol's bad_did, never a TypeError). Exceptions are not cached."""
-    if not isinstance(kid, str):
-        raise ProtocolError("bad_did", "kid must be a string")
-    return _did_cached(kid)
+    repeats the same few kids: vrm_protocol.didkey caches it (bounded; refusals never cached)."""
+    return _did_from_kid(kid)
 
 
 @dataclass(frozen=True)
@@ -118,8 +110,22 @@ class Intake:
         self._offer_counts: dict[tuple[str, str], int] = {}   # (intent, vendor) -> offers stored
         self._counts: dict[tuple[str, str | None], int] = {}  # rejections not yet written
         self.refresh()
-        for msg_id, exp in self.store.seen_message_ids(int(clock())):
+        self._seed_replay()
+
+    def _seed_replay(self) -> None:
+        for msg_id, exp in self.store.seen_message_ids(int(self.clock())):
             self.replay.remember(msg_id, exp)
+
+    def reload(self) -> None:
+        """Forget what memory holds beyond the store (after a rolled-back batch: ids and counts
+        of messages that were never committed) and rebuild it from the store."""
+        replay = ReplayGuard()
+        for msg_id, exp in self.store.seen_message_ids(int(self.clock())):
+            replay.remember(msg_id, exp)
+        with self._lock:
+            self._offer_counts = {}
+        self.replay = replay
+        self.refresh()
 
     # ---------------------------------------------------------------- caches (worker thread)
     def refresh(self) -> None:
@@ -294,7 +300,7 @@ class Intake:
         for (reason, vendor), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             try:
                 self.store.count_rejection(reason, vendor, n)
-            except StoreError as exc:  # counting must never take the box down
+            except (StoreError, sqlite3.Error, OSError) as exc:  # counting must never take the box down
                 log.warning("could not count %d rejection(s): %s", n, exc)
 
     def _message(self, pre: Pre, expect: type) -> Message:

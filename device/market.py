@@ -184,6 +184,7 @@ class Market:
                         "item": o.body.get("item", {}).get("name"), "price": o.body.get("price"),
                         "currency": o.body.get("currency"), "valid_until": o.body.get("valid_until"),
                         "status": o.status, "eligible": r.eligible, "score": r.score,
+                        "terms_accepted": o.body.get("terms_response", {}).get("decision") == "accept",
                         "explanation": r.explanation.to_dict()})
         return out
 

@@ -1,9 +1,11 @@
 """The daemon's worker loop in-process (no broker connection is made): a message whose handling
-fails is retried and its PUBACK is owed exactly once, and the worker never blocks on itself."""
+fails is retried and its PUBACK is owed exactly once, a message the store cannot take is never
+acknowledged, and the worker never blocks on itself."""
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 from device.config import load_config
 from device.daemon.service import MAX_ATTEMPTS, Daemon, _Inbound
@@ -51,14 +53,52 @@ def test_a_failing_message_is_retried_then_acked_once(tmp_path):
     assert len(calls) == MAX_ATTEMPTS + 2
 
 
-def test_a_message_that_always_fails_is_dropped_and_acked(tmp_path):
+def test_a_message_the_store_keeps_failing_is_never_acked_and_is_retried_on_a_timer(tmp_path):
+    d = make(tmp_path)
+    d.storage_retry_s = 0.05
+    acks, calls, events = [], [], []
+    broken = threading.Event()
+    broken.set()
+
+    def handle(pre):
+        calls.append(pre)
+        if broken.is_set():
+            raise sqlite3.OperationalError("database is locked")
+        return Outcome("duplicate", {})
+    d.intake.handle = handle
+    d._ack = lambda mid, qos: acks.append(mid)
+    d.events.publish = events.append
+    d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=9, qos=1))
+    t = threading.Thread(target=d._work, daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < MAX_ATTEMPTS + 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(calls) >= MAX_ATTEMPTS + 3     # retried on the timer, past the immediate retries
+        assert acks == []                         # never acknowledged while it is not stored
+        assert d.status()["storage"] == "error" and d.status()["held"] == 1
+        assert [e["type"] for e in events] == ["storage_error"]
+        broken.clear()                            # the store works again
+        while acks != [9] and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        d._stop.set()
+        t.join(5)
+    assert acks == [9]
+    assert d.status()["storage"] == "ok" and d.status()["held"] == 0
+    assert [e["type"] for e in events] == ["storage_error", "storage_ok"]
+
+
+def test_a_message_that_fails_while_the_store_works_is_dropped_after_the_attempts(tmp_path):
     d = make(tmp_path)
     acks = []
 
     def broken(pre):
-        raise sqlite3.OperationalError("database is locked")
+        raise KeyError("a bug its content triggers")
     d.intake.handle = broken
     d._ack = lambda mid, qos: acks.append(mid)
     d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=9, qos=1))
     run_worker(d, lambda: acks == [9])
     assert acks == [9]        # the broker's in-flight slot is freed, not held forever
+    assert d.status()["storage"] == "ok"

@@ -235,3 +235,45 @@ def test_a_message_the_broker_refuses_is_recorded_once_and_not_retried(tmp_path,
     finally:
         proc.stop()
         watch.close()
+
+
+def test_market_and_home_as_two_brokers_the_whole_flow(tmp_path, broker, home, monkeypatch):
+    """Vendors on the market broker, the box's local topics on the home broker: offer, accept,
+    confirm, disclosure, revoke and the vendor's deletion receipt all work; the home broker
+    carries the status and nothing of the market."""
+    import yaml
+    from processes import vendor, vrm_vendor
+    box_config(tmp_path, monkeypatch, f'[home_broker]\nurl = "{home.url}"\n')
+    data = tmp_path / "box"
+    vrmbox("profile", "set", "email", "ann@example.org", data_dir=data)
+    local = Watcher(home, "#")
+    vdir = tmp_path / "vendor-acme"
+    vrm_vendor("init", "--dir", str(vdir), "--vendor", "acme", "--name", "Acme", "--categories", "bikes")
+    cat = tmp_path / "acme.yaml"
+    cat.write_text(yaml.safe_dump({"currency": "EUR", "accept_terms": "*", "offer_validity_s": 86400,
+                                   "items": [{"category": "bikes", "name": "Roadster", "sku": "a-1",
+                                              "price": 500.0}]}))
+    procs = [daemon(data, broker.url, tmp_path / "daemon.log").start(),
+             vendor(vdir, broker.url, cat, tmp_path / "vendor.log").start()]
+    try:
+        vrmbox("intent", "add", "bikes", "--json", data_dir=data)
+        offer = wait_for(lambda: json.loads(vrmbox("offers", "--json", data_dir=data).stdout),
+                         timeout=60, what="the vendor's offer through the market broker")[0]["offer"]
+        agreement = json.loads(vrmbox("offer", "accept", "--fields", "email", "--json", "--", offer,
+                                      data_dir=data).stdout)["agreement"]
+        vrmbox("agreement", "confirm", "--", agreement, data_dir=data)
+        got = wait_for(lambda: json.loads(vrm_vendor("disclosures", "--dir", str(vdir), "--json").stdout),
+                       timeout=30, what="the disclosure")
+        assert [d["fields"] for d in got] == [{"email": "ann@example.org"}]
+        vrmbox("revoke", "--", agreement, data_dir=data)
+        wait_for(lambda: next(a for a in json.loads(vrmbox("agreements", "--json", data_dir=data).stdout)
+                              if a["agreement"] == agreement)["revocation"] == "acknowledged",
+                 timeout=30, what="the vendor's deletion receipt")
+        assert json.loads(vrm_vendor("disclosures", "--dir", str(vdir), "--json").stdout) == []
+        local.barrier("zz/test/barrier")
+        on_home = {t for t, p, _, _ in local.got if p and not t.startswith("zz/")}
+        assert on_home and all(t.startswith(f"{topics.PREFIX}/status/") for t in on_home), on_home
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        local.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import heapq
 import json
@@ -16,11 +17,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from cryptography.exceptions import InvalidSignature
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from .didkey import Identity, did_from_kid, public_bytes_from_did
+from .didkey import KEY_CACHE, Identity, did_from_kid, public_key_from_did
 from .errors import ProtocolError
 from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, check_id, parse_dataclass
 
@@ -82,11 +83,17 @@ def b64url_decode(segment: str) -> bytes:
         raise ProtocolError("bad_encoding", "base64url segments carry no padding")
     if not _B64URL_RE.match(segment):  # Python's decoder would silently skip stray characters
         raise ProtocolError("bad_encoding", "segment is not base64url")
+    return _decode_checked(segment)
+
+
+def _decode_checked(segment: str) -> bytes:
+    """b64url_decode of a segment already matched against _B64URL_RE (no second scan)."""
     try:
         data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError("bad_encoding", "segment is not base64url") from exc
-    if _b64url(data) != segment:  # unused trailing bits set: one encoding per byte string
+    r = len(segment) % 4   # the last r characters carry the last r-1 bytes, and the unused bits
+    if r and _b64url(data[1 - r:]) != segment[-r:]:  # set: one encoding per byte string
         raise ProtocolError("bad_encoding", "segment is not canonical base64url")
     return data
 
@@ -110,10 +117,6 @@ def new_id() -> str:
 def _okp_private(identity: Identity) -> OKPKey:
     return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": _b64url(identity.public_bytes),
                               "d": _b64url(identity.seed)})
-
-
-def _okp_public(raw: bytes) -> OKPKey:
-    return OKPKey.import_key({"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)})
 
 
 def sign(identity: Identity, body: Body, *, now: float, ttl: int, msg_id: str | None = None) -> str:
@@ -197,8 +200,13 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         raise ProtocolError("bad_json", f"{what} is not a JSON object: {exc}"[:200]) from exc
 
 
-def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
-    """Cheap first look: size, shape, header and signer did, without verifying anything."""
+# Parsed headers kept (LRU): a vendor's header is the same on every message it sends. Only
+# segments of a real header's size are kept, so a flood of odd headers costs no memory.
+_HEADER_CACHE_MAX_LEN = 512
+
+
+def _split(token: bytes | str) -> tuple[str, list[str]]:
+    """Size, ASCII, three unpadded base64url segments; ProtocolError otherwise."""
     if len(token) > MAX_MESSAGE_BYTES:
         raise ProtocolError("oversize", f"{len(token)} bytes > {MAX_MESSAGE_BYTES}")
     if isinstance(token, bytes):
@@ -211,7 +219,11 @@ def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
         raise ProtocolError("bad_encoding", "a compact JWS has three segments")
     if not all(_B64URL_RE.match(p) for p in parts):
         raise ProtocolError("bad_encoding", "segments are unpadded base64url")
-    header = _json_object(_b64url_decode(parts[0]), "header")
+    return token, parts
+
+
+def _parse_header(segment: str) -> dict[str, Any]:
+    header = _json_object(_b64url_decode(segment), "header")
     if header.get("alg") != ALG:
         raise ProtocolError("bad_alg", f"alg must be {ALG}, got {str(header.get('alg'))[:20]!r}")
     if "crit" in header:
@@ -226,7 +238,23 @@ def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
     extra = set(header) - HEADER_PARAMS
     if extra:
         raise ProtocolError("bad_header", f"header parameter(s) {sorted(extra)[:3]} not allowed")
-    return token, header
+    return header
+
+
+_parse_header_cached = functools.lru_cache(maxsize=KEY_CACHE)(_parse_header)
+
+
+def _header(segment: str) -> dict[str, Any]:
+    """The checked header (a fresh dict: callers may keep or change it); refusals not cached."""
+    if len(segment) > _HEADER_CACHE_MAX_LEN:
+        return _parse_header(segment)
+    return dict(_parse_header_cached(segment))
+
+
+def read_header(token: bytes | str) -> tuple[str, dict[str, Any]]:
+    """Cheap first look: size, shape, header and signer did, without verifying anything."""
+    token, parts = _split(token)
+    return token, _header(parts[0])
 
 
 def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = None,
@@ -236,19 +264,22 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     Checks, in order: size, encoding (canonical base64url), header (alg must be EdDSA; only
     alg/kid/typ), did:key, signature, payload I-JSON, version, type, envelope, kid/iss match,
     body fields, lifetime, freshness, replay. docs/protocol.md section 11 states the same list.
+
+    The signature is checked as RFC 7515 §5.2 and RFC 8037 §3.1 define it, Ed25519 over the
+    ASCII signing input, straight on the did:key's cached public key: each segment is decoded
+    once and the payload parsed once (the header is checked above, as JOSE requires).
     """
-    token, header = read_header(token)
-    for segment in token.split(".")[1:]:  # payload and signature: encoding errors are bad_encoding
-        _b64url_decode(segment)
+    token, parts = _split(token)
+    header = _header(parts[0])
+    payload_bytes = _decode_checked(parts[1])   # encoding errors are bad_encoding, before anything
+    signature = _decode_checked(parts[2])
     did = did_from_kid(header["kid"])
-    key = _okp_public(public_bytes_from_did(did))
+    key = public_key_from_did(did)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = jws.deserialize_compact(token, key, algorithms=[ALG])
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise ProtocolError("bad_signature", type(exc).__name__) from exc
-    payload = _json_object(obj.payload, "payload")
+        key.verify(signature, token[:len(parts[0]) + 1 + len(parts[1])].encode("ascii"))
+    except InvalidSignature as exc:
+        raise ProtocolError("bad_signature", "BadSignatureError") from exc
+    payload = _json_object(payload_bytes, "payload")
 
     if type(payload.get("v")) is not int or payload["v"] != VERSION:  # not 1.0, not true
         raise ProtocolError("unknown_version", f"v={str(payload.get('v'))[:20]}")

@@ -1,6 +1,7 @@
 """Ed25519 identities as did:key (multicodec 0xed01, multibase base58btc 'z')."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import base58
@@ -13,6 +14,9 @@ _ED25519_PUB_MULTICODEC = b"\xed\x01"
 _PREFIX = "did:key:z"
 # did:key for Ed25519 is always 48 base58 characters after the 'z'; bound it before decoding.
 _MAX_DID_LEN = 64
+# Parsed keys kept (LRU): a box hears from a few hundred vendors; a flood of fresh keys only
+# evicts, it costs a base58 decode and a key import per message as before, no memory.
+KEY_CACHE = 1024
 
 
 def did_from_public_bytes(raw: bytes) -> str:
@@ -35,8 +39,16 @@ def public_bytes_from_did(did: object) -> bytes:
     return decoded[2:]
 
 
-def public_key_from_did(did: object) -> Ed25519PublicKey:
+@functools.lru_cache(maxsize=KEY_CACHE)
+def _public_key(did: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(public_bytes_from_did(did))
+
+
+def public_key_from_did(did: object) -> Ed25519PublicKey:
+    """The did:key's public key, imported once per did (bounded cache; refusals are not cached)."""
+    if not isinstance(did, str):
+        raise ProtocolError("bad_did", "not an Ed25519 did:key")
+    return _public_key(did)
 
 
 def kid_for(did: str) -> str:
@@ -45,8 +57,14 @@ def kid_for(did: str) -> str:
 
 
 def did_from_kid(kid: object) -> str:
+    """The did:key a kid names (base58 decoded once per kid: bounded cache; refusals not cached)."""
     if not isinstance(kid, str) or "#" not in kid:
         raise ProtocolError("bad_did", "kid must be a did:key verification method (did#fragment)")
+    return _did_from_kid(kid)
+
+
+@functools.lru_cache(maxsize=KEY_CACHE)
+def _did_from_kid(kid: str) -> str:
     did, fragment = kid.split("#", 1)
     public_bytes_from_did(did)
     if fragment != did[len("did:key:"):]:

@@ -36,6 +36,7 @@ from ..intake import Intake, Outcome, Pre, Rejection
 from ..market import Market, MarketError, market_settings
 from ..ratelimit import RateLimiter
 from ..store import Store
+from ..store.connection import FULL, storage_fault
 from . import ops
 from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
@@ -60,9 +61,11 @@ class _Inbound:
 
 
 PRUNE_EVERY_S = 3600
-WORKER_STALE_S = 15
-EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)      # no loop of the worker for this long: stop feeding systemd's watchdog
-MAX_ATTEMPTS = 3   # a message whose handling keeps failing (e.g. the store stays locked) is dropped
+WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
+EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)
+MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
+BATCH_MAX = 64      # messages stored in one transaction (group commit)
+STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 
 
 class AlreadyRunning(RuntimeError):
@@ -84,7 +87,12 @@ class Daemon:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=cfg.intake.max_queue)
         self._stop = threading.Event()
         self._last_prune = 0.0
-        self._retries: collections.deque[_Inbound] = collections.deque()
+        self._retries: collections.deque[Any] = collections.deque()   # run one by one, first
+        self._held: collections.deque[_Inbound] = collections.deque()   # unacked while storage fails
+        self._hold_max = cfg.intake.max_queue
+        self._storage: str | None = None          # None: writable; else FULL / FAILING
+        self._storage_retry_at = 0.0
+        self.storage_retry_s = STORAGE_RETRY_S
         self._connected = threading.Event()
         self._inflight: dict[int, int] = {}          # mqtt mid -> outbox id
         self._subscribed: set[str] = set()
@@ -215,44 +223,214 @@ class Daemon:
 
     def _work(self) -> None:
         last_tick = 0.0
-        while not self._stop.is_set() or not self._queue.empty():
+        while not self._stop.is_set() or (self._storage is None and not self._queue.empty()):
             self._beat = time.monotonic()
-            if self._retries:
-                item = self._retries.popleft()
+            if self._storage is not None:
+                self._paused_step()
+                continue
+            if self._retries:                # retried one by one, never in a batch again
+                self._run(self._retries.popleft())
             else:
                 try:
                     item = self._queue.get(timeout=TICK_S)
                 except queue.Empty:
                     item = None
-            try:
-                if item is not None:
-                    self._handle(item)
-                if time.monotonic() - last_tick >= TICK_S:
-                    last_tick = time.monotonic()
+                if isinstance(item, _Inbound):
+                    self._run_batch(self._gather(item))
+                elif item is not None:
+                    self._run(item)
+            if self._storage is None and time.monotonic() - last_tick >= TICK_S:
+                last_tick = time.monotonic()
+                try:
                     self._tick()
-            except Exception:  # never let one bad item stop the box
-                log.exception("worker error on %r", type(item).__name__)
-                if isinstance(item, _Inbound):  # its PUBACK is still owed: retry, then give up
-                    item.attempts += 1
-                    if item.attempts < MAX_ATTEMPTS:
-                        self._retries.append(item)  # not the queue: the worker must never block on it
+                except Exception as exc:  # never let the tick stop the box
+                    fault = storage_fault(exc)
+                    if fault is None:
+                        log.exception("worker error in the periodic tick")
                     else:
-                        log.error("dropping a message on %s after %d failures", item.pre.topic,
-                                  MAX_ATTEMPTS)
-                        self._ack(item.mid, item.qos)
+                        self._pause(fault, None, exc)
+
+    def _gather(self, first: _Inbound) -> list[Any]:
+        """Group commit: what is already queued behind `first`, up to BATCH_MAX items. Never
+        waits for more, so a single offer on an idle box is not delayed."""
+        batch = [first]
+        while len(batch) < BATCH_MAX:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _run_batch(self, batch: list[Any]) -> None:
+        """Consecutive messages are stored in one transaction (one sync) and acknowledged only
+        after its commit; other items run in their place in the order they came."""
+        i = 0
+        while i < len(batch):
+            if not isinstance(batch[i], _Inbound):
+                self._run(batch[i])
+                i += 1
+                continue
+            j = i
+            while j < len(batch) and isinstance(batch[j], _Inbound):
+                j += 1
+            if not self._commit_run(batch[i:j]):
+                self._retries.extend(batch[i:])   # one by one from here on, in arrival order
+                return
+            i = j
+
+    def _commit_run(self, run: list[_Inbound]) -> bool:
+        """False if the transaction failed (rolled back, nothing acknowledged)."""
+        if len(run) == 1 or self._storage is not None:
+            for item in run:
+                if self._storage is None:
+                    self._run(item)
+                else:
+                    self._held.append(item)
+            return True
+        try:
+            outcomes = []
+            with self.store.transaction():
+                for item in run:
+                    with self.store.savepoint() as part:
+                        outcome = self.intake.handle(item.pre)
+                        if isinstance(outcome, Rejection):
+                            part.discard()      # a refused message writes nothing
+                    outcomes.append(outcome)
+        except Exception as exc:
+            # Rolled back: memory forgets the batch, and each message is tried on its own, where
+            # a store fault pauses the intake and any other failure is the message's alone.
+            log.info("group commit of %d message(s) failed (%r); taking them one by one", len(run), exc)
+            self._forget()
+            return False
+        for item, outcome in zip(run, outcomes):
+            self._finish(item, outcome)
+        return True
+
+    def _run(self, item: Any) -> None:
+        """Handle one item; a message is acknowledged only once its result is committed."""
+        try:
+            self._handle(item)
+        except Exception as exc:  # never let one bad item stop the box
+            fault = storage_fault(exc)
+            if not isinstance(item, _Inbound):
+                log.exception("worker error on %r", type(item).__name__)
+                return
+            self._forget()
+            item.attempts += 1   # its PUBACK is still owed
+            if fault == FULL or (fault is not None and item.attempts >= MAX_ATTEMPTS):
+                self._pause(fault, item, exc)
+            elif item.attempts < MAX_ATTEMPTS:
+                log.warning("could not handle a message on %s (attempt %d): %r", item.pre.topic,
+                            item.attempts, exc)
+                self._retries.append(item)  # not the queue: the worker must never block on it
+            else:  # the store works; this message is what fails (a bug its content triggers)
+                log.exception("dropping a message on %s after %d failures", item.pre.topic,
+                              MAX_ATTEMPTS)
+                self._ack(item.mid, item.qos)
+
+    # ---------------------------------------------------------------- storage faults (worker thread)
+    def _pause(self, fault: str, item: _Inbound | None, exc: BaseException) -> None:
+        """The store cannot write: stop taking messages (nothing more is acknowledged, so the
+        broker keeps them for our session) and try again on a timer."""
+        if item is not None:
+            self._held.append(item)
+        rest: collections.deque[Any] = collections.deque()
+        while self._retries:                 # messages owe their PUBACK too: held in arrival order
+            it = self._retries.popleft()
+            (self._held if isinstance(it, _Inbound) else rest).append(it)
+        self._retries = rest
+        self._storage_retry_at = time.monotonic() + self.storage_retry_s
+        if self._storage == fault:
+            return
+        self._storage = fault
+        log.error("storage %s (%s): intake paused, nothing more is acknowledged; retrying every "
+                  "%g s", "is full" if fault == FULL else "fails", exc, self.storage_retry_s)
+        self.events.publish({"type": "storage_full" if fault == FULL else "storage_error",
+                             "detail": str(exc)[:200]})
+
+    def _paused_step(self) -> None:
+        """While paused: hold new messages unacknowledged (up to a bound, then stop reading, so
+        the network thread and the broker hold the rest), run control requests, retry."""
+        if self._retries:                    # control requests left from a failed batch
+            self._run(self._retries.popleft())
+            return
+        wait = self._storage_retry_at - time.monotonic()
+        if wait <= 0:
+            self._retry_held()
+            return
+        if len(self._held) >= self._hold_max:
+            self._stop.wait(min(TICK_S, wait))
+            return
+        try:
+            item = self._queue.get(timeout=min(TICK_S, wait))
+        except queue.Empty:
+            return
+        if isinstance(item, _Inbound):
+            self._held.append(item)
+        else:
+            self._run(item)
+
+    def _retry_held(self) -> None:
+        """Try the oldest held message again (or, with none held, the tick's writes)."""
+        try:
+            if self._held:
+                self._handle(self._held[0])
+            else:
+                self._tick()
+        except Exception as exc:
+            if self._held:
+                self._forget()
+            fault = storage_fault(exc)
+            if fault is not None:
+                self._storage_retry_at = time.monotonic() + self.storage_retry_s
+                if fault != self._storage:
+                    self._storage = None
+                    self._pause(fault, None, exc)
+                log.info("storage still %s: %r", self._storage, exc)
+                return
+            if self._held:   # the store works again; this message is what fails
+                item = self._held.popleft()
+                item.attempts = 0
+                self._retries.append(item)
+        else:
+            if self._held:
+                self._held.popleft()
+        log.warning("storage writable again: intake resumed (%d held message(s) to go)",
+                    len(self._held))
+        self._storage = None
+        while self._held:
+            item = self._held.pop()
+            item.attempts = 0
+            self._retries.appendleft(item)
+        self.events.publish({"type": "storage_ok"})
+
+    def _finish(self, item: _Inbound, outcome: Outcome | Rejection) -> None:
+        """After the commit: count, announce, acknowledge."""
+        if isinstance(outcome, Rejection):
+            self.intake.count(outcome)
+            self._rejected_total += 1
+            self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
+        elif isinstance(outcome, Outcome) and outcome.event:
+            if outcome.event.get("type") == "offer":
+                self._last_offer_at = int(self.clock())
+            self.events.publish(outcome.event)
+        self._ack(item.mid, item.qos)  # only now: the result is committed
+
+    def _apply(self, item: _Inbound) -> Outcome | Rejection:
+        """One message's writes (store, audit, ranking) in one transaction; a refusal writes nothing."""
+        with self.store.transaction():
+            return self.intake.handle(item.pre)
+
+    def _forget(self) -> None:
+        """After a rolled-back transaction: memory forgets what was never committed."""
+        try:
+            self.intake.reload()
+        except Exception as exc:
+            log.warning("could not reload the intake's caches: %r", exc)
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Inbound):
-            outcome = self.intake.handle(item.pre)
-            if isinstance(outcome, Rejection):
-                self.intake.count(outcome)
-                self._rejected_total += 1
-                self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
-            elif isinstance(outcome, Outcome) and outcome.event:
-                if outcome.event.get("type") == "offer":
-                    self._last_offer_at = int(self.clock())
-                self.events.publish(outcome.event)
-            self._ack(item.mid, item.qos)  # only now: the result is committed
+            self._finish(item, self._apply(item))
             return
         kind, value = item
         if kind == "sent":
@@ -388,6 +566,7 @@ class Daemon:
         """Called from the control thread: memory only, never the store."""
         return {"box_id": self.box_id, "connected": self._connected.is_set(),
                 "queue": self._queue.qsize(), "inflight": len(self._inflight),
+                "storage": self._storage or "ok", "held": len(self._held),
                 "live_intents": self._live_intents,
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,

@@ -7,6 +7,7 @@ one way to seal a value (bound to its table, column and row).
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -59,6 +60,23 @@ def connect(db: Path) -> sqlite3.Connection:
     return conn
 
 
+FULL = "full"      # the disk (or the database's quota) is full: nothing can be stored until space returns
+FAILING = "error"  # the store fails for another reason (locked, I/O error, read-only ...)
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """What a failure says about the store: FULL, FAILING, or None (not the store's fault).
+    Pure; the daemon pauses its intake on either fault instead of acknowledging what it lost."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return FULL
+    if isinstance(exc, sqlite3.Error):
+        text = str(exc).lower()
+        return FULL if "database or disk is full" in text or "disk is full" in text else FAILING
+    if isinstance(exc, OSError):
+        return FAILING
+    return None
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One transaction; joins an outer one (so a change and its audit entry commit together)."""
@@ -70,8 +88,44 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a second
+        # rollback would raise "no transaction is active" and hide the real error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as rb:
+                log.warning("rollback failed after an error (%s); the error follows", rb)
         raise
+
+
+class Savepoint:
+    """A part of the open transaction that can be undone alone."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def discard(self) -> None:
+        """Undo what was written since the savepoint (the transaction goes on)."""
+        self._conn.execute("ROLLBACK TO vrm_part")
+
+
+@contextmanager
+def savepoint(conn: sqlite3.Connection) -> Iterator[Savepoint]:
+    """Inside a transaction: one message of a group commit, undone alone when it is refused or
+    fails, so the others still commit together."""
+    conn.execute("SAVEPOINT vrm_part")
+    try:
+        yield Savepoint(conn)
+    except BaseException:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK TO vrm_part")
+            except sqlite3.Error as rb:
+                log.warning("rollback to savepoint failed after an error (%s); the error follows", rb)
+        raise
+    finally:
+        if conn.in_transaction:
+            conn.execute("RELEASE vrm_part")
 
 
 @contextmanager
@@ -123,6 +177,10 @@ class StoreBase:
     def transaction(self) -> Any:
         """Group several store calls (and their audit entries) into one atomic commit."""
         return self._tx()
+
+    def savepoint(self) -> Any:
+        """Inside `transaction()`: a part that can be undone alone (see `savepoint`)."""
+        return savepoint(self._conn)
 
     def _seal(self, table: str, column: str, key: tuple[Any, ...], value: Any) -> bytes:
         return self._cipher.seal_json(value, aad(table, column, key))

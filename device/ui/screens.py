@@ -1,0 +1,375 @@
+"""Screens: state -> a drawing on a PIL ImageDraw (luma's `canvas` gives one). Pure.
+
+Why one font and fixed rows: the OLED is 128 pixels wide; PIL's built-in bitmap font (6x8 ink,
+Latin-1) renders identically everywhere, so golden frames compare pixel for pixel. Every piece
+of vendor text goes through text.clean + fit/wrap: it truncates with an ellipsis or scrolls,
+never overflows. Each screen fits 128x64 (6 body rows) and 128x32 (2 body rows).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Mapping
+
+import segno
+from PIL import Image, ImageDraw, ImageFont
+
+from .state import MENU, OFFER_ACTIONS, State
+from .text import clean, fit, money, number, wrap
+
+log = logging.getLogger(__name__)
+
+HEADER_H = 10
+ROW_H = 9
+INK_TOP = 3          # the bitmap font's glyphs start 3 px below the origin
+MARGIN = 1
+ARROW_W = 5          # room at the right of scrolling text for the more-above/below arrow
+
+
+@lru_cache(maxsize=1)
+def font() -> ImageFont.ImageFont:
+    return ImageFont.load_default_imagefont()
+
+
+@dataclass(frozen=True)
+class Canvas:
+    """Where to draw: a PIL ImageDraw of width x height, and the clock for 'how long ago'."""
+    draw: ImageDraw.ImageDraw
+    width: int
+    height: int
+    now: float
+
+    @property
+    def rows(self) -> int:
+        return (self.height - HEADER_H) // ROW_H
+
+    def row_y(self, i: int) -> int:
+        return HEADER_H + i * ROW_H
+
+    def text(self, x: int, y: int, s: str, fill: int = 1, height: int = ROW_H) -> None:
+        """Text whose ink is clipped to the row from y to y+height: no glyph can reach
+        into the next row, whatever a vendor wrote."""
+        if not s:
+            return
+        w = max(1, min(self.width - x, int(font().getlength(s)) + 1))
+        mask = Image.new("1", (w, height), 0)
+        ImageDraw.Draw(mask).text((0, 1 - INK_TOP), s, font=font(), fill=1)
+        self.draw.bitmap((x, y), mask, fill=fill)
+
+    def line(self, i: int, s: str, inverted: bool = False, right: str = "") -> None:
+        """Body row i: clean-and-fit text, optional right-aligned part, optional highlight."""
+        y, f = self.row_y(i), font()
+        right = clean(right)
+        rw = int(f.getlength(right)) + (2 if right else 0)
+        if inverted:
+            self.draw.rectangle((0, y, self.width - 1, y + ROW_H - 1), fill=1)
+        self.text(MARGIN, y, fit(s, f, self.width - 2 * MARGIN - rw), fill=0 if inverted else 1)
+        if right:
+            self.text(self.width - MARGIN - rw + 2, y, right, fill=0 if inverted else 1)
+
+    def header(self, title: str, right: str = "") -> None:
+        self.draw.rectangle((0, 0, self.width - 1, HEADER_H - 1), fill=1)
+        right = clean(right)
+        rw = int(font().getlength(right))
+        self.text(MARGIN, 0, fit(clean(title), font(), self.width - 2 * MARGIN - rw - 3), fill=0)
+        if right:
+            self.text(self.width - MARGIN - rw, 0, right, fill=0)
+
+    def footer(self, s: str) -> None:
+        """A hint or notice on the last row, highlighted (it covers that row)."""
+        self.line(self.rows - 1, clean(s), inverted=True)
+
+
+def ago(ts: Any, now: float) -> str:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "never"
+    s = max(0, int(now - ts))
+    return f"{s}s ago" if s < 60 else f"{s // 60}m ago" if s < 3600 else \
+        f"{s // 3600}h ago" if s < 86400 else f"{s // 86400}d ago"
+
+
+def left(ts: Any, now: float) -> str:
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        return "?"
+    s = int(ts - now)
+    if s <= 0:
+        return "expired"
+    return f"{s // 60}m left" if s < 3600 else f"{s // 3600}h left" if s < 2 * 86400 else f"{s // 86400}d left"
+
+
+def _list(c: Canvas, rows: list[tuple[str, str]], cursor: int, reserve: int = 0) -> None:
+    """Rows of (left, right) text with the cursor row highlighted, scrolled to keep it seen."""
+    visible = max(1, c.rows - reserve)
+    first = max(0, min(cursor - visible + 1, len(rows) - visible)) if cursor >= visible else 0
+    for i, (l, r) in enumerate(rows[first:first + visible]):
+        c.line(i, l, inverted=first + i == cursor, right=r)
+
+
+def _scrolled(c: Canvas, lines: list[str], scroll: int, reserve: int = 1) -> None:
+    """Lines from `scroll` on; a small arrow at the right edge says more is above / below."""
+    visible = max(1, c.rows - reserve)
+    start = min(scroll, max(0, len(lines) - visible))
+    shown = lines[start:start + visible]
+    for i, s in enumerate(shown):
+        c.line(i, fit(s, font(), c.width - 2 * MARGIN - ARROW_W))
+    x = c.width - 4
+    if start > 0:                                           # more above: a small up arrow
+        y = c.row_y(0) + 1
+        c.draw.polygon([(x, y + 3), (x + 3, y + 3), (x + 1.5, y)], fill=1)
+    if start + visible < len(lines):                        # more below: a small down arrow
+        y = c.row_y(len(shown) - 1) + ROW_H - 5
+        c.draw.polygon([(x, y), (x + 3, y), (x + 1.5, y + 3)], fill=1)
+
+
+def _wrapped(c: Canvas, *parts: str) -> list[str]:
+    out: list[str] = []
+    for p in parts:
+        out += wrap(clean(p, 600), font(), c.width - 2 * MARGIN - ARROW_W) or [""]
+    return out
+
+
+# ------------------------------------------------------------------------------ the screens
+def status(s: State, c: Canvas) -> None:
+    st = s.data.status
+    pend = len(s.data.pending)
+    c.header("VRM box", "ok" if st.get("connected") else "!")
+    live = st.get("live_intents")
+    live = live if isinstance(live, int) else sum(1 for i in s.data.intents if i.get("status") == "active")
+    rejected = st.get("rejected_total")
+    broker = ["broker connected"] if st.get("connected") else ["broker unreachable,", " retrying"]
+    lines = ([f"! {pend} waits: SELECT"] if pend else []) + broker + [
+        f"intents: {live} live", f"new matches: {s.new_matches()}",
+        f"last offer: {ago(st.get('last_offer_at'), c.now)}",
+        f"rejected: {rejected if isinstance(rejected, int) else '?'}"]
+    if c.rows < 5:                         # 128x32: the same facts, two to a row
+        net = "net ok" if st.get("connected") else "broker down"
+        lines = ([f"! {pend} waits: SELECT"] if pend else []) + [
+            f"{net} {live} live {s.new_matches()} new",
+            f"last {ago(st.get('last_offer_at'), c.now)} rej {rejected if isinstance(rejected, int) else '?'}"]
+    for i, line in enumerate(lines[:c.rows]):
+        c.line(i, line, inverted=i == 0 and bool(pend))
+
+
+def menu(s: State, c: Canvas) -> None:
+    c.header("Menu")
+    counts = {"matches": len(s.data.offers), "pending": len(s.data.pending),
+              "agreements": len(s.data.agreements),
+              "intents": sum(1 for i in s.data.intents if i.get("status") == "active")}
+    _list(c, [(label, str(counts[k]) if k in counts else "") for k, label in MENU], s.cursor % len(MENU))
+
+
+def matches(s: State, c: Canvas) -> None:
+    offers = s.data.offers
+    c.header("Matches", f"{min(s.cursor + 1, len(offers))}/{len(offers)}" if offers else "")
+    if not offers:
+        c.line(0, "no matches yet" if "offers" in s.data.loaded else "loading...")
+        return
+    rows = []
+    for i, o in enumerate(offers):
+        rows.append((f"{i + 1} {clean(o.get('vendor'), 60)}", money(o.get("price"), o.get("currency"))))
+    cur = min(s.cursor, len(offers) - 1)
+    _list(c, rows, cur, reserve=1)
+    o = offers[cur]
+    c.footer(f"score {number(o.get('score'))} {clean(o.get('item'), 80)}")
+
+
+def _terms(o: Mapping[str, Any]) -> str:
+    if isinstance(o.get("terms_accepted"), bool):
+        return "accepted" if o["terms_accepted"] else "NOT accepted"
+    exp = o.get("explanation") or {}
+    failed = [str(f) for f in exp.get("failed") or []]
+    if "require_terms_accepted" in (exp.get("passed") or []):
+        return "accepted"
+    if any(f.startswith("require_terms_accepted") for f in failed):
+        return "NOT accepted"
+    return "not checked"
+
+
+def why(o: Mapping[str, Any]) -> list[str]:
+    """The top explanation contributions (biggest first), then failed filters."""
+    exp = o.get("explanation") or {}
+    contrib = exp.get("contributions") or {}
+    items = sorted(((clean(k, 40), v) for k, v in contrib.items() if isinstance(v, (int, float))),
+                   key=lambda kv: -abs(kv[1]))
+    lines = [f"{k} {'+' if v >= 0 else ''}{number(v)}" for k, v in items[:4]]
+    lines += [f"x {clean(f, 120)}" for f in (exp.get("failed") or [])[:3]]
+    return lines or ["no preferences set"]
+
+
+def detail(s: State, c: Canvas) -> None:
+    o = s.offer_row(s.offer)
+    if o is None:
+        c.header("Offer")
+        c.line(0, "offer no longer open")
+        return
+    rank = next((i + 1 for i, x in enumerate(s.data.offers) if x.get("offer") == s.offer), 0)
+    c.header(f"#{rank} {clean(o.get('vendor'), 60)}")
+    lines = _wrapped(c, str(clean(o.get("item"), 300) or "(no item name)"))
+    lines += [money(o.get("price"), o.get("currency")), f"valid: {left(o.get('valid_until'), c.now)}",
+              f"terms: {_terms(o)}", f"score {number(o.get('score'))}, why:"]
+    lines += why(o)
+    _scrolled(c, lines, s.scroll)
+    c.footer("SELECT: act  v: more")
+
+
+def actions(s: State, c: Canvas) -> None:
+    o = s.offer_row(s.offer) or {}
+    c.header(clean(o.get("vendor"), 60) or "Offer")
+    _list(c, [(label, "") for _, label in OFFER_ACTIONS], s.cursor % len(OFFER_ACTIONS))
+
+
+def accept(s: State, c: Canvas) -> None:
+    p = s.data.preview
+    days = (p or {}).get("duration_days")
+    c.header(f"Send for {days} days?" if isinstance(days, int) else "Accept: send?")
+    if p is None:
+        c.line(0, "not available on this box" if "accept_preview" in s.data.unavailable else "loading...")
+        c.footer("BACK: nothing is sent")
+        return
+    _scrolled(c, consent_lines(c, "Send", p), s.scroll)
+    c.footer(s.notice or "hold SELECT to send")
+
+
+def consent_lines(c: Canvas, lead: str, item: Mapping[str, Any]) -> list[str]:
+    """What would be released, to whom, why and for how long. The vendor's name gets one line
+    (cut with an ellipsis), so a long name cannot push the purpose and duration out of sight."""
+    fields = ", ".join(clean(f, 40) for f in item.get("fields") or []) or "nothing"
+    days = item.get("duration_days")
+    w = c.width - 2 * MARGIN - ARROW_W
+    return (_wrapped(c, f"{lead} {fields}") + [fit(f"to {clean(item.get('vendor'), 120)}", font(), w)]
+            + _wrapped(c, f"purpose: {clean(item.get('purpose'), 200)}",
+                       f"kept {days if isinstance(days, int) else '?'} days"))
+
+
+def pending_lines(c: Canvas, item: Mapping[str, Any]) -> list[str]:
+    who = clean(item.get("requested_by"), 60) or "someone"
+    if item.get("kind") == "agreement":
+        return _wrapped(c, f"{who} wants to") + consent_lines(c, "send", item)
+    return _wrapped(c, f"{who} asks: {clean(item.get('what') or item.get('op'), 200)}")
+
+
+def pending(s: State, c: Canvas) -> None:
+    items = s.data.pending
+    c.header("Waiting for you", f"{min(s.cursor + 1, len(items))}/{len(items)}" if items else "")
+    item = s.pending_item()
+    if item is None:
+        c.line(0, "nothing waits" if "pending" in s.data.loaded else
+               "not available" if "pending" in s.data.unavailable else "loading...")
+        return
+    _scrolled(c, pending_lines(c, item), s.scroll)
+    c.footer(s.notice or "hold SELECT / tap: no")
+
+
+def intents(s: State, c: Canvas) -> None:
+    c.header("Intents")
+    rows = []
+    for kind, r in s.intent_rows():
+        if kind == "preset":
+            rows.append((f"+ {clean(r.get('name'), 60)}", "cast"))
+        else:
+            rows.append((f"- {clean(r.get('category'), 60)}", f"{r.get('offers', 0)} offers"))
+    if not rows:
+        c.line(0, "no presets, no intents")
+        return
+    _list(c, rows, s.cursor % len(rows))
+
+
+AGREEMENT_LABELS = {"pending_confirmation": "to confirm", "confirmed": "sent, waiting",
+                    "active": "active", "ended": "ended"}
+
+
+def agreement_label(a: Mapping[str, Any]) -> str:
+    if a.get("status") == "revoked":
+        return "deleted" if a.get("revocation") == "acknowledged" else "deleting.."
+    if a.get("status") == "confirmed" and a.get("overdue"):
+        return "no reply"
+    return AGREEMENT_LABELS.get(str(a.get("status")), clean(a.get("status"), 20))
+
+
+def agreements(s: State, c: Canvas) -> None:
+    items = s.data.agreements
+    c.header("Agreements", str(len(items)) if items else "")
+    if not items:
+        c.line(0, "none yet" if "agreements" in s.data.loaded else "loading...")
+        return
+    _list(c, [(clean(a.get("vendor"), 60), agreement_label(a)) for a in items], min(s.cursor, len(items) - 1))
+
+
+def ask(s: State, c: Canvas) -> None:
+    c.header("Are you sure?")
+    _scrolled(c, _wrapped(c, s.ask.prompt if s.ask else ""), 0)
+    c.footer("SELECT yes  BACK no")
+
+
+@lru_cache(maxsize=8)
+def _qr_matrix(url: str) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(row) for row in segno.make(url, error="l", boost_error=False).matrix)
+
+
+def qr(c: Canvas, url: str, x0: int = 0) -> int:
+    """Draw the URL as a QR code at the left, as big as fits; returns its width."""
+    matrix = _qr_matrix(url)
+    n = len(matrix)
+    scale = max(1, min(c.height // (n + 2), 3))
+    side = (n + 2) * scale
+    y0 = (c.height - side) // 2
+    c.draw.rectangle((x0, y0, x0 + side - 1, y0 + side - 1), fill=1)      # light quiet zone
+    for r, row in enumerate(matrix):
+        for col, dark in enumerate(row):
+            if dark:
+                x, y = x0 + (col + 1) * scale, y0 + (r + 1) * scale
+                c.draw.rectangle((x, y, x + scale - 1, y + scale - 1), fill=0)
+    return side
+
+
+def pair(s: State, c: Canvas) -> None:
+    p = s.data.pair if s.data.pair and s.data.pair.get("url") else \
+        ({"url": s.pair_url} if s.pair_url and "pair_code" in s.data.unavailable else None)
+    url = clean((p or {}).get("url"), 200)
+    if not url:
+        c.header("Pair phone")
+        if "pair_code" in s.data.unavailable:
+            c.line(0, "pairing is not")
+            c.line(1, "available yet")
+        else:
+            c.line(0, "loading...")
+        return
+    side = qr(c, url)
+    f, x, w = font(), side + 3, c.width - side - 3
+    code = clean((p or {}).get("code"), 20)
+    lines = (["Code:", code] if code else ["Scan to", "pair"]) + wrap(url, f, w)
+    for i, line in enumerate(lines[: c.height // ROW_H]):
+        c.text(x, 1 + i * ROW_H, fit(line, f, w))
+
+
+def offline(s: State, c: Canvas) -> None:
+    c.header("VRM box", "!")
+    lines = _wrapped(c, s.connection_detail or "box daemon not running, retrying")
+    _scrolled(c, lines, 0, reserve=0)
+
+
+SCREENS: dict[str, Callable[[State, Canvas], None]] = {
+    "status": status, "menu": menu, "matches": matches, "detail": detail, "actions": actions,
+    "accept": accept, "pending": pending, "intents": intents, "agreements": agreements,
+    "ask": ask, "pair": pair, "offline": offline}
+
+
+def render(state: State, draw: ImageDraw.ImageDraw, width: int, height: int, now: float) -> None:
+    """Draw the state's screen (or the offline notice) onto `draw`."""
+    c = Canvas(draw, width, height, now)
+    screen = state.screen if state.connected else "offline"
+    SCREENS.get(screen, status)(state, c)
+    if state.notice and state.connected and screen not in ("accept", "pending"):
+        c.footer(state.notice)
+
+
+def frame(state: State, width: int, height: int, now: float, shift: tuple[int, int] = (0, 0)) -> Image.Image:
+    """The whole frame as a 1-bit image, moved by `shift` pixels (burn-in care)."""
+    img = Image.new("1", (width, height), 0)
+    render(state, ImageDraw.Draw(img), width, height, now)
+    if shift == (0, 0):
+        return img
+    out = Image.new("1", (width, height), 0)
+    out.paste(img, shift)
+    return out
