@@ -24,7 +24,7 @@ from device import pairing
 from processes import vrmbox, wait_for
 from test_companion_helpers import api_token, csrf_from, make_app, new_code, page_token, pair, running_box
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]   # a real daemon and broker
 CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -12,7 +12,7 @@ from companion_app.readcache import ReadCache
 from processes import vrmbox, wait_for
 from test_companion_helpers import running_box
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]   # a real daemon and broker
 
 
 class CountingBox(Box):
