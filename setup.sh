@@ -12,9 +12,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  mosquitto mosquitto-clients python3-venv systemd >/dev/null
+  mosquitto mosquitto-clients python3-venv systemd chromium >/dev/null
 # The project starts its own brokers with its own configs; Debian's default service is not used.
 # systemd: tests run `systemd-analyze verify` on the units in provisioning/systemd.
+# chromium: the companion app's end-to-end tests drive Debian's headless Chromium (Playwright).
 
 PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi

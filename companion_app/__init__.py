@@ -1,1 +1,86 @@
-"""Companion web app for the phone, served on the home LAN (paired)."""
+"""Companion web app for the phone, served on the home LAN to paired phones only.
+
+`create_app(test_config=None)` is the one seam: config keys
+  BOX            a companion_app.box.Box (default: the configured control socket)
+  DATA_DIR       where the secrets file lives (default: the box's data dir)
+  SECRET_KEY     default: <data_dir>/secrets/companion_secret, made on first run
+  ALLOWED_HOSTS  extra host names besides the box's own (security.box_names)
+  HTTPS          True when served over TLS (Secure + __Host- cookie, HSTS)
+  READ_CACHE_S   how long a read may be reused when no event came (0: never; readcache.py)
+docs/companion.md describes pairing, pages, API and the security model.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from . import security
+from .box import Box
+from .readcache import TTL_S, ReadCache
+from .throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+csrf = CSRFProtect()
+MAX_UPLOAD = 256 * 1024          # the daemon takes at most this much per request anyway
+
+
+def _defaults() -> dict[str, Any]:
+    from device.config import load_config
+    cfg = load_config()
+    return {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir}
+
+
+def _isotime(ts: Any) -> str:
+    """Seconds since the epoch -> '2026-12-01 10:15 UTC' (the box keeps UTC)."""
+    try:
+        return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    conf = dict(test_config or {})
+    if "BOX" not in conf or "DATA_DIR" not in conf and "SECRET_KEY" not in conf:
+        conf = {**_defaults(), **conf}
+    https = bool(conf.get("HTTPS"))
+    app.config.update(
+        SESSION_COOKIE_NAME="__Host-vrmbox" if https else "vrmbox",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=https,
+        SESSION_COOKIE_PATH="/",
+        PERMANENT_SESSION_LIFETIME=timedelta(days=365),
+        # Only write the cookie when the session changed: otherwise concurrent requests (a page
+        # and its CSS, the event stream) each send back their own older copy and the last wins.
+        SESSION_REFRESH_EACH_REQUEST=False,
+        MAX_CONTENT_LENGTH=MAX_UPLOAD,
+        WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session
+        WTF_CSRF_CHECK_DEFAULT=False,       # checked in the gate, after the Host check and auth
+        WTF_CSRF_SSL_STRICT=False,          # it needs a Referer, which we never send; Origin is checked
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(conf)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = security.load_secret_key(Path(app.config["DATA_DIR"]))
+    app.config["ALLOWED_HOSTS"] = security.box_names(app.config.get("ALLOWED_HOSTS") or ())
+    app.extensions["vrmbox_sessions"] = security.Sessions(app.config["BOX"])
+    app.extensions["vrmbox_throttle"] = conf.get("THROTTLE") or Throttle()
+    app.extensions["vrmbox_reads"] = ReadCache(app.config["BOX"], ttl_s=float(conf.get("READ_CACHE_S", TTL_S)))
+    csrf.init_app(app)
+    security.install(app)
+
+    from . import (agreements, api, audit, auth, dashboard, intents, mydata, rules, settings,
+                   vendors)
+    auth.install_gate(app)
+    app.add_template_filter(_isotime, "isotime")
+    for bp in (auth.bp, dashboard.bp, intents.bp, rules.bp, vendors.bp, mydata.bp, agreements.bp,
+               audit.bp, settings.bp, api.bp):
+        app.register_blueprint(bp)
+    return app

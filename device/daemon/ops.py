@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from .. import mydata
+from .. import mydata, pairing
 from ..market import COMPANION_ONLY_SETTING, Market, MarketError
 from .access import BUTTON, COMPANION, OWNER
 
@@ -138,6 +138,14 @@ OPS: dict[str, Op] = {
                                              _opt(a, "type", str)), PHONE),
     "audit_verify": _read(lambda m, a: mydata.audit_verify(m.store), PHONE),
     "export": _write(lambda m, a: mydata.export(m.store)),   # audited: it writes an "export" entry
+    # pairing phones (device/pairing.py): codes come only from the box's face or its own user,
+    # never from the phone app, which could otherwise mint its own
+    "pair_code": _write(lambda m, a: pairing.new_code(m.store), frozenset({BUTTON, OWNER})),
+    "pair_complete": _write(lambda m, a: pairing.complete(m.store, _need(a, "code", str), _need(a, "name", str),
+                                                          _opt(a, "client", str))),
+    "phone_session": _read(lambda m, a: pairing.session(m.store, _need(a, "secret", str)), PHONE),
+    "phones": _read(lambda m, a: pairing.list_phones(m.store)),
+    "phone_unpair": _write(lambda m, a: pairing.unpair(m.store, _need(a, "phone", str)), ALL),
 }
 
 
@@ -171,7 +179,7 @@ def run(market: Market, op: str, args: dict[str, Any], role: str) -> Any:
         raise OpRefused(f"operation {op!r} needs the box daemon")
     try:
         return spec.run(market, args, role)
-    except mydata.MyDataError as exc:
+    except (mydata.MyDataError, pairing.PairingError) as exc:
         raise MarketError(str(exc)) from exc
 
 

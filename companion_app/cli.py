@@ -1,0 +1,174 @@
+"""`vrmbox companion` (serve the phone app with waitress, advertise it by mDNS), `vrmbox pair`
+(a fresh one-time code) and `vrmbox phones [unpair ID]`."""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from companion_app.security import SECRET_FILE, read_secret
+from device.cli.common import EXPECTED
+from device.textsafe import printable
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BIND = "0.0.0.0"
+DEFAULT_PORT = 8080
+SERVICE_TYPE = "_http._tcp.local."
+SERVICE_NAME = "VRM box"
+THREADS = 8
+WATCHDOG_S = 10.0                 # the unit's WatchdogSec is 30
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from device.cli.common import config
+    return config(args)
+
+
+def _fail(args: argparse.Namespace, message: str) -> int:
+    from device.cli.common import fail
+    return fail(args, message)
+
+
+def _operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
+    """The daemon's operation if it runs, else the same one on the store (the box's own user)."""
+    from device.cli.common import operate
+    return operate(args, op, op_args)
+
+
+def is_loopback(bind: str) -> bool:
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return bind == "localhost"
+
+
+def lan_addresses() -> list[str]:
+    """This machine's non-loopback IPv4 addresses (what the phone will connect to)."""
+    from zeroconf import get_all_addresses
+    return [a for a in get_all_addresses() if not ipaddress.ip_address(a).is_loopback]
+
+
+def advertise(bind: str, port: int) -> Any:
+    """Register "VRM box" as _http._tcp on the LAN; returns the Zeroconf to close, or None."""
+    from zeroconf import IPVersion, ServiceInfo, Zeroconf
+    addrs = lan_addresses() if bind in ("0.0.0.0", "::") else [bind]
+    if not addrs:
+        log.warning("no LAN address found: not advertising by mDNS")
+        return None
+    info = ServiceInfo(SERVICE_TYPE, f"{SERVICE_NAME}.{SERVICE_TYPE}", port=port,
+                       properties={"path": "/pair"}, server=f"{socket.gethostname()}.local.",
+                       addresses=[socket.inet_aton(a) for a in addrs])
+    zc = Zeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
+    zc.register_service(info, allow_name_change=True)
+    log.info("advertised %r on %s port %d", SERVICE_NAME, ", ".join(addrs), port)
+    return zc
+
+
+def provisioned_secret(config_file: Path | None) -> Path | None:
+    """Provisioning writes the secret next to the config (<etc>/secrets/companion_secret)."""
+    if config_file is None:
+        return None
+    path = Path(config_file).parent / SECRET_FILE
+    return path if path.is_file() else None
+
+
+def _watchdog(stop: threading.Event) -> None:
+    import sdnotify
+    n = sdnotify.SystemdNotifier()
+    n.notify("READY=1")
+    while not stop.wait(WATCHDOG_S):
+        n.notify("WATCHDOG=1")
+    n.notify("STOPPING=1")
+
+
+def cmd_companion(args: argparse.Namespace) -> int:
+    from waitress import create_server
+
+    from companion_app import create_app
+    from companion_app.box import Box
+    try:
+        cfg = _config(args)
+    except EXPECTED as exc:
+        return _fail(args, str(exc))
+    hosts = [args.bind] + (lan_addresses() if args.bind in ("0.0.0.0", "::") else [])
+    conf: dict[str, Any] = {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts}
+    provisioned = provisioned_secret(cfg.source)
+    if provisioned is not None:     # the companion's user may not write the data dir: read it
+        conf["SECRET_KEY"] = read_secret(provisioned)
+    app = create_app(conf)
+    try:
+        server = create_server(app, host=args.bind, port=args.port, threads=THREADS,
+                               ident="vrmbox", channel_timeout=60)
+    except OSError as exc:
+        return _fail(args, f"cannot listen on {args.bind}:{args.port}: {exc}")
+    port = server.effective_port  # type: ignore[union-attr]
+    zc = None if is_loopback(args.bind) or args.no_mdns else advertise(args.bind, port)
+    log.info("companion app on http://%s:%s/", args.bind, port)
+    print(f"LISTENING {args.bind}:{port}", flush=True)
+    print("READY", flush=True)
+    stop = threading.Event()
+    if os.environ.get("NOTIFY_SOCKET"):     # systemd Type=notify with WatchdogSec (provisioning)
+        threading.Thread(target=_watchdog, args=(stop,), daemon=True).start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        if zc is not None:
+            zc.unregister_all_services()
+            zc.close()
+        server.close()
+    return 0
+
+
+def cmd_pair(args: argparse.Namespace) -> int:
+    try:
+        result = _operate(args, "pair_code", {})
+    except EXPECTED as exc:
+        return _fail(args, str(exc))
+    if args.json:
+        print(json.dumps({"code": result["code"], "expires_at": result["expires_at"]}))
+    else:
+        print(f"pairing code: {result['display']}  (valid 5 minutes, once)")
+    return 0
+
+
+def cmd_phones(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "unpair":
+            if not args.phone:
+                return _fail(args, "which phone? vrmbox phones unpair PHONE_ID")
+            result: Any = _operate(args, "phone_unpair", {"phone": args.phone})
+            text = f"unpaired {args.phone}"
+        else:
+            result = _operate(args, "phones", {})
+            text = "\n".join(f"{p['phone']}  {p['name']}" for p in result) or "no paired phones"
+    except EXPECTED as exc:
+        return _fail(args, str(exc))
+    print(json.dumps(result) if args.json else printable(text))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    from device.cli.common import common as common_options
+    common = common_options()
+    p = subparsers.add_parser("companion", parents=[common], help="serve the phone companion app")
+    p.add_argument("--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)")
+    p.add_argument("--no-mdns", action="store_true", help="do not advertise on the LAN")
+    p.set_defaults(func=cmd_companion)
+    p = subparsers.add_parser("pair", parents=[common], help="show a one-time code to pair a phone")
+    p.set_defaults(func=cmd_pair)
+    p = subparsers.add_parser("phones", parents=[common], help="list paired phones, or unpair one")
+    p.add_argument("action", nargs="?", choices=["list", "unpair"], default="list")
+    p.add_argument("phone", nargs="?", help="phone id (for unpair)")
+    p.set_defaults(func=cmd_phones)

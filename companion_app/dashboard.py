@@ -1,0 +1,166 @@
+"""Dashboard: ranked offers per open intent with each score's explanation; accept / decline /
+snooze; and /events, the daemon's event stream as server-sent events so offers appear live."""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Iterator
+
+from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
+                   session, stream_with_context, url_for)
+
+from .box import BoxDown
+from .mydata import profile_rows
+from .pages import back, box, cached_page, change, read, reads
+from .security import SESSION_KEY
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("dashboard", __name__)
+
+TOP_PER_INTENT = 10
+SNOOZE_CHOICES = {"3600": "1 hour", "86400": "1 day", "604800": "1 week"}
+MAX_PURPOSE = 200
+LIVE_EVENTS = ("offer", "changed", "agreement_active", "revocation_acknowledged",
+               "vendor_new", "vendor_key_changed")
+
+
+def group_offers(intents: list[dict[str, Any]], offers: list[dict[str, Any]],
+                 top: int = TOP_PER_INTENT) -> list[dict[str, Any]]:
+    """Open intents, newest first, each with its best `top` offers in ranked order (pure)."""
+    by_intent: dict[str, list[dict[str, Any]]] = {}
+    for o in offers:
+        by_intent.setdefault(o["intent"], []).append(o)
+    out = []
+    for i in sorted(intents, key=lambda i: -(i.get("created_at") or 0)):
+        mine = by_intent.get(i["intent"], [])
+        out.append({**i, "ranked": mine[:top], "more": max(0, len(mine) - top)})
+    return out
+
+
+def dashboard_data() -> list[dict[str, Any]]:
+    intents = read("intents", {"status": "active"}, [])
+    offers = read("offers", {}, [])
+    return group_offers(intents or [], offers or [])
+
+
+@bp.route("/")
+def index() -> Any:
+    return cached_page("dashboard", lambda: render_template("dashboard.html", groups=dashboard_data()))
+
+
+@bp.route("/fragments/offers")
+def offers_fragment() -> Any:
+    """The offers part of the dashboard, fetched by static/live.js when an event arrives."""
+    return cached_page("offers", lambda: render_template("_offers.html", groups=dashboard_data()))
+
+
+def _offer(offer_id: str) -> dict[str, Any] | None:
+    for o in read("offers", {"all": True}, []) or []:
+        if o["offer"] == offer_id:
+            return o
+    return None
+
+
+@bp.route("/offers/<offer_id>/accept", methods=["GET", "POST"])
+def accept(offer_id: str) -> Any:
+    offer = _offer(offer_id)
+    if offer is None and not g.get("box_down"):
+        abort(404)
+    field_names = sorted(p["name"] for p in profile_rows(read("profile", {}, None)) if "name" in p)
+    preview = read("accept_preview", {"offer": offer_id}, None) if offer else None
+    preview = preview if isinstance(preview, dict) else {}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        form = {"fields": request.form.getlist("fields"), "purpose": request.form.get("purpose", ""),
+                "duration_days": request.form.get("duration_days", "30")}
+    else:   # the box's defaults: what a press on the box would share
+        form = {"fields": preview.get("fields", []), "purpose": preview.get("purpose", ""),
+                "duration_days": str(preview.get("duration_days", 30))}
+    if request.method == "POST":
+        fields = [f.strip() for f in form["fields"] if f.strip()]
+        typed = request.form.get("fields_typed", "")
+        fields += [f.strip() for f in typed.split(",") if f.strip()]
+        if not fields:
+            errors["fields"] = "choose at least one field to share"
+        elif field_names and (unknown := sorted(set(fields) - set(field_names))):
+            errors["fields"] = f"unknown field(s): {', '.join(unknown)}"
+        purpose = form["purpose"].strip()
+        if len(purpose) > MAX_PURPOSE:
+            errors["purpose"] = f"at most {MAX_PURPOSE} characters"
+        try:
+            days = int(form["duration_days"])
+            if not 1 <= days <= 3650:
+                raise ValueError
+        except ValueError:
+            errors["duration_days"] = "a whole number of days, 1 to 3650"
+            days = 0
+        if not errors:
+            ok, result = change("offer_accept", {"offer": offer_id, "fields": fields,
+                                                 "purpose": purpose or None, "duration_days": days},
+                                done="Accepted and signed. Nothing is sent until you press the "
+                                     "button on the box.")
+            if ok:
+                return redirect(url_for("agreements.index", highlight=result.get("agreement")))
+    status = 400 if errors else 200
+    return render_template("accept.html", offer=offer, offer_id=offer_id, field_names=field_names,
+                           preview=preview, errors=errors, form=form), status
+
+
+@bp.route("/offers/<offer_id>/decline", methods=["POST"])
+def decline(offer_id: str) -> Any:
+    change("offer_decline", {"offer": offer_id}, done="Declined.")
+    return redirect(back(url_for(".index")))
+
+
+@bp.route("/offers/<offer_id>/snooze", methods=["POST"])
+def snooze(offer_id: str) -> Any:
+    seconds = request.form.get("seconds", "86400")
+    if seconds not in SNOOZE_CHOICES:
+        return render_template("error.html", status=400, message="choose how long to snooze"), 400
+    change("offer_snooze", {"offer": offer_id, "seconds": int(seconds)},
+           done=f"Snoozed for {SNOOZE_CHOICES[seconds]}.")
+    return redirect(back(url_for(".index")))
+
+
+def _sse(event: str, data: Any) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
+
+
+@bp.route("/events")
+def events() -> Any:
+    """Server-sent events: the daemon's stream, re-checking this phone's session at every
+    heartbeat so an unpaired phone's stream ends within one heartbeat."""
+    secret = session.get(SESSION_KEY)
+    sessions = current_app.extensions["vrmbox_sessions"]
+    idle = float(current_app.config.get("SSE_HEARTBEAT_S", 15.0))
+    the_box = box()
+    cache = reads()
+
+    def stream() -> Iterator[str]:
+        try:
+            source = the_box.events(idle_s=idle)
+            yield "retry: 3000\n" + _sse("hello", {"live": True})
+            for event in source:
+                if event is None:
+                    try:
+                        if not isinstance(secret, str) or sessions.phone(secret) is None:
+                            yield _sse("unpaired", {})
+                            return
+                    except BoxDown:
+                        yield _sse("down", {})
+                        return
+                    yield ": keep-alive\n\n"
+                    continue
+                kind = str(event.get("type", "event"))
+                if kind in LIVE_EVENTS:
+                    # before the browser hears of it, so its re-fetch cannot get a cached answer
+                    cache.invalidate()
+                    yield _sse(kind, {k: event.get(k) for k in ("type", "op", "intent", "vendor", "agreement")
+                                      if k in event})
+        except BoxDown:
+            yield _sse("down", {})
+
+    resp = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp

@@ -1,0 +1,77 @@
+"""Shared set-up for the companion app tests: a real broker and a real box daemon, and browsers
+(Flask test clients) that pair the way a phone does, with a code from `vrmbox pair`."""
+from __future__ import annotations
+
+import json
+import os
+import re
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from broker import Broker
+from processes import daemon, vrmbox
+
+from companion_app import create_app
+from companion_app.box import Box
+
+PROFILE = (("email", "ann@example.org"), ("postal_address", "1 High St, London"))
+_CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@contextmanager
+def running_box(tmp: Path, with_profile: bool = True) -> Iterator[dict[str, Any]]:
+    """A broker and a daemon on a fresh data dir; yields {"data", "socket", "broker", "daemon"}."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    old = os.environ.get("VRMBOX_CONFIG")
+    cfg = tmp / "vrmbox.toml"
+    cfg.write_text("# defaults only\n")
+    os.environ["VRMBOX_CONFIG"] = str(cfg)
+    broker = Broker(tmp / "broker")
+    broker.start()
+    data = tmp / "box"
+    try:
+        if with_profile:
+            for name, value in PROFILE:
+                vrmbox("profile", "set", name, value, data_dir=data)
+        proc = daemon(data, broker.url, tmp / "daemon.log").start()
+        try:
+            yield {"data": data, "socket": data / "control.sock", "broker": broker, "daemon": proc,
+                   "tmp": tmp}
+        finally:
+            proc.stop()
+    finally:
+        broker.stop()
+        if old is None:
+            os.environ.pop("VRMBOX_CONFIG", None)
+        else:
+            os.environ["VRMBOX_CONFIG"] = old
+
+
+def make_app(sock: Path, **extra: Any) -> Any:
+    return create_app({"BOX": Box(sock), "SECRET_KEY": "t" * 64, "TESTING": True, **extra})
+
+
+def new_code(data: Path) -> str:
+    return json.loads(vrmbox("pair", "--json", data_dir=data).stdout)["code"]
+
+
+def csrf_from(html: str) -> str:
+    m = _CSRF_RE.search(html)
+    assert m, "no CSRF token in the page"
+    return m.group(1)
+
+
+def api_token(client: Any) -> str:
+    return client.get("/api/v1/session").get_json()["csrf_token"]
+
+
+def pair(client: Any, data: Path, name: str = "test phone") -> None:
+    """Pair a test client exactly as a phone does: open /pair, type the box's code."""
+    token = csrf_from(client.get("/pair").get_data(as_text=True))
+    r = client.post("/pair", data={"code": new_code(data), "name": name, "csrf_token": token})
+    assert r.status_code == 302 and r.headers["Location"] == "/", r.get_data(as_text=True)[:500]
+
+
+def page_token(client: Any, path: str = "/settings/") -> str:
+    return csrf_from(client.get(path).get_data(as_text=True))
