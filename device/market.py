@@ -164,16 +164,24 @@ class Market:
     def facts(self, offer: OfferRecord, category: str) -> OfferFacts:
         return OfferFacts.from_offer(offer.offer_id, offer.body, category, offer.received_at)
 
+    def preview_rules(self, data: Any, intent_id: str | None = None) -> list[dict[str, Any]]:
+        """How the open offers would rank under rules not saved yet (nothing changes)."""
+        try:
+            compiled = compile_rules(validate_rules(data))
+        except ValueError as exc:
+            raise MarketError(str(exc)) from exc
+        return self.ranked_offers(intent_id, include_ineligible=True, compiled=compiled)
+
     def ranked_offers(self, intent_id: str | None = None, include_ineligible: bool = False,
-                      include_closed: bool = False) -> list[dict[str, Any]]:
-        """Offers ranked by the person's current rules, each with its explanation."""
+                      include_closed: bool = False, compiled: Any = None) -> list[dict[str, Any]]:
+        """Offers ranked by the person's current rules (or `compiled` ones), with explanations."""
         categories = {r.intent_id: r.category for r in self.store.intent_states()}
         now = self.now()
         offers = [o for o in self.store.list_offers(intent_id)
                   if include_closed or o.status == "new"
                   or (o.status == "snoozed" and (o.snooze_until or 0) <= now)]
         by_id = {o.offer_id: o for o in offers}
-        ranked = rank(self.compiled_rules(), [self.facts(o, categories.get(o.intent_id, ""))
+        ranked = rank(compiled or self.compiled_rules(), [self.facts(o, categories.get(o.intent_id, ""))
                                               for o in offers], self.context(), now)
         out = []
         for r in ranked:

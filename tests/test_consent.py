@@ -296,3 +296,23 @@ def test_the_ui_user_presses_and_the_companion_user_cannot(tmp_path, sock_dir):
         assert as_user("daemon", box.cfg.control.socket, "agreements")["ok"] is False  # UI: button.sock only
         assert box.agreement_status(agreement) == "confirmed"
         assert box.sent_agreements()[0].payload.count(".") == 4          # sealed to the vendor (JWE)
+
+
+def test_rules_preview_ranks_under_unsaved_rules_and_changes_nothing(tmp_path):
+    box = Box(tmp_path / "box")
+    intent_id = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    v = TestVendor("acme")
+    box.feed(topics.vendor_profile("acme"), v.profile())
+    for price in (100.0, 900.0):
+        box.feed(topics.offers(intent_id), v.offer(box.store.get_intent(intent_id).token, price=price))
+    saved = box.market.rules()
+    strict = {**saved, "filters": {**saved.get("filters", {}), "max_price": {"amount": 500, "currency": "EUR"}}}
+    preview = ops.run(box.market, "rules_preview", {"rules": strict}, COMPANION)
+    assert {(r["price"], r["eligible"]) for r in preview} == {(100.0, True), (900.0, False)}
+    assert box.market.rules() == saved and all(r["eligible"] for r in box.market.ranked_offers(include_ineligible=True))
+    with pytest.raises(MarketError):
+        ops.run(box.market, "rules_preview", {"rules": {"version": 99}}, COMPANION)
+    with pytest.raises(ops.OpRefused):
+        ops.run(box.market, "rules_preview", {"rules": strict}, BUTTON)
+    box.store.close()

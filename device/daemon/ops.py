@@ -87,6 +87,7 @@ OPS: dict[str, Op] = {
     "rules": _read(lambda m, a: m.rules()),
     "presets": _read(lambda m, a: m.presets()),
     "settings": _read(lambda m, a: m.settings_view()),
+    "rules_preview": _read(lambda m, a: m.preview_rules(_need(a, "rules", dict), _opt(a, "intent", str)), PHONE),
     "accept_preview": _read(lambda m, a: m.accept_preview(_need(a, "offer", str))),
     # market: what the box's face and the phone can both do
     "offer_accept": _write(lambda m, a: m.accept(_need(a, "offer", str), list(_need(a, "fields", list)),
