@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CONFIRM_SOURCES = ("button", "companion")
 MIN_INTENT_TTL = 60
 COMPANION_ONLY_SETTING = "companion_only_confirmation"
+CONSENTED_PREFIX = "consented:"   # setting: the values an agreement releases, fixed at the press
 
 
 class MarketError(ValueError):
@@ -291,6 +292,11 @@ class Market:
                               "confirmed; nothing was sent")
         enc_key = self._enc_key(rec.vendor, rec.body.get("vendor_did"))
         intent = self._intent(rec.intent_id)
+        profile = {n: f.value for n, f in self.store.get_profile().items()}
+        try:   # the values the person consented to are the ones they had at the press
+            consented = agr.disclosure_values(rec.body["fields"], profile)
+        except agr.AgreementError as exc:
+            raise MarketError(str(exc)) from exc
         try:
             signed = agr.sign_agreement(intent.identity, agreement_id=agreement_id, body=rec.body,
                                         enc_key=enc_key, now=now)
@@ -298,6 +304,7 @@ class Market:
             raise MarketError(f"agreement not valid: {exc.detail or exc.reason}") from exc
         with self.store.transaction():
             self.store.set_agreement_token(agreement_id, signed.token)
+            self.store.set_setting(CONSENTED_PREFIX + agreement_id, consented)
             self.store.set_agreement_status(agreement_id, "confirmed")
             self.store.queue_outbox(topics.agreements(rec.vendor), signed.sealed)
         return {"agreement": agreement_id, "status": "confirmed", "source": source}
@@ -320,11 +327,14 @@ class Market:
         intent = self._intent(rec.intent_id)
         # Only ever encrypt to the key the person agreed with, whatever was pinned since.
         enc_key = self._enc_key(rec.vendor, rec.body.get("vendor_did"))
-        profile = {n: f.value for n, f in self.store.get_profile().items()}
-        try:
-            values = agr.disclosure_values(rec.body["fields"], profile)
-        except agr.AgreementError as exc:  # the person deleted a field after agreeing
-            raise MarketError(str(exc)) from exc
+        values = self.store.get_setting(CONSENTED_PREFIX + agreement_id)
+        if not isinstance(values, dict) or list(values) != list(rec.body["fields"]):
+            # confirmed before the values were kept (an older box): the profile as it is now
+            profile = {n: f.value for n, f in self.store.get_profile().items()}
+            try:
+                values = agr.disclosure_values(rec.body["fields"], profile)
+            except agr.AgreementError as exc:  # the person deleted a field after agreeing
+                raise MarketError(str(exc)) from exc
         try:
             token = agr.build_disclosure(intent.identity, agreement_id=agreement_id,
                                          intent_id=rec.intent_id, values=values, enc_key=enc_key,
@@ -334,6 +344,7 @@ class Market:
         with self.store.transaction():
             self.store.add_countersignature(agreement_id, countersignature_token)
             self.store.add_disclosure(agreement_id, list(values), token)
+            self.store.set_setting(CONSENTED_PREFIX + agreement_id, {})   # sent: keep no copy
             self.store.queue_outbox(topics.disclosures(rec.vendor), token)
         return {"agreement": agreement_id, "status": "active", "fields": list(values)}
 

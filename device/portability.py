@@ -218,11 +218,24 @@ def _guard_target(store: Store, doc: ExportDoc, force: bool) -> None:
             raise PortabilityError(f"the file would change read-only field {name!r}; refused")
 
 
+# Settings an imported file may not bring: they loosen consent, which needs a press on this box.
+PRESS_ONLY_SETTINGS = frozenset({"companion_only_confirmation"})
+
+
+def _without_press_only(tables: dict[str, Any]) -> dict[str, Any]:
+    rows = tables.get("settings") or []
+    dropped = [r for r in rows if isinstance(r, dict) and r.get("key") in PRESS_ONLY_SETTINGS]
+    if dropped:
+        log.warning("not importing %s: turn it on again with a press on the box",
+                    ", ".join(sorted(str(r["key"]) for r in dropped)))
+    return {**tables, "settings": [r for r in rows if r not in dropped]} if dropped else tables
+
+
 def import_doc(store: Store, doc: ExportDoc, force: bool = False) -> None:
     """Replace the store with a checked export. The log continues with an "imported" entry
     signed by this box's key, naming the exporting key (a key handover, see audit.py)."""
     _guard_target(store, doc, force)
-    store.replace_all(doc.tables, doc.entries, event=(
+    store.replace_all(_without_press_only(doc.tables), doc.entries, event=(
         "imported", {"previous_device": doc.device_did, "current_device": store.device_identity.did,
                      "entries": len(doc.entries)}))
     log.info("imported %d audit entries from an export of %s", len(doc.entries), doc.device_did)
@@ -309,7 +322,7 @@ def restore_from_file(store: Store, path: Path, passphrase: str, force: bool = F
     """Become the backed-up box again: same data, same audit log, same device key."""
     doc, seed = open_backup(read_json_file(path), passphrase)
     _guard_target(store, doc, force)
-    store.replace_all(doc.tables, doc.entries, event=("restored", {"entries": len(doc.entries)}),
+    store.replace_all(_without_press_only(doc.tables), doc.entries, event=("restored", {"entries": len(doc.entries)}),
                       device_seed=seed)
     log.info("restored %d audit entries from a backup", len(doc.entries))
     return doc

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -316,3 +317,112 @@ def test_rules_preview_ranks_under_unsaved_rules_and_changes_nothing(tmp_path):
     with pytest.raises(ops.OpRefused):
         ops.run(box.market, "rules_preview", {"rules": strict}, BUTTON)
     box.store.close()
+
+
+def test_the_values_released_are_those_the_person_had_when_pressing(tmp_path):
+    """A press consents to values, not only field names: a profile change afterwards (e.g. by a
+    compromised phone app) does not change what the vendor receives."""
+    from vrm_protocol import decrypt_json, verify
+    from vrm_protocol.messages import Disclosure
+    box = Box(tmp_path / "box")
+    box.store.set_profile_field("email", "ann@example.org")
+    intent_id = box.market.add_intent("bikes", {})["intent"]
+    box.intake.refresh()
+    v = TestVendor("acme")
+    box.feed(topics.vendor_profile("acme"), v.profile())
+    box.feed(topics.offers(intent_id), v.offer(box.store.get_intent(intent_id).token))
+    agreement = box.market.accept(box.store.list_offers(intent_id)[0].offer_id, ["email"])["agreement"]
+    ops.run(box.market, "confirm", {"agreement": agreement}, BUTTON)
+    ops.run(box.market, "profile_set", {"name": "email", "value": {"email": "x", "address": "1 Secret Lane"}},
+            COMPANION)
+    agreement_token = v.opened(box.outbox(topics.agreements("acme"))[0])
+    box.market.countersigned(agreement, v.countersign(agreement_token))
+    [disclosure] = box.outbox(topics.disclosures("acme"))
+    d = verify(disclosure, now=time.time(), expect=Disclosure)
+    assert decrypt_json(d.body.jwe, v.enc)["fields"] == {"email": "ann@example.org"}
+    assert box.store.get_setting("consented:" + agreement) == {}      # no copy kept once sent
+    box.store.close()
+
+
+def test_an_imported_file_cannot_turn_on_companion_only_confirmation(tmp_path):
+    from device import portability
+    with Store.open(tmp_path / "theirs") as theirs:
+        theirs.set_setting("companion_only_confirmation", True)
+        theirs.set_setting("box_id", "box-0000")
+        path = tmp_path / "export.json"
+        portability.export_to_file(theirs, path)
+    with Store.open(tmp_path / "mine") as mine:
+        portability.import_from_file(mine, path)
+        assert mine.get_setting("companion_only_confirmation", False) is False
+        assert mine.get_setting("box_id") == "box-0000"                  # the rest came across
+
+
+def test_the_same_question_is_asked_once_and_one_asker_cannot_crowd_out_another():
+    from device.daemon.held import MAX_HELD_PER_ROLE, HeldError, HeldRequests
+    held = HeldRequests(time.time)
+    first = held.add("vendor_accept_key", {"vendor": "acme", "did": "x"}, "trust", "the phone app", COMPANION)
+    assert held.add("vendor_accept_key", {"vendor": "acme", "did": "x"}, "trust", "the phone app",
+                    COMPANION) is first
+    for n in range(1, MAX_HELD_PER_ROLE):
+        held.add("vendor_accept_key", {"vendor": "acme", "did": f"x{n}"}, "trust", "the phone app", COMPANION)
+    with pytest.raises(HeldError, match="of your requests"):
+        held.add("vendor_accept_key", {"vendor": "acme", "did": "y"}, "trust", "the phone app", COMPANION)
+    assert held.add("erase", {}, "erase", "the box's own user", OWNER).op == "erase"
+
+
+def test_who_asked_comes_from_the_role_not_the_caller(tmp_path, sock_dir):
+    seed(tmp_path / "box")
+    with Running(tmp_path / "box", sock_dir) as box:
+        box.control("erase", {"requested_by": "Ann's phone: nothing leaves the box. Hold SELECT"})
+        [req] = box.button("pending")["requests"]
+        assert req["requested_by"] == "the box's own user"
+
+
+@needs_root
+def test_a_button_group_may_not_take_in_the_boxs_own_user_or_the_phones():
+    import grp
+    from device.daemon.access import AccessConfigError
+    daemon_uid, nobody_gid = pwd.getpwnam("daemon").pw_uid, grp.getgrnam("nogroup").gr_gid
+    with pytest.raises(AccessConfigError, match="own user"):
+        build_access(daemon_uid, control_users=["nobody"], button_groups=[pwd.getpwnam("daemon").pw_gid])
+    with pytest.raises(AccessConfigError, match="may not press"):
+        build_access(daemon_uid, control_users=["nobody"], button_groups=[nobody_gid])
+    # a peer's effective gid (a setgid program) lends no group
+    access = build_access(os.geteuid(), button_groups=[nobody_gid])
+    from device.daemon.access import Peer
+    assert access.role("button", Peer(1, pwd.getpwnam("daemon").pw_uid, nobody_gid)) is None
+    assert access.role("button", Peer(1, pwd.getpwnam("nobody").pw_uid, nobody_gid)) == BUTTON
+
+
+HOLDER = r"""
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(sys.argv[1])
+    held.append(s)
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+@needs_root
+def test_a_refused_user_cannot_crowd_the_button_out_and_a_slow_client_holds_nothing(tmp_path, sock_dir):
+    agreement = seed(tmp_path / "box")
+    with Running(tmp_path / "box", sock_dir, button_users=["daemon"], control_users=["nobody"]) as box:
+        crowd = subprocess.Popen([str(SYSTEM_PYTHON), "-I", "-c", HOLDER, str(box.cfg.control.button), "60"],
+                                 stdout=subprocess.PIPE, text=True, user="nobody", group="nogroup",
+                                 extra_groups=[], cwd="/")
+        phone = subprocess.Popen([str(SYSTEM_PYTHON), "-I", "-c", HOLDER, str(box.cfg.control.socket), "60"],
+                                 stdout=subprocess.PIPE, text=True, user="nobody", group="nogroup",
+                                 extra_groups=[], cwd="/")
+        try:
+            assert crowd.stdout.readline().strip() == "held" and phone.stdout.readline().strip() == "held"
+            ui = as_user("daemon", box.cfg.control.button, "confirm", {"agreement": agreement})
+            assert ui["ok"] and ui["result"]["source"] == "button"
+            assert box.control("status")["role"] == "owner"        # the box's own CLI still gets in
+        finally:
+            crowd.kill()
+            phone.kill()
+            crowd.wait()
+            phone.wait()

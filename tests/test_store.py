@@ -44,7 +44,7 @@ def populate(store: Store) -> dict:
     store.set_profile_field("loyalty_no", "ACME-123", provenance="co-managed", source="acme-bikes")
     store.set_profile_field("blood_group", "A+", provenance="read-only", source="dr-jones-clinic")
     store.annotate_profile_field("blood_group", "retest said " + SECRET_VALUES[1])
-    store.set_setting("companion_only_confirmation", True)
+    store.set_setting("box_id", "box-0123456789abcdef")   # a setting an import carries across
     store.add_stuff("road bike", supplier="acme-bikes", purchase_date="2025-04-01", price=899.0,
                     currency="EUR", warranty_end="2027-04-01", notes=SECRET_VALUES[2])
     store.add_supplier("acme-bikes", "Acme Bikes Ltd", notes=SECRET_VALUES[3])

@@ -47,13 +47,14 @@ def peer_of(conn: socket.socket) -> Peer:
     return Peer(pid, uid, gid)
 
 
-def _groups_of(uid: int, gid: int) -> frozenset[int]:
-    """The peer's groups from the user database (not from /proc, which a pid reuse could fool)."""
+def _groups_of(uid: int) -> frozenset[int]:
+    """A user's groups from the user database: never the peer's effective gid (a setgid
+    program would lend it) nor /proc (a pid reuse could fool that)."""
     try:
-        name = pwd.getpwuid(uid).pw_name
-        return frozenset(os.getgrouplist(name, gid))
+        entry = pwd.getpwuid(uid)
+        return frozenset(os.getgrouplist(entry.pw_name, entry.pw_gid))
     except (KeyError, OSError):
-        return frozenset({gid})
+        return frozenset()
 
 
 def _uid(name_or_id: str | int, key: str) -> int:
@@ -86,7 +87,7 @@ class AllowList:
     def admits(self, peer: Peer) -> bool:
         if peer.uid in self.users:
             return True
-        return bool(self.groups) and bool(_groups_of(peer.uid, peer.gid) & self.groups)
+        return bool(self.groups) and bool(_groups_of(peer.uid) & self.groups)
 
     def __bool__(self) -> bool:
         return bool(self.users or self.groups)
@@ -137,7 +138,12 @@ def build_access(own_uid: int, control_users: Iterable[str | int] = (),
         if own_uid in button.users:
             raise AccessConfigError("config key 'control.button_users': the box's own user may not "
                                     "press the button once allow-lists are set (run the UI as its own user)")
-        both = control.users & button.users
+        def presses(uid: int) -> bool:
+            return uid in button.users or bool(_groups_of(uid) & button.groups)
+        if button.groups and presses(own_uid):
+            raise AccessConfigError("config key 'control.button_groups': the box's own user is in "
+                                    "one of these groups; it may not press the button")
+        both = control.users & button.users | {u for u in control.users if presses(u)}
         if both:
             raise AccessConfigError(f"config keys 'control.control_users' and 'control.button_users' "
                                     f"both name uid(s) {sorted(both)}: the phone's user may not press")

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 HOLD_S = 300          # how long a request waits for the press
 KEEP_DONE_S = 300     # how long its outcome stays readable by the one who asked
 MAX_HELD = 16         # a client cannot queue up an unbounded list of questions
+MAX_HELD_PER_ROLE = 3 # nor crowd out another asker's (the phone cannot block the box's own erase)
 
 
 class HeldError(ValueError):
@@ -63,7 +64,13 @@ class HeldRequests:
 
     def add(self, op: str, args: dict[str, Any], what: str, requested_by: str, role: str) -> Held:
         self._expire()
-        if sum(h.status == "waiting" for h in self._items.values()) >= MAX_HELD:
+        waiting = [h for h in self._items.values() if h.status == "waiting"]
+        for h in waiting:
+            if h.op == op and h.args == args:
+                return h                    # the same question again: one entry on the box
+        if sum(h.role == role for h in waiting) >= MAX_HELD_PER_ROLE:
+            raise HeldError(f"{MAX_HELD_PER_ROLE} of your requests already wait for a press on the box")
+        if len(waiting) >= MAX_HELD:
             raise HeldError(f"{MAX_HELD} requests already wait for a press on the box")
         h = Held(secrets.token_hex(8), op, dict(args), what, requested_by, role, self.clock())
         self._items[h.request] = h

@@ -62,6 +62,9 @@ class _Inbound:
 
 PRUNE_EVERY_S = 3600
 WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
+# Who asked, as shown on the box: from the role the kernel's credentials gave, never from the
+# caller's words (a phone app could otherwise write "nothing leaves the box" onto the screen).
+ASKERS = {"companion": "the phone app", "owner": "the box's own user", "button": "the box"}
 EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
 BATCH_MAX = 64      # messages stored in one transaction (group commit)
@@ -465,7 +468,7 @@ class Daemon:
             return h.public()
         what = ops.held_description(spec, args, role)
         if what is not None:
-            h = self.held.add(op, args, what, requested_by=str(args.get("requested_by") or role)[:64],
+            h = self.held.add(op, args, what, requested_by=ASKERS[role],
                               role=role)
             self.events.publish({"type": "pending", "request": h.request, "what": what})
             return {**h.public(), "status": "waiting_for_button"}
@@ -480,7 +483,7 @@ class Daemon:
             self._flush_outbox()
             self.events.publish({"type": "changed", "op": op})
             if op == "offer_accept" and isinstance(result, dict) and result.get("agreement"):
-                self._requested_by[result["agreement"]] = str(args.get("requested_by") or role)[:64]
+                self._requested_by[result["agreement"]] = ASKERS[role]
                 self.events.publish({"type": "pending", "agreement": result["agreement"]})
         return result
 

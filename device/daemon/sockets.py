@@ -20,14 +20,19 @@ from typing import Any, Callable
 
 from ..client import REPLY_TIMEOUT_S
 from ..market import MarketError
-from .access import Access, peer_of
+from .access import Access, Peer, peer_of
 from .events import EventBus
 from .ops import lookup
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 256 * 1024
-MAX_CLIENTS = 32          # connections served at once per socket; more wait in the backlog
+MAX_CLIENTS = 64          # connections served at once per socket; more wait in the backlog
+MAX_PER_UID = 24          # deployed: one user may hold at most this many of them (streams included)
+MAX_REFUSALS = 8          # refusals answered at once; past that a refused peer is just closed
+REFUSE_TIMEOUT_S = 2
+MAX_REFUSED_READ = 4096
+REQUEST_TIMEOUT_S = 5     # for the request line: a slow client cannot hold a slot
 
 Submit = Callable[[str, dict[str, Any], str], Future]
 
@@ -46,6 +51,9 @@ class ControlServer:
         self._sock: socket.socket | None = None
         self._stop = threading.Event()
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self._refusals = threading.BoundedSemaphore(MAX_REFUSALS)
+        self._per_uid: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +84,8 @@ class ControlServer:
             pass
 
     def _accept(self) -> None:
+        """The kernel's word on the peer comes first: a caller with no role never takes one of
+        the slots the box's own face and the phone app need, and no uid can take them all."""
         while not self._stop.is_set():
             try:
                 conn, _ = self._sock.accept()  # type: ignore[union-attr]
@@ -83,30 +93,69 @@ class ControlServer:
                 continue
             except OSError:
                 return
-            if not self._slots.acquire(timeout=5):
+            try:
+                peer = peer_of(conn)
+            except OSError:
                 conn.close()
                 continue
-            threading.Thread(target=self._serve_counted, args=(conn,), daemon=True).start()
+            role = self.access.role(self.kind, peer)
+            if role is None:
+                if self._refusals.acquire(blocking=False):
+                    threading.Thread(target=self._refuse, args=(conn, peer), daemon=True).start()
+                else:
+                    conn.close()
+                continue
+            with self._lock:
+                busy = self._per_uid.get(peer.uid, 0)
+                if busy >= MAX_PER_UID and not self.access.single_user:
+                    conn.close()
+                    log.warning("%s.sock: uid %d already has %d connections; refused one more",
+                                self.kind, peer.uid, busy)
+                    continue
+                self._per_uid[peer.uid] = busy + 1
+            if not self._slots.acquire(timeout=5):
+                self._release_uid(peer.uid)
+                conn.close()
+                continue
+            threading.Thread(target=self._serve_counted, args=(conn, peer, role), daemon=True).start()
 
-    def _serve_counted(self, conn: socket.socket) -> None:
+    def _release_uid(self, uid: int) -> None:
+        with self._lock:
+            self._per_uid[uid] -= 1
+            if not self._per_uid[uid]:
+                del self._per_uid[uid]
+
+    def _refuse(self, conn: socket.socket, peer: Peer) -> None:
+        log.warning("refused %s.sock to uid %d (pid %d): not on its allow-list", self.kind, peer.uid, peer.pid)
         try:
-            self._serve(conn)
+            with conn:
+                conn.settimeout(REFUSE_TIMEOUT_S)
+                try:
+                    conn.recv(MAX_REFUSED_READ)    # let the client finish sending, then answer
+                except OSError:
+                    pass
+                conn.sendall(json.dumps({"ok": False, "error": f"uid {peer.uid} may not use this socket"}
+                                        ).encode() + b"\n")
+        except OSError:
+            pass
+        finally:
+            self._refusals.release()
+
+    def _serve_counted(self, conn: socket.socket, peer: Peer, role: str) -> None:
+        try:
+            self._serve(conn, role)
         finally:
             self._slots.release()
+            self._release_uid(peer.uid)
 
-    def _serve(self, conn: socket.socket) -> None:
-        peer = peer_of(conn)
-        role = self.access.role(self.kind, peer)
-        conn.settimeout(REPLY_TIMEOUT_S + 5)
+    def _serve(self, conn: socket.socket, role: str) -> None:
+        conn.settimeout(REQUEST_TIMEOUT_S)      # a request line arrives at once, or never
         with conn, conn.makefile("rwb") as f:
             try:
-                line = f.readline(MAX_REQUEST + 1)   # read first, so a refusal can be answered
+                line = f.readline(MAX_REQUEST + 1)
                 if not line:
                     return
-                if role is None:
-                    log.warning("refused %s.sock to uid %d (pid %d): not on its allow-list",
-                                self.kind, peer.uid, peer.pid)
-                    raise MarketError(f"uid {peer.uid} may not use this socket")
+                conn.settimeout(REPLY_TIMEOUT_S + 5)
                 if len(line) > MAX_REQUEST:
                     raise MarketError("request too large")
                 try:

@@ -41,7 +41,24 @@ def is_slug(value: Any) -> bool:
     return True
 
 
+MAX_JSON_DEPTH = 32      # the person's own values: as deep as any message may be
+
+
+def _depth(value: Any, limit: int) -> bool:
+    """Is `value` nested at most `limit` deep? (Iterative: a deep value cannot blow the stack.)"""
+    stack = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            if d > limit:
+                return False
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return True
+
+
 def check_json_value(value: Any, what: str) -> None:
+    if not _depth(value, MAX_JSON_DEPTH):
+        raise StoreError(f"{what} is nested more than {MAX_JSON_DEPTH} deep")
     try:
         canonical_json(value)
     except (TypeError, ValueError) as exc:
