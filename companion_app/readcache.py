@@ -181,16 +181,3 @@ class ReadCache:
         finally:
             with self._lock:
                 self._refreshing.discard(key)
-            return self.box.call(op, args)
-        try:
-            flight.value = self.box.call(op, args)
-        except BaseException as exc:
-            flight.error = exc
-            raise
-        finally:
-            flight.done.set()
-            with self._lock:
-                self._flights.pop(key + f"#{gen}", None)
-                if flight.error is None and self._gen == gen:   # nothing changed meanwhile
-                    self._entries[key] = (gen, now, flight.value)
-        return flight.value

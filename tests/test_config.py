@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
