@@ -31,9 +31,9 @@ def data(hostile: bool = False) -> Data:
     pending = pending_items({
         "agreements": [{"agreement": "agr-1", "vendor": v1 if hostile else "Acme", "fields": ["email"],
                         "purpose": "send the receipt", "duration_days": 30,
-                        "requested_by": "Ann's phone"}],
+                        "requested_by": "the phone app"}],
         "requests": [{"request": "req-1", "op": "erase", "what": "erase everything on the box",
-                      "requested_by": "Ann's phone", "expires_at": NOW + 300}]})
+                      "requested_by": "the phone app", "expires_at": NOW + 300}]})
     return Data(
         status={"connected": True, "box_id": "box-1", "queue": 0, "live_intents": 2,
                 "last_offer_at": NOW - 180, "rejected_total": 12, "single_user": True},
