@@ -205,15 +205,22 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 _HEADER_CACHE_MAX_LEN = 512
 
 
-def _split(token: bytes | str) -> tuple[str, list[str]]:
-    """Size, ASCII, three unpadded base64url segments; ProtocolError otherwise."""
+def compact_text(token: bytes | str, reason: str, kind: str) -> str:
+    """A compact JOSE token as text: within the size limit and ASCII (`reason` otherwise).
+    The first check of every JWS and JWE the box or a vendor receives."""
     if len(token) > MAX_MESSAGE_BYTES:
         raise ProtocolError("oversize", f"{len(token)} bytes > {MAX_MESSAGE_BYTES}")
     if isinstance(token, bytes):
         try:
-            token = token.decode("ascii")
+            return token.decode("ascii")
         except UnicodeDecodeError as exc:
-            raise ProtocolError("bad_encoding", "a compact JWS is ASCII") from exc
+            raise ProtocolError(reason, f"a compact {kind} is ASCII") from exc
+    return token
+
+
+def _split(token: bytes | str) -> tuple[str, list[str]]:
+    """Size, ASCII, three unpadded base64url segments; ProtocolError otherwise."""
+    token = compact_text(token, "bad_encoding", "JWS")
     parts = token.split(".")
     if len(parts) != 3:
         raise ProtocolError("bad_encoding", "a compact JWS has three segments")

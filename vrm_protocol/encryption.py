@@ -16,7 +16,7 @@ from joserfc import jwe
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
-from .codec import MAX_MESSAGE_BYTES, _b64url_decode, parse_json_object
+from .codec import _b64url_decode, compact_text, parse_json_object
 from .errors import ProtocolError
 from .messages import EncryptionKey
 
@@ -58,13 +58,7 @@ def _encrypt(plaintext: bytes, recipient: EncryptionKey) -> str:
 
 def _decrypt(token: str | bytes, key: DecryptionKey) -> bytes:
     """The padded plaintext, after our own bounded checks of the shape and protected header."""
-    if len(token) > MAX_MESSAGE_BYTES:
-        raise ProtocolError("oversize", f"{len(token)} bytes > {MAX_MESSAGE_BYTES}")
-    if isinstance(token, bytes):
-        try:
-            token = token.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise ProtocolError("bad_encryption", "a compact JWE is ASCII") from exc
+    token = compact_text(token, "bad_encryption", "JWE")
     parts = token.split(".")
     if len(parts) != 5 or parts[1] != "":
         raise ProtocolError("bad_encryption", "a compact ECDH-ES JWE has five parts, the second empty")
