@@ -73,3 +73,16 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condit
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def bike_vendor(tmp_path: Path, broker_url: str, slug: str = "alpha", price: float = 500.0) -> Proc:
+    """A vendor-kit worker (identity made, not yet started) that answers every bikes intent with
+    one Roadster at `price` and accepts any terms."""
+    import yaml
+    vdir = tmp_path / f"vendor-{slug}"
+    vrm_vendor("init", "--dir", str(vdir), "--vendor", slug, "--name", slug.title(), "--categories", "bikes")
+    cat = tmp_path / f"{slug}.yaml"
+    cat.write_text(yaml.safe_dump({"currency": "EUR", "accept_terms": "*", "offer_validity_s": 86400,
+                                   "items": [{"category": "bikes", "name": "Roadster", "sku": f"{slug}-1",
+                                              "price": price}]}))
+    return vendor(vdir, broker_url, cat, tmp_path / f"vendor-{slug}.log")

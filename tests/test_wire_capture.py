@@ -10,13 +10,12 @@ import threading
 
 import paho.mqtt.client as mqtt
 import pytest
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from vrm_protocol import topics
 from vrm_protocol.encryption import PAD_BUCKETS
 
-from processes import box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
+from processes import bike_vendor, box_config, daemon, vrm_vendor, vrmbox, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -67,13 +66,8 @@ def test_a_subscriber_to_everything_learns_no_personal_value(tmp_path, broker, m
     vrmbox("profile", "set", "email", SECRETS[0], data_dir=data)
     vrmbox("profile", "set", "postal_address", SECRETS[1], data_dir=data)
     vdir = tmp_path / "vendor-alpha"
-    vrm_vendor("init", "--dir", str(vdir), "--vendor", "alpha", "--name", "Alpha", "--categories", "bikes")
-    cat = tmp_path / "alpha.yaml"
-    cat.write_text(yaml.safe_dump({"currency": "EUR", "accept_terms": "*", "offer_validity_s": 86400,
-                                   "items": [{"category": "bikes", "name": "Roadster", "sku": "a-1",
-                                              "price": 500.0}]}))
     procs = [daemon(data, broker.url, tmp_path / "daemon.log").start(),
-             vendor(vdir, broker.url, cat, tmp_path / "vendor.log").start()]
+             bike_vendor(tmp_path, broker.url, "alpha").start()]
     try:
         first = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
         second = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]

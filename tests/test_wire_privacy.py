@@ -241,20 +241,14 @@ def test_market_and_home_as_two_brokers_the_whole_flow(tmp_path, broker, home, m
     """Vendors on the market broker, the box's local topics on the home broker: offer, accept,
     confirm, disclosure, revoke and the vendor's deletion receipt all work; the home broker
     carries the status and nothing of the market."""
-    import yaml
-    from processes import vendor, vrm_vendor
+    from processes import bike_vendor, vrm_vendor
     box_config(tmp_path, monkeypatch, f'[home_broker]\nurl = "{home.url}"\n')
     data = tmp_path / "box"
     vrmbox("profile", "set", "email", "ann@example.org", data_dir=data)
     local = Watcher(home, "#")
     vdir = tmp_path / "vendor-acme"
-    vrm_vendor("init", "--dir", str(vdir), "--vendor", "acme", "--name", "Acme", "--categories", "bikes")
-    cat = tmp_path / "acme.yaml"
-    cat.write_text(yaml.safe_dump({"currency": "EUR", "accept_terms": "*", "offer_validity_s": 86400,
-                                   "items": [{"category": "bikes", "name": "Roadster", "sku": "a-1",
-                                              "price": 500.0}]}))
     procs = [daemon(data, broker.url, tmp_path / "daemon.log").start(),
-             vendor(vdir, broker.url, cat, tmp_path / "vendor.log").start()]
+             bike_vendor(tmp_path, broker.url, "acme").start()]
     try:
         vrmbox("intent", "add", "bikes", "--json", data_dir=data)
         offer = wait_for(lambda: json.loads(vrmbox("offers", "--json", data_dir=data).stdout),
