@@ -504,6 +504,9 @@ class Daemon:
                        "purpose": a["purpose"], "duration_days": a["duration_days"],
                        "requested_by": self._requested_by.get(a["agreement"], "unknown")}
                       for a in self.market.list_agreements() if a["status"] == "pending_confirmation"]
+        waiting = {a["agreement"] for a in agreements}
+        for gone in set(self._requested_by) - waiting:     # answered ones: nothing to remember
+            del self._requested_by[gone]
         return {"agreements": agreements, "requests": [h.public() for h in self.held.waiting()]}
 
     def _open(self) -> None:
