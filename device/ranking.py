@@ -15,9 +15,9 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from .rules import CompiledRules, Context, OfferFacts
+from .rules import AttributePreference, CompiledRules, Context, OfferFacts
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,52 @@ class Explanation:
                 "score": self.score}
 
 
-@dataclass(frozen=True)
 class Ranked:
-    offer_id: str
-    eligible: bool
-    score: float
-    explanation: Explanation
+    """One offer's verdict. Immutable; the explanation is built when first asked for (a rank of
+    100k offers shows a few), from the same compiled parts that made the score, so it is exactly
+    what building it eagerly would give."""
+
+    __slots__ = ("offer_id", "eligible", "score", "_explanation", "_facts", "_why")
+
+    def __init__(self, offer_id: str, eligible: bool, score: float,
+                 explanation: Explanation | None = None, facts: OfferFacts | None = None,
+                 why: tuple[Any, ...] | None = None) -> None:
+        """Either the `explanation`, or the offer's `facts` and `why` = (rules, ctx, now, parts)
+        to build it from when asked."""
+        if explanation is None and (facts is None or why is None):
+            raise TypeError("Ranked needs an explanation or what to build it from")
+        set_ = object.__setattr__
+        set_(self, "offer_id", offer_id)
+        set_(self, "eligible", eligible)
+        set_(self, "score", score)
+        set_(self, "_explanation", explanation)
+        set_(self, "_facts", facts)
+        set_(self, "_why", why)
+
+    @property
+    def explanation(self) -> Explanation:
+        if self._explanation is None:
+            rules, ctx, now, terms = self._why                          # type: ignore[misc]
+            object.__setattr__(self, "_explanation",
+                               explain(rules, self._facts, ctx, now, terms, self.score))
+            object.__setattr__(self, "_why", None)
+        return self._explanation                                        # type: ignore[return-value]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Ranked is immutable (cannot set {name})")
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.offer_id, self.eligible, self.score, self.explanation)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Ranked) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"Ranked(offer_id={self.offer_id!r}, eligible={self.eligible!r}, "
+                f"score={self.score!r}, explanation={self.explanation!r})")
 
     def to_dict(self) -> dict[str, Any]:
         return {"offer_id": self.offer_id, "eligible": self.eligible, "score": self.score,
@@ -90,63 +130,182 @@ def _ceiling(rules: CompiledRules, f: OfferFacts, ctx: Context) -> float | None:
     return min(limits) if limits else None
 
 
-def _contributions(rules: CompiledRules, f: OfferFacts, ctx: Context,
-                   scale: _Scale) -> list[tuple[str, float]]:
-    out: list[tuple[str, float]] = []
+Part = tuple[str, Callable[[OfferFacts], float]]
+
+
+def parts(rules: CompiledRules, ctx: Context, scale: _Scale) -> tuple[Part, ...]:
+    """The score's terms for one (rules, context, scale), each a closure over what it needs.
+
+    The one formula of every contribution: scores and explanations both come from these, so an
+    explanation's contributions always sum to exactly the score. Per-vendor and per-currency
+    values (reputation, known supplier, price ceiling) are computed once per vendor/currency."""
+    out: list[Part] = []
     if rules.w_price:
-        ceiling = _ceiling(rules, f, ctx)
-        if ceiling is not None:
-            p = (1.0 if f.price <= 0 else 0.0) if ceiling <= 0 else max(0.0, min(1.0, 1 - f.price / ceiling))
-        else:
-            p = _closeness(f.price, scale.price.get(f.currency), high=False)
-        out.append(("price", rules.w_price * p))
+        w_price = rules.w_price
+        ceilings: dict[str, float | None] = {}
+        price_ranges = scale.price
+        closers: dict[str, Callable[[float], float]] = {}
+
+        def price(f: OfferFacts) -> float:
+            c = f.currency
+            if c in ceilings:
+                ceiling = ceilings[c]
+            else:
+                ceiling = ceilings[c] = _ceiling(rules, f, ctx)
+            if ceiling is not None:
+                p = (1.0 if f.price <= 0 else 0.0) if ceiling <= 0 else max(0.0, min(1.0, 1 - f.price / ceiling))
+            else:
+                close = closers.get(c)
+                if close is None:
+                    close = closers[c] = _closer(price_ranges.get(c), high=False)
+                p = close(f.price)
+            return w_price * p
+        out.append(("price", price))
     if rules.w_known_supplier:
-        out.append(("known_supplier", rules.w_known_supplier if f.vendor in ctx.suppliers else 0.0))
+        w_known, suppliers = rules.w_known_supplier, ctx.suppliers
+        out.append(("known_supplier", lambda f: w_known if f.vendor in suppliers else 0.0))
     if rules.w_reputation:
-        rep = ctx.reputation.get(f.vendor, 0.0)
-        rep = max(-1.0, min(1.0, float(rep))) if isinstance(rep, (int, float)) and math.isfinite(rep) else 0.0
-        out.append(("reputation", rules.w_reputation * rep))
+        w_rep, reputation = rules.w_reputation, ctx.reputation
+        by_vendor: dict[str, float] = {}
+
+        def reputation_part(f: OfferFacts) -> float:
+            v = f.vendor
+            if v not in by_vendor:
+                rep = reputation.get(v, 0.0)
+                rep = (max(-1.0, min(1.0, float(rep)))
+                       if isinstance(rep, (int, float)) and math.isfinite(rep) else 0.0)
+                by_vendor[v] = w_rep * rep
+            return by_vendor[v]
+        out.append(("reputation", reputation_part))
     if rules.w_delivery:
-        d = 0.0 if f.delivery_days is None else _closeness(float(f.delivery_days), scale.delivery, high=False)
-        out.append(("delivery", rules.w_delivery * d))
-    brand = f.brand.casefold() if isinstance(f.brand, str) else None
+        w_delivery, close_delivery = rules.w_delivery, _closer(scale.delivery, high=False)
+        out.append(("delivery", lambda f: w_delivery * (
+            0.0 if f.delivery_days is None else close_delivery(float(f.delivery_days)))))
     if rules.w_brands_liked and rules.brands_liked:
-        out.append(("brands_liked", rules.w_brands_liked if brand in rules.brands_liked else 0.0))
+        w_liked, liked = rules.w_brands_liked, rules.brands_liked
+        out.append(("brands_liked", lambda f: w_liked if _brand(f) in liked else 0.0))
     if rules.w_brands_disliked and rules.brands_disliked:
-        out.append(("brands_disliked", -rules.w_brands_disliked if brand in rules.brands_disliked else 0.0))
+        w_disliked, disliked = rules.w_brands_disliked, rules.brands_disliked
+        out.append(("brands_disliked", lambda f: -w_disliked if _brand(f) in disliked else 0.0))
     for pref, rng in zip(rules.preferences, scale.prefs):
-        if not pref.weight:
-            continue
-        if pref.prefer == "equals":
-            v = 1.0 if pref.matches(f) else 0.0
-        else:
-            x = pref.number(f)
-            v = 0.0 if x is None else _closeness(x, rng, high=pref.prefer == "high")
-        out.append((pref.name, pref.weight * v))
-    return out
+        if pref.weight:
+            out.append((pref.name, _pref_part(pref, rng)))
+    return tuple(out)
 
 
-def _sort_key(r: Ranked, f: OfferFacts) -> tuple[Any, ...]:
-    return (-r.score, f.price, f.received_at, f.offer_id)
+def _brand(f: OfferFacts) -> str | None:
+    return f.brand.casefold() if isinstance(f.brand, str) else None
+
+
+def _closer(rng: Range | None, high: bool) -> Callable[[float], float]:
+    """`_closeness` with its range fixed: the same arithmetic, fewer steps per offer."""
+    if rng is None:
+        return lambda x: 0.0
+    lo, hi = rng
+    isfinite = math.isfinite
+    if hi <= lo:
+        if high:
+            return lambda x: (1.0 if x >= lo else 0.0) if isfinite(x) else 0.0
+        return lambda x: (1.0 if x <= lo else 0.0) if isfinite(x) else 0.0
+    span = hi - lo
+
+    def close(x: float) -> float:
+        if not isfinite(x):
+            return 0.0
+        t = (x - lo) / span if high else (hi - x) / span
+        t = t if t > 0.0 else 0.0          # max(0.0, t), NaN and -0.0 included
+        return t if t < 1.0 else 1.0       # min(1.0, t)
+    return close
+
+
+def _pref_part(pref: AttributePreference, rng: Range | None) -> Callable[[OfferFacts], float]:
+    weight = pref.weight
+    if pref.prefer == "equals":
+        matches = pref.matches
+        return lambda f: weight * (1.0 if matches(f) else 0.0)
+    close, get, number, isfinite = _closer(rng, pref.prefer == "high"), pref.get, pref.number, math.isfinite
+
+    def part(f: OfferFacts) -> float:
+        v = get(f)
+        t = type(v)
+        if t is float or t is int:          # what JSON gives: AttributePreference.number, inlined
+            return weight * (close(float(v)) if isfinite(v) else 0.0)
+        x = number(f)
+        return weight * (0.0 if x is None else close(x))
+    return part
+
+
+def score_of(fns: tuple[Callable[[OfferFacts], float], ...], f: OfferFacts) -> float:
+    """The score: the contributions summed in order (the same sum an explanation shows)."""
+    return sum([fn(f) for fn in fns], 0.0)
+
+
+def explain(rules: CompiledRules, f: OfferFacts, ctx: Context, now: int,
+            terms: tuple[Part, ...], score: float) -> Explanation:
+    """The full explanation of one offer's verdict (filters re-checked with their reasons)."""
+    passed, failed = rules.check(f, ctx, now)
+    return Explanation(passed, failed, tuple((name, fn(f)) for name, fn in terms), score)
+
+
+def ranked(rules: CompiledRules, f: OfferFacts, ctx: Context, now: int, eligible: bool,
+           terms: tuple[Part, ...], score: float) -> Ranked:
+    """A Ranked whose explanation is built on first use."""
+    return Ranked(f.offer_id, eligible, score, facts=f, why=(rules, ctx, now, terms))
+
+
+def order(items: list[Ranked]) -> None:
+    """Sort in place by (-score, price, received_at, offer_id), as stable sorts by one scalar
+    each (least significant first): no key tuple per offer, so nothing for the collector."""
+    items.sort(key=_offer_id)
+    items.sort(key=_received_at)
+    items.sort(key=_price)
+    items.sort(key=_neg_score)
+
+
+def _offer_id(r: Ranked) -> str:
+    return r.offer_id
+
+
+def _received_at(r: Ranked) -> int:
+    return r._facts.received_at        # type: ignore[union-attr]
+
+
+def _price(r: Ranked) -> float:
+    return r._facts.price              # type: ignore[union-attr]
+
+
+def _neg_score(r: Ranked) -> float:
+    return -r.score
+
+
+def sort_key(score: float, f: OfferFacts) -> tuple[Any, ...]:
+    """Best score first; ties: lower price, earlier received, offer id."""
+    return (-score, f.price, f.received_at, f.offer_id)
+
+
+def scale_of(rules: CompiledRules, offers: list[OfferFacts], eligible: list[OfferFacts]) -> _Scale:
+    """The ranges over "the set": the eligible offers, or all of them if none is eligible."""
+    return _scale(rules, eligible or offers)
 
 
 def rank(rules: CompiledRules, facts: Iterable[OfferFacts], ctx: Context, now: int) -> list[Ranked]:
     """Eligible offers first, best score first (ties: lower price, earlier received, offer id);
     then the ineligible ones in the same order. Offer ids are expected to be unique."""
     offers = list(facts)
-    checks = [rules.check(f, ctx, now) for f in offers]
-    eligible = [f for f, (_, failed) in zip(offers, checks) if not failed]
-    scale = _scale(rules, eligible or offers)
-    good: list[tuple[Ranked, OfferFacts]] = []
-    bad: list[tuple[Ranked, OfferFacts]] = []
-    for f, (passed, failed) in zip(offers, checks):
-        contribs = tuple(_contributions(rules, f, ctx, scale))
-        score = sum((v for _, v in contribs), 0.0)
-        r = Ranked(f.offer_id, not failed, score, Explanation(passed, failed, contribs, score))
-        (bad if failed else good).append((r, f))
-    good.sort(key=lambda rf: _sort_key(*rf))
-    bad.sort(key=lambda rf: _sort_key(*rf))
-    return [r for r, _ in good] + [r for r, _ in bad]
+    passes = rules.passes
+    ok = [passes(f, ctx, now) for f in offers]
+    eligible = [f for f, good in zip(offers, ok) if good]
+    terms = parts(rules, ctx, scale_of(rules, offers, eligible))
+    fns = tuple(fn for _, fn in terms)
+    why = (rules, ctx, now, terms)
+    good: list[Ranked] = []
+    bad: list[Ranked] = []
+    for f, is_ok in zip(offers, ok):
+        (good if is_ok else bad).append(
+            Ranked(f.offer_id, is_ok, sum([fn(f) for fn in fns], 0.0), facts=f, why=why))
+    order(good)
+    order(bad)
+    return good + bad
 
 
 def evaluate(rules: CompiledRules, facts: OfferFacts, ctx: Context, now: int) -> Ranked:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -402,6 +403,10 @@ def _getter(path: str) -> Callable[["OfferFacts"], Any]:
     return get
 
 
+_ORDER: Mapping[str, Callable[[Any, Any], bool]] = MappingProxyType({
+    "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge})
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
@@ -426,20 +431,30 @@ class Condition:
             return f"{self.name}: {'missing' if self.value else 'present'}, need {'present' if self.value else 'absent'}"
         if v is _MISSING:
             return f"{self.name}: missing"
+        if self.holds(facts):
+            return None
         need = f"need {_SYMBOL[self.op]} {_show(self.value)}"
-        if self.op in ("lt", "le", "gt", "ge"):
-            if not _is_number(v):
-                return f"{self.name}: {_show(v)} is not a number, {need}"
-            ok = {"lt": v < self.value, "le": v <= self.value,
-                  "gt": v > self.value, "ge": v >= self.value}[self.op]
-            return None if ok else f"{self.name}: {_show(v)}, {need}"
+        if self.op in _ORDER and not _is_number(v):
+            return f"{self.name}: {_show(v)} is not a number, {need}"
+        return f"{self.name}: {_show(v)}, {need}"
+
+    def holds(self, facts: OfferFacts) -> bool:
+        """The verdict of `test` without building a reason (ranking asks it for every offer)."""
+        v = self.get(facts)
+        op = self.op
+        if op == "exists":
+            return (v is not _MISSING) == self.value
+        if v is _MISSING:
+            return False
+        compare = _ORDER.get(op)
+        if compare is not None:
+            return _is_number(v) and compare(v, self.value)
         values = v if isinstance(v, list) else [v]
         try:
             hit = any(_norm(x) in self.keys for x in values)
         except TypeError:           # unhashable junk in a vendor's attribute list
             hit = False
-        ok = hit if self.op in ("eq", "in") else not hit
-        return None if ok else f"{self.name}: {_show(v)}, {need}"
+        return hit if op in ("eq", "in") else not hit
 
 
 @dataclass(frozen=True)
@@ -487,6 +502,45 @@ class CompiledRules:
     preferences: tuple[AttributePreference, ...] = ()
     brands_liked: frozenset[str] = frozenset()
     brands_disliked: frozenset[str] = frozenset()
+
+    def passes(self, f: OfferFacts, ctx: Context, now: int) -> bool:
+        """True exactly when `check` fails nothing, without building any reason (fast path)."""
+        if not f.valid_until > now:
+            return False
+        if self.require_terms_accepted and not f.terms_accepted:
+            return False
+        for limit in (self.max_price, ctx.budget):
+            if limit is not None and (f.currency != limit.currency or f.price > limit.amount):
+                return False
+        if self.currencies is not None and f.currency not in self.currencies:
+            return False
+        if self.regions is not None:
+            region = (f.region or "").upper()
+            if not region or not any(region == r or region.startswith(r + "-") for r in self.regions):
+                return False
+        if self.min_validity_s is not None and not f.valid_until - now >= self.min_validity_s:
+            return False
+        if self.max_delivery_days is not None:
+            d = f.delivery_days
+            if d is None or not d <= self.max_delivery_days:
+                return False
+        if self.vendors_allow is not None and f.vendor not in self.vendors_allow:
+            return False
+        if self.vendors_block and f.vendor in self.vendors_block:
+            return False
+        if self.categories is not None and f.category not in self.categories:
+            return False
+        for cond in self.conditions:
+            if not cond.holds(f):
+                return False
+        return True
+
+    def stays_eligible_until(self, f: OfferFacts) -> int:
+        """The first (integer) time at which an offer that passes now stops passing: the only
+        filters that change with time are not_expired and min_validity_s."""
+        if self.min_validity_s is None:
+            return f.valid_until
+        return min(f.valid_until, f.valid_until - self.min_validity_s + 1)
 
     def check(self, f: OfferFacts, ctx: Context, now: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(names of filters passed, "name: reason" of filters failed); every filter is tried."""
