@@ -352,15 +352,14 @@ class Intake:
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         with self._lock:
             self._offer_counts[(body.intent, body.vendor)] = stored + 1
-        ranked = self.market.ranked_offers(body.intent, include_ineligible=True)
-        mine = next((r for r in ranked if r["offer"] == msg.id), None)
-        position = [r["offer"] for r in ranked if r["eligible"]].index(msg.id) + 1 \
-            if mine and mine["eligible"] else None
+        # scored once and placed among the intent's offers (market.place_offer, leaderboard)
+        placed = self.market.place_offer(msg.id, intent.category if intent else "")
         return Outcome("offer", {"type": "offer", "offer": msg.id, "intent": body.intent,
                                  "category": intent.category if intent else None,
                                  "vendor": body.vendor, "item": body.item.name, "price": body.price,
-                                 "currency": body.currency, "eligible": bool(mine and mine["eligible"]),
-                                 "score": mine["score"] if mine else None, "position": position})
+                                 "currency": body.currency, "eligible": bool(placed and placed.eligible),
+                                 "score": placed.score if placed else None,
+                                 "position": placed.position if placed else None})
 
     def _agreement_reply(self, pre: Pre, expect: type) -> tuple[Any, Any] | Rejection:
         """A vendor's reply about one of our agreements: same intent, same vendor."""

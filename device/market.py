@@ -9,6 +9,7 @@ the daemon publishes the outbox, so nothing is lost if it is down or restarting.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -18,10 +19,11 @@ from vrm_protocol.messages import parse_dataclass
 
 from . import agreements as agr
 from .intents import build_intent, build_withdrawal, terms_for
+from .leaderboard import Leaderboard, Placement
 from .ranking import rank
 from .records import IntentRecord, OfferRecord
 from .config import AgreementsConfig, Config, IntentsConfig
-from .rules import Context, OfferFacts, compile_rules, default_rules, reputation_from, validate_rules
+from .rules import CompiledRules, Context, OfferFacts, compile_rules, default_rules, reputation_from, validate_rules
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,9 @@ CONFIRM_SOURCES = ("button", "companion")
 MIN_INTENT_TTL = 60
 COMPANION_ONLY_SETTING = "companion_only_confirmation"
 CONSENTED_PREFIX = "consented:"   # setting: the values an agreement releases, fixed at the press
+# The most offers the cached leaderboards hold together (least recently used intents go first):
+# the intake's ranking memory stays bounded however many offers the store keeps.
+MAX_BOARD_OFFERS = 5000
 
 
 class MarketError(ValueError):
@@ -67,6 +72,22 @@ def market_settings(cfg: Config) -> MarketSettings:
                                          "attributes": dict(p.attributes)} for p in cfg.presets))
 
 
+def _is_open(o: OfferRecord, now: int) -> bool:
+    """An offer that is ranked: not acted on, or snoozed until a moment that has passed."""
+    return o.status == "new" or (o.status == "snoozed" and (o.snooze_until or 0) <= now)
+
+
+@dataclass
+class _Board:
+    """One intent's cached leaderboard and what it was built against (any change: rebuild)."""
+
+    board: Leaderboard
+    rules: CompiledRules
+    ctx: Context
+    version: tuple[int, int]   # store.offers_version() when built
+    stored: int                # the intent's offers in the store, whatever their status
+
+
 class Market:
     def __init__(self, store: Store, settings: MarketSettings | None = None,
                  clock: Callable[[], float] | None = None) -> None:
@@ -74,6 +95,7 @@ class Market:
         self.settings = settings or MarketSettings()
         self._clock = clock or store.now
         self._compiled: tuple[Any, Any] | None = None  # (rules dict, compiled) cache
+        self._boards: OrderedDict[str, _Board] = OrderedDict()   # intent -> its leaderboard
 
     def now(self) -> int:
         return int(self._clock())
@@ -196,6 +218,45 @@ class Market:
                         "terms_accepted": o.body.get("terms_response", {}).get("decision") == "accept",
                         "explanation": r.explanation.to_dict()})
         return out
+
+    def place_offer(self, offer_id: str, category: str) -> Placement | None:
+        """Rank a just-stored offer among its intent's open offers, as `ranked_offers` would,
+        but scored once and placed on the intent's cached leaderboard (the others are re-scored
+        only when the new offer moves a normalisation range). None if it is not stored/open.
+
+        The board is rebuilt from the store when anything it depends on may have changed: the
+        rules, the context, an offer's status (store.offers_version), an offer it has not seen
+        (the intent's stored count, e.g. after a rolled-back batch), or time (an offer lapsing,
+        a snooze ending)."""
+        rec = self.store.get_offer(offer_id)
+        now = self.now()
+        if rec is None or not _is_open(rec, now):
+            return None
+        rules, ctx = self.compiled_rules(), self.context()
+        version = self.store.offers_version()
+        stored = self.store.count_intent_offers(rec.intent_id)
+        cached = self._boards.get(rec.intent_id)
+        if cached is not None and cached.rules is rules and cached.ctx == ctx \
+                and cached.version == version and cached.stored + 1 == stored \
+                and offer_id not in cached.board and not cached.board.stale(now):
+            placed = cached.board.add(self.facts(rec, category), now)
+            cached.stored = stored
+            self._boards.move_to_end(rec.intent_id)
+        else:
+            self._boards.pop(rec.intent_id, None)
+            offers = self.store.list_offers(rec.intent_id)
+            wake = [o.snooze_until for o in offers
+                    if o.status == "snoozed" and (o.snooze_until or 0) > now]
+            board = Leaderboard(rules, ctx, [self.facts(o, category) for o in offers if _is_open(o, now)],
+                                now, wake_at=min(wake) if wake else None)
+            placed = board.placement(offer_id, now)
+            if len(board) <= MAX_BOARD_OFFERS:
+                self._boards[rec.intent_id] = _Board(board, rules, ctx, version, len(offers))
+        held = sum(len(b.board) for b in self._boards.values())
+        while held > MAX_BOARD_OFFERS and len(self._boards) > 1:
+            _, dropped = self._boards.popitem(last=False)
+            held -= len(dropped.board)
+        return placed
 
     # ---------------------------------------------------------------- offers
     def _offer(self, offer_id: str) -> OfferRecord:

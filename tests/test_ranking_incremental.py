@@ -241,3 +241,65 @@ def test_the_same_offer_twice_is_refused():
     board = Leaderboard(compiled, Context(), [f], NOW)
     with pytest.raises(ValueError, match="already on the board"):
         board.add(f, NOW)
+
+
+# ------------------------------------------------------------------------------ through the intake
+def test_intake_events_match_the_full_ranking_as_the_market_changes(tmp_path):
+    """On a real store: each offer's event (eligible, score, position) is what a full re-rank of
+    its intent gives, while offers are declined, snoozed and un-snoozed, the rules change, and
+    offers lapse; and the board is reused (offers scored alone) between those changes."""
+    import random
+    import time
+
+    from device.intake import Intake, Outcome
+    from device.market import Market
+    from device.ratelimit import RateLimiter
+    from device.store import Store
+    from tests.vendor_messages import TestVendor
+    from vrm_protocol import topics
+
+    t = [float(int(time.time()))]
+    clock = lambda: t[0]                                  # noqa: E731
+    store = Store.open(tmp_path / "box", clock=clock)
+    market = Market(store, clock=clock)
+    intake = Intake(market, limiter=RateLimiter(10**6, 10**6), max_bytes=64 * 1024, clock=clock,
+                    max_offers_per_vendor_intent=1000)
+    try:
+        intent = market.add_intent("bikes", {"budget_max": 800})["intent"]
+        intake.refresh()
+        token = store.get_intent(intent).token
+        vendors = [TestVendor(s) for s in ("acme", "bolt")]
+        for v in vendors:
+            assert intake.handle(intake.precheck(topics.vendor_profile(v.slug), v.profile().encode())).kind == "profile"
+        rnd = random.Random(13)
+        placed_alone = 0
+        for i in range(80):
+            v = rnd.choice(vendors)
+            payload = v.offer(token, now=t[0], price=rnd.choice([100.0, 300.0, 500.0, 650.0, rnd.uniform(50, 900)]),
+                              ttl=rnd.choice([40, 120, 3600]), delivery_days=rnd.choice([None, 1, 3, 7]))
+            before = market._boards.get(intent)
+            rescores = before.board.rescores if before else None
+            out = intake.handle(intake.precheck(topics.offers(intent), payload.encode()))
+            assert isinstance(out, Outcome) and out.kind == "offer", out
+            full = market.ranked_offers(intent, include_ineligible=True)
+            mine = next(r for r in full if r["offer"] == out.event["offer"])
+            eligible = [r["offer"] for r in full if r["eligible"]]
+            assert (out.event["eligible"], out.event["score"]) == (mine["eligible"], mine["score"])
+            assert out.event["position"] == (eligible.index(mine["offer"]) + 1 if mine["eligible"] else None)
+            after = market._boards.get(intent)
+            if before is not None and after is before and after.board.rescores == rescores:
+                placed_alone += 1
+            roll = rnd.random()
+            open_ = [r["offer"] for r in full if r["status"] in ("new", "snoozed")]
+            if roll < 0.08 and open_:
+                market.decline(rnd.choice(open_))
+            elif roll < 0.16 and open_:
+                market.snooze(rnd.choice(open_), rnd.choice([5, 60]))
+            elif roll < 0.2:
+                market.set_rules({"filters": {"max_price": {"amount": rnd.choice([400, 700, 900]),
+                                                            "currency": "EUR"}},
+                                  "weights": {"price": 1.0, "delivery": rnd.choice([0.0, 0.5])}})
+            t[0] += rnd.choice([0, 1, 1, 3, 20])
+        assert placed_alone >= 10, placed_alone         # the board was reused, not rebuilt each time
+    finally:
+        store.close()

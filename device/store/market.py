@@ -114,6 +114,22 @@ class MarketStore(StoreBase):
             self._remember_message(token, offer_id, int(received_at) + 86400)
         return True
 
+    def count_intent_offers(self, intent_id: str) -> int:
+        """Offers stored for an intent, whatever their status (indexed)."""
+        return int(self._conn.execute("SELECT COUNT(*) FROM offers WHERE intent_id=?",
+                                      (intent_id,)).fetchone()[0])
+
+    _offer_changes = 0   # bumped by every offer status change made through this store
+
+    def offers_version(self) -> tuple[int, int]:
+        """Changes when an offer's status may have changed: through this store (counted) or by
+        another connection to store.db (SQLite's data_version). For caches of open offers."""
+        return (self._offer_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
+
+    def seen_message(self, msg_id: str) -> bool:
+        """Whether a message id is kept against replays (the seen_messages primary key)."""
+        return self._conn.execute("SELECT 1 FROM seen_messages WHERE id=?", (msg_id,)).fetchone() is not None
+
     def count_offers(self, intent_id: str, vendor: str) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?",
                                       (intent_id, vendor)).fetchone()[0])
@@ -156,6 +172,7 @@ class MarketStore(StoreBase):
                                      (offer_id,)).fetchone()
             if not row:
                 raise StoreError(f"no offer {offer_id}")
+            self._offer_changes += 1
             self._conn.execute("UPDATE offers SET status=?, snooze_until=? WHERE offer_id=?",
                                (status, snooze_until if status == "snoozed" else None, offer_id))
             event = {"accepted": "offer_accepted", "declined": "offer_declined",
