@@ -303,3 +303,32 @@ def test_intake_events_match_the_full_ranking_as_the_market_changes(tmp_path):
         assert placed_alone >= 10, placed_alone         # the board was reused, not rebuilt each time
     finally:
         store.close()
+
+
+def test_a_version_1_store_gains_the_intent_vendor_index(tmp_path):
+    """Schema 1 -> 2 in place: the (intent, vendor) index replaces the intent one; rows stay."""
+    import sqlite3
+
+    from device.store import Store
+    from device.store.migrations import SCHEMA_VERSION
+
+    store = Store.open(tmp_path / "box")
+    intent = "i" * 22
+    store.add_offer("o" * 22, intent, "acme", "did:key:z6Mk", "a.b.c", {"price": 1}, NOW)
+    store.close()
+    conn = sqlite3.connect(tmp_path / "box" / "store.db")
+    conn.executescript("DROP INDEX offers_intent_vendor; CREATE INDEX offers_intent ON offers(intent_id);"
+                       " PRAGMA user_version = 1;")
+    conn.close()
+    store = Store.open(tmp_path / "box")
+    try:
+        indexes = {r[0] for r in store._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='offers' AND sql IS NOT NULL")}
+        assert indexes == {"offers_intent_vendor"}
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.count_offers(intent, "acme") == store.count_intent_offers(intent) == 1
+        plan = " ".join(str(r) for r in store._conn.execute(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?", (intent, "acme")))
+        assert "offers_intent_vendor" in plan
+    finally:
+        store.close()

@@ -15,9 +15,13 @@ from .schema import ddl
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-# version n -> the statements that take a version-n database to n + 1 (none yet)
-UPGRADES: dict[int, list[str]] = {}
+SCHEMA_VERSION = 2
+# version n -> the statements that take a version-n database to n + 1
+UPGRADES: dict[int, list[str]] = {
+    # 1 -> 2: offers indexed by (intent, vendor), which also serves lookups by intent alone
+    1: ["DROP INDEX IF EXISTS offers_intent",
+        "CREATE INDEX offers_intent_vendor ON offers(intent_id, vendor)"],
+}
 
 
 class SchemaError(Exception):

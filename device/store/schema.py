@@ -70,7 +70,8 @@ SCHEMA: tuple[Table, ...] = (
                                     _c("vendor_did", "text"), _c("token", "text"), _c("body", "json"),
                                     _c("status", "text", enum=OFFER_STATUSES), _c("received_at", "int"),
                                     _c("snooze_until", "int", True)),
-          indexes=(("offers_intent", ("intent_id",)),)),
+          # (intent, vendor): the intake counts a vendor's offers per intent for every offer
+          indexes=(("offers_intent_vendor", ("intent_id", "vendor")),)),
     Table("vendors", ("vendor",), (_c("vendor", "text"), _c("did", "text"), _c("profile_token", "text"),
                                    _c("profile", "json"), _c("pinned_at", "int"), _c("pending_did", "text", True),
                                    _c("pending_token", "text", True), _c("pending_profile", "json", True),
