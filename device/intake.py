@@ -44,6 +44,9 @@ INTAKE_REASONS = (
     "store_error",
 )
 
+# Message ids the replay guard keeps in memory; older ones are looked up in the store.
+REPLAY_MEMORY = 10_000
+
 # The one budget for messages no pinned vendor's verified signature pays for: profiles and
 # replies from keys never seen, and replays of anyone's messages. A forger drains only this.
 SHARED_BUCKET = "unverified"
@@ -97,7 +100,7 @@ class Intake:
         self.limiter = limiter
         self.max_bytes = max_bytes
         self.clock = clock
-        self.replay = ReplayGuard()
+        self.replay = self._replay_guard()
         self._lock = threading.Lock()
         self._open_intents: frozenset[str] = frozenset()      # offers accepted for these
         self._known_intents: frozenset[str] = frozenset()     # acks/countersignatures for these
@@ -110,18 +113,16 @@ class Intake:
         self._offer_counts: dict[tuple[str, str], int] = {}   # (intent, vendor) -> offers stored
         self._counts: dict[tuple[str, str | None], int] = {}  # rejections not yet written
         self.refresh()
-        self._seed_replay()
 
-    def _seed_replay(self) -> None:
-        for msg_id, exp in self.store.seen_message_ids(int(self.clock())):
-            self.replay.remember(msg_id, exp)
+    def _replay_guard(self) -> ReplayGuard:
+        """Recent ids in memory (bounded), every stored one through the store's indexed
+        seen_messages: nothing is seeded at start-up, so memory does not grow with the store."""
+        return ReplayGuard(max_entries=REPLAY_MEMORY, kept_elsewhere=self.store.seen_message)
 
     def reload(self) -> None:
         """Forget what memory holds beyond the store (after a rolled-back batch: ids and counts
         of messages that were never committed) and rebuild it from the store."""
-        replay = ReplayGuard()
-        for msg_id, exp in self.store.seen_message_ids(int(self.clock())):
-            replay.remember(msg_id, exp)
+        replay = self._replay_guard()
         with self._lock:
             self._offer_counts = {}
         self.replay = replay

@@ -15,7 +15,7 @@ import re
 import secrets
 import warnings
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from joserfc import jws
@@ -332,18 +332,25 @@ class ReplayGuard:
     message ids unique in its store.
     """
 
-    def __init__(self, max_entries: int = 200_000) -> None:
+    def __init__(self, max_entries: int = 200_000,
+                 kept_elsewhere: Callable[[str], bool] | None = None) -> None:
+        """`kept_elsewhere`: where ids beyond memory are kept (the box: its store's indexed
+        seen_messages), asked when memory does not know an id; memory then holds only the
+        recent ones, however many are stored."""
         self._seen: dict[str, int] = {}
         self._heap: list[tuple[int, str]] = []
         self._max = max_entries
+        self._elsewhere = kept_elsewhere
 
     def __contains__(self, msg_id: str) -> bool:
-        return msg_id in self._seen
+        return msg_id in self._seen or (self._elsewhere is not None and self._elsewhere(msg_id))
 
     def __len__(self) -> int:
         return len(self._seen)
 
     def check_and_remember(self, msg_id: str, exp: int, now: float) -> None:
+        """Refuse an id memory holds, else remember it. Memory only: an id kept elsewhere was
+        stored by the caller, which checks `in` before storing (and may store just before)."""
         if msg_id in self._seen:
             raise ProtocolError("replay", f"message id {msg_id} seen before")
         if len(self._seen) >= self._max:
