@@ -155,7 +155,7 @@ class Market:
         return [{"intent": r.intent_id, "category": r.category, "status": r.status,
                  "expires_at": r.expires_at, "created_at": r.created_at,
                  "description": r.body.get("description"), "attributes": r.body.get("attributes", {}),
-                 "offers": len(self.store.list_offers(r.intent_id))}
+                 "offers": self.store.count_intent_offers(r.intent_id)}
                 for r in self.store.list_intents(status)]
 
     # ---------------------------------------------------------------- rules and ranking

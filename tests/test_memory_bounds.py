@@ -99,3 +99,17 @@ def test_leaderboards_hold_a_bounded_number_of_offers(box, monkeypatch):
         assert out.event["score"] == mine["score"]
         assert out.event["position"] == (eligible.index(mine["offer"]) + 1 if mine["eligible"] else None)
     assert box.market._boards                                    # some intents are still cached
+
+
+def test_listing_intents_counts_offers_without_loading_them(box, monkeypatch):
+    v = _vendor(box)
+    iid, token = _intent(box)
+    other, _ = _intent(box)
+    for price in (100, 200, 300):
+        assert box.feed(topics.offers(iid), v.offer(token, price=price)).kind == "offer"
+
+    def no(*a, **k):
+        raise AssertionError("list_intents loaded offers")
+    monkeypatch.setattr(box.store, "list_offers", no)
+    counts = {i["intent"]: i["offers"] for i in box.market.list_intents()}
+    assert counts == {iid: 3, other: 0}
