@@ -112,8 +112,24 @@ class Leaderboard:
         good.sort()
         bad.sort()
         self._good, self._bad = good, bad
-        self._built_at = now
+        self._valid_from = now   # the latest moment any eligibility here was decided
         self._lapses_at = lapses
+        self.rescores += 1
+
+    def _rescore(self, scale: _Scale) -> None:
+        """A range moved, eligibility did not: re-score and re-sort every offer once."""
+        self._scale = scale
+        self._terms = parts(self.rules, self.ctx, scale)
+        self._fns = fns = tuple(fn for _, fn in self._terms)
+        eligible, scores = self._eligible, self._scores
+        good: list[tuple[Any, ...]] = []
+        bad: list[tuple[Any, ...]] = []
+        for oid, f in self._facts.items():
+            score = scores[oid] = sum([fn(f) for fn in fns], 0.0)
+            (good if eligible[oid] else bad).append((-score, f.price, f.received_at, oid))
+        good.sort()
+        bad.sort()
+        self._good, self._bad = good, bad
         self.rescores += 1
 
     def _score(self, f: OfferFacts) -> float:
@@ -125,11 +141,11 @@ class Leaderboard:
 
     def stale(self, now: int) -> bool:
         """True when `now` may see other eligibility than the board holds (an offer lapsed, the
-        clock went back, or the outside `wake_at` passed)."""
-        return now < self._built_at or now >= self._lapses_at or now >= self.wake_at
+        clock went back before a verdict the board holds, or the outside `wake_at` passed)."""
+        return now < self._valid_from or now >= self._lapses_at or now >= self.wake_at
 
     def _current(self, now: int) -> None:
-        if now < self._built_at or now >= self._lapses_at:
+        if now < self._valid_from or now >= self._lapses_at:
             self._rebuild(now)
 
     # ---------------------------------------------------------------- changes
@@ -138,19 +154,24 @@ class Leaderboard:
         if f.offer_id in self._facts:
             raise ValueError(f"offer {f.offer_id} is already on the board")
         self._facts[f.offer_id] = f
-        if now < self._built_at or now >= self._lapses_at:
+        if now < self._valid_from or now >= self._lapses_at:
             self._rebuild(now)
             return self._placement(f, rescored=True)
         rules = self.rules
         is_ok = rules.passes(f, self.ctx, now)
-        if is_ok:
-            # the reference set gains f; the very first eligible offer replaces "all offers"
-            moved = not self._good or _widened(rules, self._scale, f) != self._scale
-        else:
-            moved = not self._good and _widened(rules, self._scale, f) != self._scale
-        if moved:
+        self._valid_from = now          # f's verdict holds from now on (an offer lapses, never revives)
+        if is_ok and not self._good:
+            # the first eligible offer: the reference set is no longer "all offers" but f alone
             self._rebuild(now)
             return self._placement(f, rescored=True)
+        if is_ok or not self._good:     # f joins the reference set (eligible, or none is)
+            scale = _widened(rules, self._scale, f)
+            if scale != self._scale:
+                self._eligible[f.offer_id] = is_ok
+                if is_ok:
+                    self._lapses_at = min(self._lapses_at, rules.stays_eligible_until(f))
+                self._rescore(scale)
+                return self._placement(f, rescored=True)
         score = self._score(f)
         self._eligible[f.offer_id] = is_ok
         self._scores[f.offer_id] = score

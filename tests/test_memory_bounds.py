@@ -68,7 +68,7 @@ def test_replays_beyond_memory_are_still_told_from_redeliveries(box, monkeypatch
     box.intake.reload()                                          # a guard with the small bound
     v = _vendor(box)
     iid, token = _intent(box)
-    first = v.offer(token, price=100)
+    first = v.offer(token, price=100, ttl=600)                   # expires first: evicted first
     assert box.feed(topics.offers(iid), first).kind == "offer"
     for i in range(6):                                           # push the first id out of memory
         assert box.feed(topics.offers(iid), v.offer(token, price=200 + i)).kind == "offer"
