@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .ranking import Range, Ranked, _Scale, _scale, parts
+from .ranking import Range, Ranked, _Scale, parts, scale_of
 from .rules import CompiledRules, Context, OfferFacts
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class Leaderboard:
         passes = rules.passes
         ok = [passes(f, ctx, now) for f in offers]
         eligible = [f for f, good in zip(offers, ok) if good]
-        self._scale = _scale(rules, eligible or offers)
+        self._scale = scale_of(rules, offers, eligible)
         self._terms = parts(rules, ctx, self._scale)
         self._fns = tuple(fn for _, fn in self._terms)
         self._eligible: dict[str, bool] = {}

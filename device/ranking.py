@@ -103,17 +103,6 @@ def _range(values: Iterable[float | None]) -> Range | None:
     return (min(vs), max(vs)) if vs else None
 
 
-def _closeness(x: float, rng: Range | None, high: bool) -> float:
-    """0..1: how close x is to the best end of the range (1.0 when the range is a single point)."""
-    if rng is None or not math.isfinite(x):
-        return 0.0
-    lo, hi = rng
-    if hi <= lo:
-        return 1.0 if (x >= lo if high else x <= lo) else 0.0
-    t = (x - lo) / (hi - lo) if high else (hi - x) / (hi - lo)
-    return min(1.0, max(0.0, t))
-
-
 def _scale(rules: CompiledRules, pool: list[OfferFacts]) -> _Scale:
     by_currency: dict[str, list[float]] = {}
     for f in pool:
@@ -198,7 +187,8 @@ def _brand(f: OfferFacts) -> str | None:
 
 
 def _closer(rng: Range | None, high: bool) -> Callable[[float], float]:
-    """`_closeness` with its range fixed: the same arithmetic, fewer steps per offer."""
+    """0..1: how close x is to the best end of `rng` (1.0 when the range is a single point),
+    with the range's bounds fixed once; clipped to 0..1 for values outside the range."""
     if rng is None:
         return lambda x: 0.0
     lo, hi = rng
@@ -235,22 +225,11 @@ def _pref_part(pref: AttributePreference, rng: Range | None) -> Callable[[OfferF
     return part
 
 
-def score_of(fns: tuple[Callable[[OfferFacts], float], ...], f: OfferFacts) -> float:
-    """The score: the contributions summed in order (the same sum an explanation shows)."""
-    return sum([fn(f) for fn in fns], 0.0)
-
-
 def explain(rules: CompiledRules, f: OfferFacts, ctx: Context, now: int,
             terms: tuple[Part, ...], score: float) -> Explanation:
     """The full explanation of one offer's verdict (filters re-checked with their reasons)."""
     passed, failed = rules.check(f, ctx, now)
     return Explanation(passed, failed, tuple((name, fn(f)) for name, fn in terms), score)
-
-
-def ranked(rules: CompiledRules, f: OfferFacts, ctx: Context, now: int, eligible: bool,
-           terms: tuple[Part, ...], score: float) -> Ranked:
-    """A Ranked whose explanation is built on first use."""
-    return Ranked(f.offer_id, eligible, score, facts=f, why=(rules, ctx, now, terms))
 
 
 def order(items: list[Ranked]) -> None:
@@ -276,11 +255,6 @@ def _price(r: Ranked) -> float:
 
 def _neg_score(r: Ranked) -> float:
     return -r.score
-
-
-def sort_key(score: float, f: OfferFacts) -> tuple[Any, ...]:
-    """Best score first; ties: lower price, earlier received, offer id."""
-    return (-score, f.price, f.received_at, f.offer_id)
 
 
 def scale_of(rules: CompiledRules, offers: list[OfferFacts], eligible: list[OfferFacts]) -> _Scale:

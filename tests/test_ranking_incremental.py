@@ -16,13 +16,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from device.leaderboard import Leaderboard
-from device.ranking import Explanation, _closeness, _scale, rank
+from device.ranking import Explanation, _scale, rank
 from device.rules import CompiledRules, Context, Money, OfferFacts, compile_rules
 
 NOW = 1_800_000_000
 
 
 # ------------------------------------------------------------------------------ the reference
+def _closeness(x, rng, high):
+    """ranking._closeness as it was before the fast paths."""
+    if rng is None or not math.isfinite(x):
+        return 0.0
+    lo, hi = rng
+    if hi <= lo:
+        return 1.0 if (x >= lo if high else x <= lo) else 0.0
+    t = (x - lo) / (hi - lo) if high else (hi - x) / (hi - lo)
+    return min(1.0, max(0.0, t))
+
+
 def _reference_contributions(rules, f, ctx, scale):
     """ranking._contributions as it was before the fast paths (one eager list per offer)."""
     out = []
