@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -234,27 +235,17 @@ def explain(rules: CompiledRules, f: OfferFacts, ctx: Context, now: int,
 
 def order(items: list[Ranked]) -> None:
     """Sort in place by (-score, price, received_at, offer_id), as stable sorts by one scalar
-    each (least significant first): no key tuple per offer, so nothing for the collector."""
-    items.sort(key=_offer_id)
-    items.sort(key=_received_at)
-    items.sort(key=_price)
-    items.sort(key=_neg_score)
+    each (least significant first; C-level getters): no key tuple per offer."""
+    items.sort(key=_OFFER_ID)
+    items.sort(key=_RECEIVED_AT)
+    items.sort(key=_PRICE)
+    items.sort(key=_SCORE, reverse=True)     # reverse keeps equal scores in their order
 
 
-def _offer_id(r: Ranked) -> str:
-    return r.offer_id
-
-
-def _received_at(r: Ranked) -> int:
-    return r._facts.received_at        # type: ignore[union-attr]
-
-
-def _price(r: Ranked) -> float:
-    return r._facts.price              # type: ignore[union-attr]
-
-
-def _neg_score(r: Ranked) -> float:
-    return -r.score
+_OFFER_ID = operator.attrgetter("offer_id")
+_RECEIVED_AT = operator.attrgetter("_facts.received_at")
+_PRICE = operator.attrgetter("_facts.price")
+_SCORE = operator.attrgetter("score")
 
 
 def scale_of(rules: CompiledRules, offers: list[OfferFacts], eligible: list[OfferFacts]) -> _Scale:
