@@ -172,19 +172,28 @@ def parts(rules: CompiledRules, ctx: Context, scale: _Scale) -> tuple[Part, ...]
         out.append(("delivery", lambda f: w_delivery * (
             0.0 if f.delivery_days is None else close_delivery(float(f.delivery_days)))))
     if rules.w_brands_liked and rules.brands_liked:
-        w_liked, liked = rules.w_brands_liked, rules.brands_liked
-        out.append(("brands_liked", lambda f: w_liked if _brand(f) in liked else 0.0))
+        out.append(("brands_liked", _brand_part(rules.w_brands_liked, rules.brands_liked)))
     if rules.w_brands_disliked and rules.brands_disliked:
-        w_disliked, disliked = rules.w_brands_disliked, rules.brands_disliked
-        out.append(("brands_disliked", lambda f: -w_disliked if _brand(f) in disliked else 0.0))
+        out.append(("brands_disliked", _brand_part(-rules.w_brands_disliked, rules.brands_disliked)))
     for pref, rng in zip(rules.preferences, scale.prefs):
         if pref.weight:
             out.append((pref.name, _pref_part(pref, rng)))
     return tuple(out)
 
 
-def _brand(f: OfferFacts) -> str | None:
-    return f.brand.casefold() if isinstance(f.brand, str) else None
+def _brand_part(value: float, brands: frozenset[str]) -> Callable[[OfferFacts], float]:
+    """`value` when the offer's brand (casefolded) is one of `brands`, else 0; once per brand."""
+    by_brand: dict[str | None, float] = {}
+
+    def part(f: OfferFacts) -> float:
+        b = f.brand
+        if b is not None and type(b) is not str:      # never a dict key: computed each time
+            return value if (b.casefold() if isinstance(b, str) else None) in brands else 0.0
+        v = by_brand.get(b)
+        if v is None:
+            v = by_brand[b] = value if (b.casefold() if b is not None else None) in brands else 0.0
+        return v
+    return part
 
 
 def _closer(rng: Range | None, high: bool) -> Callable[[float], float]:
