@@ -112,6 +112,7 @@ class Intake:
         self._profile_hash: dict[str, str] = {}               # vendor -> hash of its stored profile
         self._offer_counts: dict[tuple[str, str], int] = {}   # (intent, vendor) -> offers stored
         self._counts: dict[tuple[str, str | None], int] = {}  # rejections not yet written
+        self._terms: dict[str, tuple[str | None, tuple[Any, Any]]] = {}  # worker thread only
         self.refresh()
 
     def _replay_guard(self) -> ReplayGuard:
@@ -134,6 +135,7 @@ class Intake:
         outside the intake (the intake keeps its caches current for what it stores itself)."""
         intents = self.store.intent_states()
         vendors = self.store.list_vendors()
+        self._terms = {}
         waiting = {a.intent_id for a in self.store.agreement_states()
                    if a.status in ("confirmed", "active") or (a.revoked and not a.acknowledged)}
         with self._lock:
@@ -340,10 +342,9 @@ class Intake:
             self._offer_counts[(body.intent, body.vendor)] = stored
         if stored >= self.max_offers:
             return Rejection("too_many_offers", pre.vendor, f"{self.max_offers} per intent")
-        intent = self.store.get_intent(body.intent)
-        terms = (intent.body.get("terms") or {}) if intent else {}
+        category, terms = self._intent_terms(body.intent)
         answered = body.terms_response
-        if (answered.id, answered.sha256) != (terms.get("id"), terms.get("sha256")):
+        if (answered.id, answered.sha256) != terms:
             # Accepting other terms is not accepting the person's (finding 9).
             return Rejection("terms_mismatch", pre.vendor, "the offer answers other terms")
         added = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
@@ -354,13 +355,25 @@ class Intake:
         with self._lock:
             self._offer_counts[(body.intent, body.vendor)] = stored + 1
         # scored once and placed among the intent's offers (market.place_offer, leaderboard)
-        placed = self.market.place_offer(msg.id, intent.category if intent else "")
+        placed = self.market.place_offer(msg.id, category or "")
         return Outcome("offer", {"type": "offer", "offer": msg.id, "intent": body.intent,
-                                 "category": intent.category if intent else None,
+                                 "category": category,
                                  "vendor": body.vendor, "item": body.item.name, "price": body.price,
                                  "currency": body.currency, "eligible": bool(placed and placed.eligible),
                                  "score": placed.score if placed else None,
                                  "position": placed.position if placed else None})
+
+    def _intent_terms(self, intent_id: str) -> tuple[str | None, tuple[Any, Any]]:
+        """(category, (terms id, sha256)) of an intent, cached: reading it from the store unseals
+        the intent and rebuilds its key, which cost more than the rest of an offer's checks."""
+        hit = self._terms.get(intent_id)
+        if hit is None:
+            intent = self.store.get_intent(intent_id)
+            terms = (intent.body.get("terms") or {}) if intent else {}
+            hit = (intent.category if intent else None, (terms.get("id"), terms.get("sha256")))
+            if intent is not None:   # an intent's terms never change; refresh() empties the cache
+                self._terms[intent_id] = hit
+        return hit
 
     def _agreement_reply(self, pre: Pre, expect: type) -> tuple[Any, Any] | Rejection:
         """A vendor's reply about one of our agreements: same intent, same vendor."""
