@@ -21,6 +21,8 @@ from vrm_protocol.messages import MAX_RECEIPT_OFFERS, RECEIPT_BUCKETS
 
 log = logging.getLogger(__name__)
 
+RECEIPT_TTL_S = 24 * 3600   # a vendor away longer re-sends on return and is receipted again
+
 
 def random_hash() -> str:
     """A filler: 32 random bytes, unpadded base64url, like any token_hash."""
