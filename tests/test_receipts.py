@@ -110,11 +110,26 @@ def test_resend_plan_backs_off_and_drops_expired_offers(vendor):
         core.ResendPolicy(first_s=0)
 
 
+def test_while_receipts_flow_only_offers_sent_before_a_receipted_one_go_again(vendor):
+    """The broker delivers one publisher's messages in order: an offer sent before one the box
+    has receipted was lost (or refused); one sent after is still in the queue."""
+    policy = core.ResendPolicy(first_s=5.0, factor=2.0, max_s=60.0)
+    lost, queued = answered(vendor, Identity.generate()).offers[:2]
+    due = [core.Pending(lost, 0, last_sent=NOW), core.Pending(queued, 0, last_sent=NOW + 2)]
+    flowing = core.ReceiptMark(sent=NOW + 1, at=NOW + 9)              # a receipt 1 s ago
+    plan = core.plan_resends(due, NOW + 10, policy, flowing)
+    assert [(r.outgoing.msg_id, r.send, r.resends, r.next_at) for r in plan] == [
+        (lost.id, True, 1, NOW + 20), (queued.id, False, 0, NOW + 15)]
+    quiet = core.ReceiptMark(sent=NOW + 1, at=NOW + 4)                # nothing for 6 s: the box is away
+    assert [r.send for r in core.plan_resends(due, NOW + 10, policy, quiet)] == [True, True]
+    assert [r.send for r in core.plan_resends(due, NOW + 10, policy)] == [True, True]   # no receipt yet
+
+
 # ------------------------------------------------------------------------------ the ledger
 def test_ledger_keeps_unreceipted_offers_across_a_restart_and_stops_on_receipt(vendor, tmp_path):
     policy = core.ResendPolicy(first_s=2.0, factor=2.0, max_s=60.0)
     answer = answered(vendor, Identity.generate())
-    plan = lambda now: lambda due: core.plan_resends(due, now, policy)  # noqa: E731
+    plan = lambda now: lambda due, mark: core.plan_resends(due, now, policy, mark)  # noqa: E731
     with Ledger(tmp_path / LEDGER_FILE) as led:
         led.resend = policy
         led.claim(answer, int(NOW))

@@ -199,9 +199,15 @@ def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now:
 # ------------------------------------------------------------------------------ receipts, re-sends
 @dataclass(frozen=True)
 class ResendPolicy:
-    """When an offer the box has not receipted is sent again: `first_s` after it was sent, then
-    each wait `factor` times the last, at most `max_s`, until a receipt or the offer's expiry.
-    Why: the broker acknowledges before it is on disk, so only the box's receipt says "stored"."""
+    """When an offer the box has not receipted is sent again. Why at all: the broker acknowledges
+    before it is on disk, so only the box's receipt says "stored".
+
+    An offer is looked at `first_s` after it was (last) sent, then each wait is `factor` times the
+    last, at most `max_s`, until a receipt or the offer's expiry. While receipts keep coming (the
+    box is working through its queue) only offers sent *before* the latest receipted one are sent
+    again: the broker delivers one publisher's messages in order, so those were lost (or refused);
+    the others are still queued and a copy would only lengthen the queue. When no receipt has come
+    for `first_s`, the box is away or the tail was lost: every due offer goes out again."""
 
     first_s: float = 30.0
     factor: float = 2.0
@@ -222,6 +228,16 @@ class Pending:
 
     offer: OfferRecord
     resends: int
+    last_sent: float = 0.0      # when it was last handed to MQTT
+
+
+@dataclass(frozen=True)
+class ReceiptMark:
+    """What the receipts so far say: the latest send time among receipted offers, and when the
+    last receipt of ours came (0: none yet)."""
+
+    sent: float = 0.0
+    at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +245,7 @@ class Resend:
     outgoing: Outgoing
     resends: int                # counting this one
     next_at: float
+    send: bool = True           # False: still queued behind a flowing box; only look again later
 
 
 @dataclass(frozen=True)
@@ -238,11 +255,21 @@ class ReceiptRecord:
     message: str                # the receipt's message id
 
 
-def plan_resends(due: list[Pending], now: float, policy: ResendPolicy) -> list[Resend]:
+def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
+                 mark: ReceiptMark = ReceiptMark()) -> list[Resend]:
     """Which of the due offers to send again (same token, same id: the box de-duplicates) and
-    when to look again; an expired offer is not sent (the box would refuse it anyway)."""
-    return [Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1))
-            for p in due if p.offer.valid_until > now]
+    when to look again (see ResendPolicy). An expired offer is not sent (the box would refuse it);
+    one still queued behind a flowing box is looked at again later, without counting a re-send."""
+    flowing = mark.at > 0 and now - mark.at < policy.first_s
+    out = []
+    for p in due:
+        if p.offer.valid_until <= now:
+            continue
+        if flowing and p.last_sent >= mark.sent:
+            out.append(Resend(p.offer.outgoing(), p.resends, now + policy.delay(p.resends), send=False))
+            continue
+        out.append(Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1)))
+    return out
 
 
 def accept_receipt(msg: Message, topic: str, known: IntentRecord | None) -> ReceiptRecord | None:
@@ -347,6 +374,6 @@ def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: Ag
 
 
 __all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
-           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "Pending", "Resend", "ReceiptRecord",
+           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "Pending", "ReceiptMark", "Resend", "ReceiptRecord",
            "signed_profile", "answer_intent", "accept_withdrawal", "plan_resends", "accept_receipt",
            "countersign", "open_disclosure", "acknowledge_revocation"]

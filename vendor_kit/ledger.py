@@ -38,7 +38,7 @@ from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 from vrm_protocol import token_hash
 
 from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
-                   Pending, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
+                   Pending, ReceiptMark, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,14 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
 def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     """v3: offers wait for the box's receipt (hash to match it, when to send again). Offers
     from before receipts are never re-sent (resend_at stays NULL)."""
-    for col in ("hash TEXT", "receipted_at INTEGER", "resends INTEGER NOT NULL DEFAULT 0", "resend_at REAL"):
+    for col in ("hash TEXT", "receipted_at REAL", "resends INTEGER NOT NULL DEFAULT 0", "resend_at REAL",
+                "last_sent REAL"):
         db.execute(f"ALTER TABLE offers ADD COLUMN {col}")
     for oid, token in db.execute("SELECT id, token FROM offers").fetchall():
         db.execute("UPDATE offers SET hash = ? WHERE id = ?", (token_hash(token), oid))
     db.execute("CREATE INDEX IF NOT EXISTS offers_hash ON offers(intent, hash)")
     db.execute("CREATE INDEX IF NOT EXISTS offers_resend ON offers(resend_at) WHERE receipted_at IS NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS offers_receipted ON offers(receipted_at) WHERE receipted_at IS NOT NULL")
 
 
 class LedgerBusy(sqlite3.OperationalError):
@@ -323,7 +325,7 @@ class Ledger:
         r = self._one("SELECT signer FROM withdrawals WHERE intent = ? ORDER BY received_at", intent_id)
         return r["signer"] if r else None
 
-    def claim(self, answer: IntentAnswer, now: int) -> IntentAnswer | None:
+    def claim(self, answer: IntentAnswer, now: int, sent_clock: float | None = None) -> IntentAnswer | None:
         """Record the intent and its offers, unless another worker (or an earlier run) has: then
         None. A withdrawal by the intent's own key that arrived first is checked in the same
         transaction: the intent is then recorded as withdrawn, and the answer has no offers."""
@@ -343,11 +345,11 @@ class Ledger:
             db.execute("DELETE FROM withdrawals WHERE intent = ?", (i.intent,))  # the intent row rules now
             for o in answer.offers:
                 db.execute("INSERT INTO offers (id, intent, intent_signer, sku, name, price, currency, valid_until, "
-                           "terms_id, terms_sha256, decision, token, created_at, client_id, hash, resend_at) "
-                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "terms_id, terms_sha256, decision, token, created_at, client_id, hash, resend_at, "
+                           "last_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (o.id, o.intent, o.intent_signer, o.sku, o.name, o.price, o.currency, o.valid_until,
                             o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id, o.hash,
-                            now + self.resend.first_s))
+                            now + self.resend.first_s, now if sent_clock is None else sent_clock))
                 self._enqueue(db, o.outgoing(), now)
         return answer
 
@@ -375,7 +377,7 @@ class Ledger:
         return None if r is None else _offer(r)
 
     # -------------------------------------------------------------------------- receipts
-    def mark_receipted(self, intent_id: str, hashes: tuple[str, ...] | list[str], now: int) -> int:
+    def mark_receipted(self, intent_id: str, hashes: tuple[str, ...] | list[str], now: float) -> int:
         """The box says it holds these offers (by token hash): stop re-sending them. Returns how
         many of ours were waiting. Hashes we never sent (fillers, other vendors') match nothing."""
         hashes = list(dict.fromkeys(hashes))[:64]
@@ -392,7 +394,12 @@ class Ledger:
             db.execute(f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({idm})", (now, *ids))
         return len(ids)
 
-    def take_resends(self, now: float, plan: Callable[[list[Pending]], list[Resend]],
+    def receipt_mark(self) -> ReceiptMark:
+        """The latest send time among receipted offers, and when the latest receipt came."""
+        r = self._one("SELECT MAX(last_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL")
+        return ReceiptMark(float(r[0] or 0.0), float(r[1] or 0.0)) if r else ReceiptMark()
+
+    def take_resends(self, now: float, plan: Callable[[list[Pending], ReceiptMark], list[Resend]],
                      limit: int = 200) -> list[Resend]:
         """Due offers (sent, not receipted, their time come), planned by `plan` (core.plan_resends)
         and rescheduled in one transaction, so two workers sharing the ledger do not both send.
@@ -402,16 +409,19 @@ class Ledger:
                               "WHERE offers.receipted_at IS NULL AND offers.resend_at IS NOT NULL "
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
                               "ORDER BY offers.resend_at LIMIT ?", (now, limit)).fetchall()
-            due = [Pending(_offer(r), r["resends"]) for r in rows]
-            resends = plan(due)
+            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0) for r in rows]
+            m = db.execute("SELECT MAX(last_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL"
+                           ).fetchone()
+            resends = plan(due, ReceiptMark(float(m[0] or 0.0), float(m[1] or 0.0)))
             for r in resends:
-                db.execute("UPDATE offers SET resends = ?, resend_at = ? WHERE id = ?",
-                           (r.resends, r.next_at, r.outgoing.msg_id))
+                db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = CASE WHEN ? THEN ? "
+                           "ELSE last_sent END WHERE id = ?",
+                           (r.resends, r.next_at, int(r.send), now, r.outgoing.msg_id))
             planned = {r.outgoing.msg_id for r in resends}
             for p in due:
                 if p.offer.id not in planned:
                     db.execute("UPDATE offers SET resend_at = NULL WHERE id = ?", (p.offer.id,))
-        return resends
+        return [r for r in resends if r.send]
 
     def awaiting_receipts(self, now: int) -> int:
         """Unexpired offers the box has not receipted yet."""

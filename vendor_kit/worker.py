@@ -252,7 +252,7 @@ class VendorWorker:
 
     def _resend_due(self, now: float) -> None:
         """Offers the box has not receipted in time go out again (same token and id)."""
-        due = self.ledger.take_resends(now, lambda pending: core.plan_resends(pending, now, self.resend),
+        due = self.ledger.take_resends(now, lambda pending, mark: core.plan_resends(pending, now, self.resend, mark),
                                        RESEND_BATCH)
         for r in due:
             self._publish(r.outgoing)
@@ -459,7 +459,8 @@ class VendorWorker:
         if self.ledger.intent(intent_id) is not None:
             log.debug("intent %s already handled", intent_id)
             return []
-        answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now))
+        answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now),
+                                   sent_clock=now)
         if answer is None:
             log.debug("intent %s claimed by another worker", intent_id)
             return []
@@ -488,7 +489,7 @@ class VendorWorker:
         msg = verify(payload, now=now, expect=Receipt)
         record = core.accept_receipt(msg, topic, self.ledger.intent(msg.body.intent))  # type: ignore[union-attr]
         if record is not None:
-            n = self.ledger.mark_receipted(record.intent, record.hashes, int(now))
+            n = self.ledger.mark_receipted(record.intent, record.hashes, now)
             if n:
                 log.debug("receipt %s: %d offer(s) for intent %s stored by the box", record.message, n,
                           record.intent)
