@@ -233,8 +233,9 @@ class Pending:
 
 @dataclass(frozen=True)
 class ReceiptMark:
-    """What the receipts so far say: the latest send time among receipted offers, and when the
-    last receipt of ours came (0: none yet)."""
+    """What the receipts so far say: the latest first-send time among receipted offers (every
+    copy sent before it has been through the box), and when the last receipt of ours came (0:
+    none yet)."""
 
     sent: float = 0.0
     at: float = 0.0

@@ -111,7 +111,7 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     """v3: offers wait for the box's receipt (hash to match it, when to send again). Offers
     from before receipts are never re-sent (resend_at stays NULL)."""
     for col in ("hash TEXT", "receipted_at REAL", "resends INTEGER NOT NULL DEFAULT 0", "resend_at REAL",
-                "last_sent REAL"):
+                "last_sent REAL", "first_sent REAL"):
         db.execute(f"ALTER TABLE offers ADD COLUMN {col}")
     for oid, token in db.execute("SELECT id, token FROM offers").fetchall():
         db.execute("UPDATE offers SET hash = ? WHERE id = ?", (token_hash(token), oid))
@@ -330,6 +330,7 @@ class Ledger:
         None. A withdrawal by the intent's own key that arrived first is checked in the same
         transaction: the intent is then recorded as withdrawn, and the answer has no offers."""
         i = answer.intent
+        sent = now if sent_clock is None else sent_clock
         with self._tx() as db:
             if db.execute("SELECT 1 FROM intents WHERE intent = ?", (i.intent,)).fetchone():
                 return None
@@ -346,10 +347,10 @@ class Ledger:
             for o in answer.offers:
                 db.execute("INSERT INTO offers (id, intent, intent_signer, sku, name, price, currency, valid_until, "
                            "terms_id, terms_sha256, decision, token, created_at, client_id, hash, resend_at, "
-                           "last_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "last_sent, first_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (o.id, o.intent, o.intent_signer, o.sku, o.name, o.price, o.currency, o.valid_until,
                             o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id, o.hash,
-                            now + self.resend.first_s, now if sent_clock is None else sent_clock))
+                            now + self.resend.first_s, sent, sent))
                 self._enqueue(db, o.outgoing(), now)
         return answer
 
@@ -395,9 +396,7 @@ class Ledger:
         return len(ids)
 
     def receipt_mark(self) -> ReceiptMark:
-        """The latest send time among receipted offers, and when the latest receipt came."""
-        r = self._one("SELECT MAX(last_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL")
-        return ReceiptMark(float(r[0] or 0.0), float(r[1] or 0.0)) if r else ReceiptMark()
+        return self._read(_receipt_mark)
 
     def take_resends(self, now: float, plan: Callable[[list[Pending], ReceiptMark], list[Resend]],
                      limit: int = 200) -> list[Resend]:
@@ -410,9 +409,7 @@ class Ledger:
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
                               "ORDER BY offers.resend_at LIMIT ?", (now, limit)).fetchall()
             due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0) for r in rows]
-            m = db.execute("SELECT MAX(last_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL"
-                           ).fetchone()
-            resends = plan(due, ReceiptMark(float(m[0] or 0.0), float(m[1] or 0.0)))
+            resends = plan(due, _receipt_mark(db))
             for r in resends:
                 db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = CASE WHEN ? THEN ? "
                            "ELSE last_sent END WHERE id = ?",
@@ -605,6 +602,14 @@ class Ledger:
                  "purpose": r["purpose"], "fields": json.loads(r["fields"]), "received_at": r["received_at"]}
                 for r in self._all("SELECT disclosures.*, agreements.purpose FROM disclosures JOIN agreements "
                                    "ON agreements.id = disclosures.agreement ORDER BY disclosures.received_at")]
+
+
+def _receipt_mark(db: sqlite3.Connection) -> ReceiptMark:
+    """Among receipted offers, the latest *first* send (which copy the box stored is unknown, but
+    none was sent earlier than that, so everything sent before it has been through), and when the
+    latest receipt came."""
+    r = db.execute("SELECT MAX(first_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL").fetchone()
+    return ReceiptMark(float(r[0] or 0.0), float(r[1] or 0.0))
 
 
 def _offer(r: sqlite3.Row) -> OfferRecord:
