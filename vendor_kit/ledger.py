@@ -150,6 +150,7 @@ class Ledger:
         self.client_id = client_id
         self.busy_timeout_s = busy_timeout_s
         self.resend = ResendPolicy()   # the worker sets its own: when a sent offer is due again
+        self.last_receipt_at = 0.0     # latest receipt naming any offer of ours (memory: after a restart, none)
         self._interrupted = False   # a plain flag: interrupt() may be called from a signal handler
         self._local = threading.local()   # per-thread cap on lock waits (max_wait)
         if not self.path.exists():  # personal data inside: never world-readable, not even briefly
@@ -386,8 +387,11 @@ class Ledger:
             return 0
         marks = ",".join("?" * len(hashes))
         with self._tx() as db:
-            ids = [r[0] for r in db.execute(f"SELECT id FROM offers WHERE intent = ? AND hash IN ({marks}) "
-                                            "AND receipted_at IS NULL", (intent_id, *hashes)).fetchall()]
+            rows = db.execute(f"SELECT id, receipted_at FROM offers WHERE intent = ? AND hash IN ({marks})",
+                              (intent_id, *hashes)).fetchall()
+            if rows:   # the box is working through what we sent, even if only copies of receipted ones
+                self.last_receipt_at = max(self.last_receipt_at, now)
+            ids = [r[0] for r in rows if r[1] is None]
             if not ids:
                 return 0
             idm = ",".join("?" * len(ids))
@@ -396,7 +400,11 @@ class Ledger:
         return len(ids)
 
     def receipt_mark(self) -> ReceiptMark:
-        return self._read(_receipt_mark)
+        return self._read(self._mark)
+
+    def _mark(self, db: sqlite3.Connection) -> ReceiptMark:
+        m = _receipt_mark(db)
+        return ReceiptMark(m.sent, max(m.at, self.last_receipt_at))
 
     def take_resends(self, now: float, plan: Callable[[list[Pending], ReceiptMark], list[Resend]],
                      limit: int = 200) -> list[Resend]:
@@ -409,7 +417,7 @@ class Ledger:
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
                               "ORDER BY offers.resend_at LIMIT ?", (now, limit)).fetchall()
             due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0) for r in rows]
-            resends = plan(due, _receipt_mark(db))
+            resends = plan(due, self._mark(db))
             for r in resends:
                 db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = CASE WHEN ? THEN ? "
                            "ELSE last_sent END WHERE id = ?",
