@@ -123,6 +123,7 @@ def acl_text(box_user: str, vendors: list[str] = ()) -> str:  # type: ignore[ass
     box = [
         ("write", topics.intent(ANY, ANY)),
         ("write", topics.withdrawal(ANY, ANY)),
+        ("write", topics.receipt(ANY, ANY)),
         ("read", topics.box_inbox(ANY)),
         ("read", topics.vendor_profiles()),
         ("write", topics.agreements(ANY)),
@@ -135,6 +136,7 @@ def acl_text(box_user: str, vendors: list[str] = ()) -> str:  # type: ignore[ass
         ("read", topics.vendor_profiles()),
         ("read", topics.intent(ANY, ANY)),
         ("read", topics.withdrawal(ANY, ANY)),
+        ("read", topics.receipt(ANY, ANY)),
         ("write", topics.offers(ANY)),
         ("write", topics.countersignatures(ANY)),
         ("write", topics.revocation_acks(ANY)),

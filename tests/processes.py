@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -11,7 +14,8 @@ from typing import Any, Callable
 from provisioning import launch
 from provisioning.launch import ROOT, python_module
 
-__all__ = ["ROOT", "Proc", "box_config", "daemon", "vendor", "vrmbox", "vrm_vendor", "wait_for"]
+__all__ = ["ROOT", "Proc", "box_config", "daemon", "vendor", "vrmbox", "vrm_vendor", "wait_for", "bike_vendor",
+           "kill_broker", "widen_autosave", "vendor_offers", "receipted", "stored_offers"]
 
 
 def _env() -> dict[str, str]:
@@ -75,9 +79,10 @@ def wait_for(pred: Callable[[], Any], timeout: float = 30.0, what: str = "condit
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def bike_vendor(tmp_path: Path, broker_url: str, slug: str = "alpha", price: float = 500.0) -> Proc:
+def bike_vendor(tmp_path: Path, broker_url: str, slug: str = "alpha", price: float = 500.0,
+                extra: tuple[str, ...] = ()) -> Proc:
     """A vendor-kit worker (identity made, not yet started) that answers every bikes intent with
-    one Roadster at `price` and accepts any terms."""
+    one Roadster at `price` and accepts any terms; `extra`: more `vrm-vendor run` options."""
     import yaml
     vdir = tmp_path / f"vendor-{slug}"
     vrm_vendor("init", "--dir", str(vdir), "--vendor", slug, "--name", slug.title(), "--categories", "bikes")
@@ -85,4 +90,48 @@ def bike_vendor(tmp_path: Path, broker_url: str, slug: str = "alpha", price: flo
     cat.write_text(yaml.safe_dump({"currency": "EUR", "accept_terms": "*", "offer_validity_s": 86400,
                                    "items": [{"category": "bikes", "name": "Roadster", "sku": f"{slug}-1",
                                               "price": price}]}))
-    return vendor(vdir, broker_url, cat, tmp_path / f"vendor-{slug}.log")
+    return vendor(vdir, broker_url, cat, tmp_path / f"vendor-{slug}.log", *extra)
+
+
+def kill_broker(broker: Any) -> None:
+    """SIGKILL the broker (no save on the way out, unlike stop()); start() brings it back on the
+    same port and persistence folder."""
+    if broker.proc is None:
+        return
+    broker.proc.send_signal(signal.SIGKILL)
+    broker.proc.wait(timeout=10)
+    broker._reap()
+
+
+def widen_autosave(broker: Any, seconds: int) -> None:
+    """Make the broker save its persistence only every `seconds` (takes effect at its next
+    start): a test can then lose what it acknowledged deterministically, not by a race."""
+    text = broker.conf.read_text()
+    broker.conf.write_text(re.sub(r"(?m)^autosave_interval .*$", f"autosave_interval {seconds}", text))
+
+
+def vendor_offers(vendor_dir: Path) -> list[dict[str, Any]]:
+    """The vendor's ledger, read-only: each offer sent, whether the broker and the box took it."""
+    path = Path(vendor_dir) / "ledger.sqlite"
+    if not path.exists():
+        return []
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        rows = db.execute("SELECT offers.id, offers.intent, offers.receipted_at, offers.resends, outbox.sent_at "
+                          "FROM offers LEFT JOIN outbox ON outbox.id = offers.id").fetchall()
+    except sqlite3.OperationalError:   # not set up yet
+        return []
+    finally:
+        db.close()
+    return [{"id": r[0], "intent": r[1], "receipted": r[2] is not None, "resends": r[3], "sent": r[4] is not None}
+            for r in rows]
+
+
+receipted = vendor_offers
+
+
+def stored_offers(data_dir: Path) -> list[tuple[str, str]]:
+    """(intent, offer id) of every offer in the box's store (read while the daemon runs)."""
+    from device.store import Store
+    with Store.open(data_dir) as s:
+        return [(o.intent_id, o.offer_id) for o in s.list_offers()]

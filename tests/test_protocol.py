@@ -20,7 +20,7 @@ from joserfc.jwk import OKPKey
 
 from vrm_protocol import (MAX_MESSAGE_BYTES, REASONS, Agreement, Countersignature, DecryptionKey,
                           Disclosure, Identity, Intent, IntentWithdrawal, Item, Offer, ProtocolError,
-                          ReplayGuard, Revocation, RevocationAck, Terms, TermsResponse, VendorProfile,
+                          Receipt, ReplayGuard, Revocation, RevocationAck, Terms, TermsResponse, VendorProfile,
                           decrypt_json, encrypt_json, new_id, read_header, sign, token_hash, verify)
 from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 from vrm_protocol.messages import VERSION, BODY_TYPES, MAX_LIST, MAX_STR, body_to_dict
@@ -98,6 +98,7 @@ def sample_bodies() -> dict[str, Any]:
                                  reason="no longer a customer"),
         "revocation_ack": RevocationAck(agreement=agreement_id, intent=INTENT_ID,
                                         revocation="revoke-0001-abcd", deleted=True),
+        "receipt": Receipt(intent=INTENT_ID, category="bicycles", offers=[token_hash(offer_token)] * 8),
     }
 
 

@@ -41,6 +41,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "revocation": {"agreement": AGREEMENT, "intent": "intent-0001", "delete": True},
     "revocation_ack": {"agreement": AGREEMENT, "intent": "intent-0001", "revocation": "revoke-0001",
                        "deleted": True},
+    "receipt": {"intent": "intent-0001", "category": "bicycles", "offers": [SHA] * 8},
 }
 
 

@@ -738,7 +738,7 @@ def test_ledger_v1_is_migrated(tmp_path, vendor, catalogue):
     with Ledger(tmp_path / LEDGER_FILE) as led:
         assert led.withdrawal_signer("intent-0001") == "did:key:zA"
         assert led.revocation_id("agr") == "rev-00001"
-        assert led._one("PRAGMA user_version")[0] == 2
+        assert led._one("PRAGMA user_version")[0] == 3   # v1 -> v2 -> v3 (receipts)
         box = Identity.generate()
         msg, topic = make_intent(box)
         assert led.claim(core.answer_intent(msg, topic, vendor, catalogue, NOW), int(NOW)).offers
@@ -773,13 +773,15 @@ def test_item6_share_group_also_reads_retained_intents_with_a_plain_subscription
     with Ledger(tmp_path / LEDGER_FILE) as led:
         plain = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", client_id="t"))
         assert plain._subscription_plan() == [(SUB_PLAIN, [topics.intents("bikes"), topics.withdrawals("bikes"),
+                                                           topics.receipts("bikes"),
                                                            topics.intents("tents"), topics.withdrawals("tents"),
+                                                           topics.receipts("tents"),
                                                            topics.vendor_inbox("acme")])]
         grouped = VendorWorker(vendor, catalogue, led, BrokerSettings(host="127.0.0.1", client_id="t",
                                                                       share_group="g"))
         plan = dict(grouped._subscription_plan())
         assert plan[SUB_PLAIN] == [topics.intents("bikes"), topics.intents("tents")]
-        assert all(t.startswith("$share/g/") for t in plan[SUB_SHARED]) and len(plan[SUB_SHARED]) == 5
+        assert all(t.startswith("$share/g/") for t in plan[SUB_SHARED]) and len(plan[SUB_SHARED]) == 7
 
 
 def test_item1_request_stop_is_signal_safe(vendor, catalogue, tmp_path):

@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vrm_protocol import (Agreement, Countersignature, Disclosure, EncryptionKey, Identity,  # noqa: E402
-                          Intent, IntentWithdrawal, Item, Offer, Revocation, RevocationAck, Terms,
-                          TermsResponse, VendorProfile, sign, token_hash, topics)
+                          Intent, IntentWithdrawal, Item, Offer, Receipt, Revocation, RevocationAck,
+                          Terms, TermsResponse, VendorProfile, sign, token_hash, topics)
 from vrm_protocol.codec import MAX_JSON_DEPTH, MAX_MESSAGE_BYTES  # noqa: E402
 from vrm_protocol.encryption import PAD_BUCKETS, pad  # noqa: E402
-from vrm_protocol.messages import VERSION, body_to_dict  # noqa: E402
+from vrm_protocol.messages import RECEIPT_BUCKETS, VERSION, body_to_dict  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,12 @@ def build() -> dict[str, Any]:
                   terms_response=TermsResponse(id=terms.id, sha256=terms.sha256, decision="accept"),
                   delivery_days=3, region="GB")
     offer_token = add("offer", vendor, offer, "offer-0001-vector", valid_until - NOW, topics.offers(INTENT_ID))
+    # the box stored it: a receipt names its token_hash, padded with fillers (random on the box,
+    # fixed here: sha256 of "filler-<i>") to the smallest of RECEIPT_BUCKETS
+    fillers = [b64u(hashlib.sha256(f"filler-{i}".encode()).digest()) for i in range(RECEIPT_BUCKETS[0] - 1)]
+    receipt = Receipt(intent=INTENT_ID, category="bicycles", offers=[token_hash(offer_token), *fillers])
+    add("receipt", box, receipt, "receipt-0001-vector", 86400, topics.receipt("bicycles", INTENT_ID),
+        iat=NOW + 1)
     agreement = Agreement(intent=INTENT_ID, offer="offer-0001-vector", offer_hash=token_hash(offer_token),
                           vendor="acme-bikes", vendor_did=vendor.did, terms=terms,
                           fields=["email", "postal_address"], purpose="delivery of the ordered bicycle",
@@ -182,6 +188,7 @@ def build() -> dict[str, Any]:
     # ------------------------------------------------------------------ invalid messages
     intent_payload = json.loads(by_name["intent"]["payload_json"])
     offer_payload = json.loads(by_name["offer"]["payload_json"])
+    receipt_payload = json.loads(by_name["receipt"]["payload_json"])
     box_header = {"alg": "EdDSA", "kid": box.kid, "typ": "vrm+jws"}
     vendor_header = {"alg": "EdDSA", "kid": vendor.kid, "typ": "vrm+jws"}
     good = by_name["intent"]["token"]
@@ -241,6 +248,11 @@ def build() -> dict[str, Any]:
         ("padded_base64", good + "=", "bad_encoding"),
         ("two_segments", f"{h}.{p}", "bad_encoding"),
         ("oversize", "A" * (MAX_MESSAGE_BYTES + 1), "oversize"),
+        ("receipt_without_offers", craft({**receipt_payload, "offers": []}, box_header, box), "bad_field"),
+        ("receipt_hash_not_sha256", craft({**receipt_payload, "offers": ["offer-0001-vector"]}, box_header, box),
+         "bad_field"),
+        ("receipt_over_32_hashes", craft({**receipt_payload, "offers": receipt_payload["offers"] * 5},
+                                         box_header, box), "bad_field"),
     ]
     invalid_entries: list[dict[str, Any]] = [
         {"name": name, "token": token, "now": NOW, "expect": None, "reason": reason}

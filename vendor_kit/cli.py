@@ -22,6 +22,7 @@ from typing import Any
 from .catalogue import Catalogue, CatalogueError
 from .identity import IdentityError, VendorIdentity
 from .ledger import LEDGER_FILE, Ledger
+from .core import ResendPolicy
 from .worker import BrokerSettings, VendorWorker
 
 log = logging.getLogger("vrm-vendor")
@@ -63,7 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("READY", flush=True)
 
     with Ledger.in_dir(args.dir) as ledger:
-        worker = VendorWorker(ident, catalogue, ledger, settings, on_ready=ready)
+        resend = ResendPolicy(first_s=args.resend_first, factor=args.resend_factor,
+                              max_s=max(args.resend_max, args.resend_first))
+        worker = VendorWorker(ident, catalogue, ledger, settings, on_ready=ready, resend=resend)
 
         def on_signal(signum: int, frame: object) -> None:
             # Only plain attributes are set here: no Event.set(), no logging (both take locks the
@@ -154,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--username")
     p.add_argument("--password-file", help="file whose first line is the MQTT password")
     p.add_argument("--tls-ca", help="CA certificate file; enables TLS")
+    default = ResendPolicy()
+    p.add_argument("--resend-first", type=float, default=default.first_s, metavar="SECONDS",
+                   help=f"send an offer again if the box has not receipted it this long after it was sent "
+                        f"(default {default.first_s:g})")
+    p.add_argument("--resend-factor", type=float, default=default.factor,
+                   help=f"each further wait is this many times the last (default {default.factor:g})")
+    p.add_argument("--resend-max", type=float, default=default.max_s, metavar="SECONDS",
+                   help=f"longest wait between re-sends (default {default.max_s:g})")
     p.set_defaults(func=cmd_run)
 
     for name, func, what in (("offers", cmd_offers, "offers sent"),

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vrm_protocol import (Agreement, Countersignature, Disclosure, Intent, IntentWithdrawal, Message,
-                          Offer, ProtocolError, Revocation, RevocationAck, TermsResponse,
+                          Offer, ProtocolError, Receipt, Revocation, RevocationAck, TermsResponse,
                           decrypt_json, new_id, sign, topics, token_hash)
 from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
 
@@ -196,6 +196,99 @@ def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now:
     return WithdrawalRecord(body.intent, body.category, msg.envelope.iss, int(now), msg.envelope.exp)
 
 
+# ------------------------------------------------------------------------------ receipts, re-sends
+@dataclass(frozen=True)
+class ResendPolicy:
+    """When an offer the box has not receipted is sent again. Why at all: the broker acknowledges
+    before it is on disk, so only the box's receipt says "stored".
+
+    An offer is looked at `first_s` after it was (last) sent, then each wait is `factor` times the
+    last, at most `max_s`, until a receipt or the offer's expiry. While receipts keep coming (the
+    box is working through its queue) only offers sent *before* the latest receipted one are sent
+    again: the broker delivers one publisher's messages in order, so those were lost (or refused);
+    the others are still queued and a copy would only lengthen the queue. When no receipt has come
+    for `first_s`, the box is away or the tail was lost: every due offer goes out again."""
+
+    first_s: float = 30.0
+    factor: float = 2.0
+    max_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not (self.first_s > 0 and self.factor >= 1 and self.max_s >= self.first_s):
+            raise ValueError("resend policy needs first_s > 0, factor >= 1, max_s >= first_s")
+
+    def delay(self, resends: int) -> float:
+        """The wait after the `resends`-th re-send (0: after the first send)."""
+        return min(self.max_s, self.first_s * self.factor ** min(resends, 64))
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An offer sent and not yet receipted, as the ledger keeps it."""
+
+    offer: OfferRecord
+    resends: int
+    last_sent: float = 0.0      # when it was last handed to MQTT
+
+
+@dataclass(frozen=True)
+class ReceiptMark:
+    """What the receipts so far say: the latest first-send time among receipted offers (every
+    copy sent before it has been through the box), and when the last receipt of ours came (0:
+    none yet)."""
+
+    sent: float = 0.0
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Resend:
+    outgoing: Outgoing
+    resends: int                # counting this one
+    next_at: float
+    send: bool = True           # False: still queued behind a flowing box; only look again later
+
+
+@dataclass(frozen=True)
+class ReceiptRecord:
+    intent: str
+    hashes: tuple[str, ...]
+    message: str                # the receipt's message id
+
+
+def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
+                 mark: ReceiptMark = ReceiptMark()) -> list[Resend]:
+    """Which of the due offers to send again (same token, same id: the box de-duplicates) and
+    when to look again (see ResendPolicy). An expired offer is not sent (the box would refuse it);
+    one still queued behind a flowing box is looked at again later, without counting a re-send."""
+    flowing = mark.at > 0 and now - mark.at < policy.first_s
+    out = []
+    for p in due:
+        if p.offer.valid_until <= now:
+            continue
+        if flowing and p.last_sent >= mark.sent:
+            out.append(Resend(p.offer.outgoing(), p.resends, now + policy.delay(p.resends), send=False))
+            continue
+        out.append(Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1)))
+    return out
+
+
+def accept_receipt(msg: Message, topic: str, known: IntentRecord | None) -> ReceiptRecord | None:
+    """A receipt counts only on its own topic, signed by the key that signed the intent (the
+    box signs with the intent key; anyone else could only forge). None: an intent we never saw
+    (another vendor's business; nothing of ours is pending there)."""
+    body: Receipt = msg.body  # type: ignore[assignment]
+    if topic != topics.receipt(body.category, body.intent):
+        raise _refuse(f"receipt for {body.intent}/{body.category} arrived on another topic")
+    if known is None:
+        return None
+    if msg.envelope.iss != known.signer:
+        raise _refuse("receipt not signed by the intent's key", "key_mismatch")
+    if body.category != known.category:
+        raise _refuse("receipt names another category than its intent")
+    return ReceiptRecord(body.intent, tuple(body.offers), msg.id)
+
+
 # ------------------------------------------------------------------------------ agreements
 def countersign(msg: Message, identity: VendorIdentity, offer: OfferRecord | None, now: float) -> AgreementRecord:
     """Countersign an agreement on an offer we sent, proposed by the key that sent the intent."""
@@ -282,5 +375,6 @@ def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: Ag
 
 
 __all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
-           "DisclosureRecord", "RevocationRecord", "signed_profile", "answer_intent", "accept_withdrawal",
+           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "Pending", "ReceiptMark", "Resend", "ReceiptRecord",
+           "signed_profile", "answer_intent", "accept_withdrawal", "plan_resends", "accept_receipt",
            "countersign", "open_disclosure", "acknowledge_revocation"]

@@ -35,13 +35,15 @@ from typing import Any, Callable, Iterator, TypeVar
 from vrm_protocol import ProtocolError
 from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 
+from vrm_protocol import token_hash
+
 from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
-                   RevocationRecord, WithdrawalRecord)
+                   Pending, ReceiptMark, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 30.0      # how long a write waits, in all, for other workers' transactions
 STEP_BUSY_MS = 100         # SQLite's own busy wait per attempt (also bounds a blocked checkpoint)
 PRUNE_MARGIN_S = CLOCK_SKEW + 600   # keep rows a while past exp: a late copy is refused as expired
@@ -105,6 +107,19 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     db.execute("DROP TABLE revocations_v1")
 
 
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """v3: offers wait for the box's receipt (hash to match it, when to send again). Offers
+    from before receipts are never re-sent (resend_at stays NULL)."""
+    for col in ("hash TEXT", "receipted_at REAL", "resends INTEGER NOT NULL DEFAULT 0", "resend_at REAL",
+                "last_sent REAL", "first_sent REAL"):
+        db.execute(f"ALTER TABLE offers ADD COLUMN {col}")
+    for oid, token in db.execute("SELECT id, token FROM offers").fetchall():
+        db.execute("UPDATE offers SET hash = ? WHERE id = ?", (token_hash(token), oid))
+    db.execute("CREATE INDEX IF NOT EXISTS offers_hash ON offers(intent, hash)")
+    db.execute("CREATE INDEX IF NOT EXISTS offers_resend ON offers(resend_at) WHERE receipted_at IS NULL")
+    db.execute("CREATE INDEX IF NOT EXISTS offers_receipted ON offers(receipted_at) WHERE receipted_at IS NOT NULL")
+
+
 class LedgerBusy(sqlite3.OperationalError):
     """The ledger stayed locked by another worker for BUSY_TIMEOUT_S, or it was interrupted.
     Nothing was written: the message can be handled again later."""
@@ -134,6 +149,8 @@ class Ledger:
         self.path = Path(path)
         self.client_id = client_id
         self.busy_timeout_s = busy_timeout_s
+        self.resend = ResendPolicy()   # the worker sets its own: when a sent offer is due again
+        self.last_receipt_at = 0.0     # latest receipt naming any offer of ours (memory: after a restart, none)
         self._interrupted = False   # a plain flag: interrupt() may be called from a signal handler
         self._local = threading.local()   # per-thread cap on lock waits (max_wait)
         if not self.path.exists():  # personal data inside: never world-readable, not even briefly
@@ -163,6 +180,7 @@ class Ledger:
                     _migrate_1_to_2(self._db)
                 for stmt in _SCHEMA:  # not executescript: it COMMITs
                     self._db.execute(stmt)
+                _migrate_2_to_3(self._db)   # a new ledger too: _SCHEMA is the v2 one
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
@@ -277,8 +295,11 @@ class Ledger:
                                               now, self.client_id))
 
     def mark_sent(self, msg_id: str, now: int) -> None:
+        """The broker took it; an offer's wait for its receipt starts now."""
         with self._tx() as db:
-            db.execute("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", (now, msg_id))
+            if db.execute("UPDATE outbox SET sent_at = ? WHERE id = ? AND sent_at IS NULL", (now, msg_id)).rowcount:
+                db.execute("UPDATE offers SET resend_at = MAX(resend_at, ?) WHERE id = ? AND resends = 0 "
+                           "AND receipted_at IS NULL AND resend_at IS NOT NULL", (now + self.resend.first_s, msg_id))
 
     def unsent(self, now: int, grace_s: int = 30, min_age_s: int = 0) -> list[Outgoing]:
         """Unexpired messages not yet acknowledged by the broker: ours older than `min_age_s`, or
@@ -305,11 +326,12 @@ class Ledger:
         r = self._one("SELECT signer FROM withdrawals WHERE intent = ? ORDER BY received_at", intent_id)
         return r["signer"] if r else None
 
-    def claim(self, answer: IntentAnswer, now: int) -> IntentAnswer | None:
+    def claim(self, answer: IntentAnswer, now: int, sent_clock: float | None = None) -> IntentAnswer | None:
         """Record the intent and its offers, unless another worker (or an earlier run) has: then
         None. A withdrawal by the intent's own key that arrived first is checked in the same
         transaction: the intent is then recorded as withdrawn, and the answer has no offers."""
         i = answer.intent
+        sent = now if sent_clock is None else sent_clock
         with self._tx() as db:
             if db.execute("SELECT 1 FROM intents WHERE intent = ?", (i.intent,)).fetchone():
                 return None
@@ -325,10 +347,11 @@ class Ledger:
             db.execute("DELETE FROM withdrawals WHERE intent = ?", (i.intent,))  # the intent row rules now
             for o in answer.offers:
                 db.execute("INSERT INTO offers (id, intent, intent_signer, sku, name, price, currency, valid_until, "
-                           "terms_id, terms_sha256, decision, token, created_at, client_id) "
-                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "terms_id, terms_sha256, decision, token, created_at, client_id, hash, resend_at, "
+                           "last_sent, first_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (o.id, o.intent, o.intent_signer, o.sku, o.name, o.price, o.currency, o.valid_until,
-                            o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id))
+                            o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id, o.hash,
+                            now + self.resend.first_s, sent, sent))
                 self._enqueue(db, o.outgoing(), now)
         return answer
 
@@ -353,12 +376,63 @@ class Ledger:
     # -------------------------------------------------------------------------- offers
     def offer(self, offer_id: str) -> OfferRecord | None:
         r = self._one("SELECT * FROM offers WHERE id = ?", offer_id)
-        if r is None:
-            return None
-        return OfferRecord(id=r["id"], intent=r["intent"], intent_signer=r["intent_signer"], sku=r["sku"],
-                           name=r["name"], price=r["price"], currency=r["currency"], valid_until=r["valid_until"],
-                           terms_id=r["terms_id"], terms_sha256=r["terms_sha256"], decision=r["decision"],
-                           token=r["token"])
+        return None if r is None else _offer(r)
+
+    # -------------------------------------------------------------------------- receipts
+    def mark_receipted(self, intent_id: str, hashes: tuple[str, ...] | list[str], now: float) -> int:
+        """The box says it holds these offers (by token hash): stop re-sending them. Returns how
+        many of ours were waiting. Hashes we never sent (fillers, other vendors') match nothing."""
+        hashes = list(dict.fromkeys(hashes))[:64]
+        if not hashes:
+            return 0
+        marks = ",".join("?" * len(hashes))
+        with self._tx() as db:
+            rows = db.execute(f"SELECT id, receipted_at FROM offers WHERE intent = ? AND hash IN ({marks})",
+                              (intent_id, *hashes)).fetchall()
+            if rows:   # the box is working through what we sent, even if only copies of receipted ones
+                self.last_receipt_at = max(self.last_receipt_at, now)
+            ids = [r[0] for r in rows if r[1] is None]
+            if not ids:
+                return 0
+            idm = ",".join("?" * len(ids))
+            db.execute(f"UPDATE offers SET receipted_at = ?, resend_at = NULL WHERE id IN ({idm})", (now, *ids))
+            db.execute(f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({idm})", (now, *ids))
+        return len(ids)
+
+    def receipt_mark(self) -> ReceiptMark:
+        return self._read(self._mark)
+
+    def _mark(self, db: sqlite3.Connection) -> ReceiptMark:
+        m = _receipt_mark(db)
+        return ReceiptMark(m.sent, max(m.at, self.last_receipt_at))
+
+    def take_resends(self, now: float, plan: Callable[[list[Pending], ReceiptMark], list[Resend]],
+                     limit: int = 200) -> list[Resend]:
+        """Due offers (sent, not receipted, their time come), planned by `plan` (core.plan_resends)
+        and rescheduled in one transaction, so two workers sharing the ledger do not both send.
+        Offers the plan leaves out (expired) are not looked at again."""
+        with self._tx() as db:
+            rows = db.execute("SELECT offers.* FROM offers JOIN outbox ON outbox.id = offers.id "
+                              "WHERE offers.receipted_at IS NULL AND offers.resend_at IS NOT NULL "
+                              "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
+                              "ORDER BY offers.resend_at LIMIT ?", (now, limit)).fetchall()
+            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0) for r in rows]
+            resends = plan(due, self._mark(db))
+            for r in resends:
+                db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = CASE WHEN ? THEN ? "
+                           "ELSE last_sent END WHERE id = ?",
+                           (r.resends, r.next_at, int(r.send), now, r.outgoing.msg_id))
+            planned = {r.outgoing.msg_id for r in resends}
+            for p in due:
+                if p.offer.id not in planned:
+                    db.execute("UPDATE offers SET resend_at = NULL WHERE id = ?", (p.offer.id,))
+        return [r for r in resends if r.send]
+
+    def awaiting_receipts(self, now: int) -> int:
+        """Unexpired offers the box has not receipted yet."""
+        r = self._one("SELECT COUNT(*) FROM offers WHERE receipted_at IS NULL AND resend_at IS NOT NULL "
+                      "AND valid_until > ?", now)
+        return int(r[0]) if r else 0
 
     # -------------------------------------------------------------------------- agreements
     def agreement(self, agreement_id: str) -> AgreementRecord | None:
@@ -517,7 +591,8 @@ class Ledger:
         return [{"id": r["id"], "intent": r["intent"], "sku": r["sku"], "name": r["name"], "price": r["price"],
                  "currency": r["currency"], "valid_until": r["valid_until"], "terms": r["terms_id"],
                  "decision": r["decision"], "created_at": r["created_at"], "client_id": r["client_id"],
-                 "sent": r["sent_at"] is not None}
+                 "sent": r["sent_at"] is not None, "receipted": r["receipted_at"] is not None,
+                 "resends": r["resends"]}
                 for r in self._all("SELECT offers.*, outbox.sent_at FROM offers LEFT JOIN outbox "
                                    "ON outbox.id = offers.id ORDER BY offers.created_at, offers.id")]
 
@@ -535,6 +610,21 @@ class Ledger:
                  "purpose": r["purpose"], "fields": json.loads(r["fields"]), "received_at": r["received_at"]}
                 for r in self._all("SELECT disclosures.*, agreements.purpose FROM disclosures JOIN agreements "
                                    "ON agreements.id = disclosures.agreement ORDER BY disclosures.received_at")]
+
+
+def _receipt_mark(db: sqlite3.Connection) -> ReceiptMark:
+    """Among receipted offers, the latest *first* send (which copy the box stored is unknown, but
+    none was sent earlier than that, so everything sent before it has been through), and when the
+    latest receipt came."""
+    r = db.execute("SELECT MAX(first_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL").fetchone()
+    return ReceiptMark(float(r[0] or 0.0), float(r[1] or 0.0))
+
+
+def _offer(r: sqlite3.Row) -> OfferRecord:
+    return OfferRecord(id=r["id"], intent=r["intent"], intent_signer=r["intent_signer"], sku=r["sku"],
+                       name=r["name"], price=r["price"], currency=r["currency"], valid_until=r["valid_until"],
+                       terms_id=r["terms_id"], terms_sha256=r["terms_sha256"], decision=r["decision"],
+                       token=r["token"])
 
 
 def _outgoing(r: sqlite3.Row) -> Outgoing:

@@ -18,7 +18,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
@@ -28,7 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError,
+from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError, Receipt,
                           ReplayGuard, Revocation, token_hash, topics, unseal, verify)
 
 from . import core
@@ -47,6 +47,8 @@ PRUNE_S = 3600             # forget expired ledger rows
 PROFILE_REFRESH_S = 24 * 3600
 FLUSH_MIN_AGE_S = 10       # periodic re-send: only our rows this old (younger ones are in flight)
 MAX_HELD = 1000            # messages kept for a retry (ledger locked) before new ones are dropped
+RESEND_CHECK_S = 0.5       # how often the run loop looks for offers due to be sent again
+RESEND_BATCH = 200         # offers re-sent per look (the rest wait for the next)
 SUB_SHARED = 1             # MQTT 5 Subscription Identifiers: which subscription delivered a message
 SUB_PLAIN = 2
 _SHARE_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -99,11 +101,16 @@ class VendorWorker:
     """Answers intents for one vendor until stopped. Embed it, or run `vrm-vendor run`."""
 
     def __init__(self, identity: VendorIdentity, catalogue: Catalogue, ledger: Ledger, broker: BrokerSettings,
-                 on_ready: Callable[[], None] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 on_ready: Callable[[], None] | None = None, clock: Callable[[], float] = time.time,
+                 resend: core.ResendPolicy | None = None) -> None:
         self.identity = identity
         self.catalogue = catalogue
         self.ledger = ledger
         self.broker = broker
+        self.resend = resend or core.ResendPolicy()
+        ledger.resend = self.resend
+        self.refused: Counter[tuple[str, str]] = Counter()   # (message kind, reason) -> count
+        self._resend_checked = 0.0
         self.client_id = broker.client_id or f"vrm-vendor-{identity.vendor}-{secrets.token_hex(4)}"
         ledger.client_id = self.client_id  # the ledger records which worker did what
         self._on_ready = on_ready
@@ -214,6 +221,9 @@ class VendorWorker:
             log.exception("housekeeping failed")
 
     def _timed_work(self, now: float) -> None:
+        if now - self._resend_checked >= RESEND_CHECK_S and self._client.is_connected():
+            self._resend_checked = now
+            self._resend_due(now)
         if self._held and now - self._held_tried >= HELD_RETRY_S:
             self._held_tried = now
             self._retry_held()
@@ -239,6 +249,15 @@ class VendorWorker:
             if now - self._profile_at > PROFILE_REFRESH_S:
                 self._publish_profile()
             self._flush_outbox(min_age_s=FLUSH_MIN_AGE_S)
+
+    def _resend_due(self, now: float) -> None:
+        """Offers the box has not receipted in time go out again (same token and id)."""
+        due = self.ledger.take_resends(now, lambda pending, mark: core.plan_resends(pending, now, self.resend, mark),
+                                       RESEND_BATCH)
+        for r in due:
+            self._publish(r.outgoing)
+        if due:
+            log.info("re-sent %d offer(s) not yet receipted by the box", len(due))
 
     def _try_purge(self) -> None:
         self._purge_tried = self._clock()
@@ -267,7 +286,7 @@ class VendorWorker:
         group = self.broker.share_group
         shared = []
         for cat in self.identity.categories:
-            shared += [topics.intents(cat, group), topics.withdrawals(cat, group)]
+            shared += [topics.intents(cat, group), topics.withdrawals(cat, group), topics.receipts(cat, group)]
         shared.append(topics.vendor_inbox(self.identity.vendor, group))
         if not group:
             return [(SUB_PLAIN, shared)]
@@ -391,6 +410,8 @@ class VendorWorker:
                 self._publish(out)
         except ProtocolError as exc:
             log.warning("refused message on %s: %s: %s", topic, exc.reason, exc.detail)
+            with self._lock:
+                self.refused[(_kind(topic), exc.reason)] += 1
         except sqlite3.OperationalError as exc:
             log.log(logging.DEBUG if retry else logging.WARNING, "ledger unavailable for message on %s: %s",
                     topic, exc)
@@ -412,6 +433,8 @@ class VendorWorker:
                 return self._intent(topic, payload)
             if mqtt.topic_matches_sub(topics.withdrawals(cat), topic):
                 return self._withdrawal(topic, payload)
+            if mqtt.topic_matches_sub(topics.receipts(cat), topic):
+                return self._receipt(topic, payload)
         log.debug("message on unexpected topic %s ignored", topic)
         return []
 
@@ -436,7 +459,8 @@ class VendorWorker:
         if self.ledger.intent(intent_id) is not None:
             log.debug("intent %s already handled", intent_id)
             return []
-        answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now))
+        answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now),
+                                   sent_clock=now)
         if answer is None:
             log.debug("intent %s claimed by another worker", intent_id)
             return []
@@ -456,6 +480,19 @@ class VendorWorker:
         self.ledger.record_withdrawal(w)
         self._remember(msg, now)
         log.info("intent %s withdrawn", w.intent)
+        return []
+
+    def _receipt(self, topic: str, payload: bytes) -> list[core.Outgoing]:
+        """The box stored offers of ours: stop re-sending them. No replay window: a receipt only
+        ever stops re-sends, so a second copy (QoS 1, or replayed by anyone) changes nothing."""
+        now = self._clock()
+        msg = verify(payload, now=now, expect=Receipt)
+        record = core.accept_receipt(msg, topic, self.ledger.intent(msg.body.intent))  # type: ignore[union-attr]
+        if record is not None:
+            n = self.ledger.mark_receipted(record.intent, record.hashes, now)
+            if n:
+                log.debug("receipt %s: %d offer(s) for intent %s stored by the box", record.message, n,
+                          record.intent)
         return []
 
     def _agreement(self, topic: str, payload: bytes) -> list[core.Outgoing]:
@@ -572,3 +609,10 @@ class VendorWorker:
             self._publish(out)
         if unsent:
             log.info("re-sent %d queued message(s)", len(unsent))
+
+
+def _kind(topic: str) -> str:
+    """A message's kind from its topic, for counting refusals."""
+    parsed = topics.parse_intent_topic(topic) or topics.parse_vendor_topic(topic)
+    return parsed[0] if parsed and parsed[0] in ("intent", "withdrawal", "receipt") else \
+        (parsed[1] if parsed else "unknown")

@@ -5,13 +5,13 @@ from .didkey import Identity, did_from_public_bytes, public_bytes_from_did
 from .encryption import DecryptionKey, decrypt_json, encrypt_json, seal, unseal
 from .errors import REASONS, ProtocolError
 from .messages import (VERSION, Agreement, Countersignature, Disclosure, EncryptionKey, Intent,
-                       IntentWithdrawal, Item, Offer, Revocation, RevocationAck, Terms, TermsResponse,
-                       VendorProfile)
+                       IntentWithdrawal, Item, Offer, Receipt, Revocation, RevocationAck, Terms,
+                       TermsResponse, VendorProfile)
 
 __all__ = [
     "MAX_MESSAGE_BYTES", "Envelope", "Message", "ReplayGuard", "new_id", "read_header", "sign",
     "token_hash", "verify", "Identity", "did_from_public_bytes", "public_bytes_from_did",
     "DecryptionKey", "decrypt_json", "encrypt_json", "seal", "unseal", "REASONS", "ProtocolError", "VERSION",
     "Agreement", "Countersignature", "Disclosure", "EncryptionKey", "Intent", "IntentWithdrawal",
-    "Item", "Offer", "Revocation", "RevocationAck", "Terms", "TermsResponse", "VendorProfile",
+    "Item", "Offer", "Receipt", "Revocation", "RevocationAck", "Terms", "TermsResponse", "VendorProfile",
 ]

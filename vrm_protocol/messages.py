@@ -283,13 +283,39 @@ class RevocationAck:
         check_id(self.revocation, "revocation")
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """The box stored these offers (or already had them): the sha256 (token_hash) of each offer
+    token, signed by the intent key. Only a holder of an offer token can match its hash; the list
+    is padded with random hashes to a bucket (RECEIPT_BUCKETS) so its length tells little."""
+
+    TYPE: ClassVar[str] = "receipt"
+    intent: str
+    category: str
+    offers: list[str]
+
+    def check(self) -> None:
+        check_id(self.intent, "intent")
+        check_slug(self.category, "category")
+        if not self.offers:
+            raise _bad("offers must not be empty")
+        if len(self.offers) > MAX_RECEIPT_OFFERS:
+            raise _bad(f"offers has more than {MAX_RECEIPT_OFFERS} hashes")
+        for h in self.offers:
+            check_hash(h, "offers[]")
+
+
+MAX_RECEIPT_OFFERS = 32          # hashes in one receipt (a commit with more sends several)
+RECEIPT_BUCKETS = (8, MAX_RECEIPT_OFFERS)   # a receipt's list is padded to one of these lengths
+
+
 BODY_TYPES: dict[str, type] = {
     cls.TYPE: cls
     for cls in (VendorProfile, Intent, IntentWithdrawal, Offer, Agreement, Countersignature,
-                Disclosure, Revocation, RevocationAck)
+                Disclosure, Revocation, RevocationAck, Receipt)
 }
 Body = Union[VendorProfile, Intent, IntentWithdrawal, Offer, Agreement, Countersignature,
-             Disclosure, Revocation, RevocationAck]
+             Disclosure, Revocation, RevocationAck, Receipt]
 
 
 # ---------------------------------------------------------------------------- validation

@@ -38,6 +38,16 @@ def withdrawals(category: str, share_group: str | None = None) -> str:
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 
+def receipt(category: str, intent_id: str) -> str:
+    """The box's signed receipts of the offers it stored for an intent (intent key; not retained)."""
+    return f"{PREFIX}/receipts/{category}/{intent_id}"
+
+
+def receipts(category: str, share_group: str | None = None) -> str:
+    topic = f"{PREFIX}/receipts/{category}/+"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
 # --- addressed to the box, per intent (the intent id is the only address vendors know)
 def offers(intent_id: str) -> str:
     return f"{PREFIX}/box/{intent_id}/offers"
@@ -100,11 +110,15 @@ def parse_vendor_topic(topic: str) -> tuple[str, str] | None:
 
 
 def parse_intent_topic(topic: str) -> tuple[str, str, str] | None:
-    """`vrm/v1/intents/<cat>/<id>` -> ("intent", cat, id); withdrawals -> ("withdrawal", cat, id)."""
+    """`vrm/v1/intents/<cat>/<id>` -> ("intent", cat, id); withdrawals -> ("withdrawal", cat, id);
+    receipts -> ("receipt", cat, id)."""
     parts = topic.split("/")
-    if len(parts) == 5 and "/".join(parts[:2]) == PREFIX and parts[2] in ("intents", "withdrawals"):
-        return ("intent" if parts[2] == "intents" else "withdrawal"), parts[3], parts[4]
+    if len(parts) == 5 and "/".join(parts[:2]) == PREFIX and parts[2] in _CHANNELS:
+        return _CHANNELS[parts[2]], parts[3], parts[4]
     return None
+
+
+_CHANNELS = {"intents": "intent", "withdrawals": "withdrawal", "receipts": "receipt"}
 
 
 BOX_KINDS = ("offers", "countersignatures", "acks")

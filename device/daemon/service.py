@@ -28,7 +28,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from vrm_protocol import topics
+from vrm_protocol import sign, topics
 
 from .. import erase as erase_mod
 from ..config import Config
@@ -41,6 +41,7 @@ from . import ops
 from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
 from . import mqtt as mqtt_edge
+from . import receipts
 from .held import HeldError, HeldRequests
 from .home import HomeLink
 from .schedule import republish_times
@@ -307,6 +308,7 @@ class Daemon:
             return False
         for item, outcome in zip(run, outcomes):
             self._finish(item, outcome)
+        self._send_receipts(list(zip(run, outcomes)))
         return True
 
     def _run(self, item: Any) -> None:
@@ -419,6 +421,26 @@ class Daemon:
             self.events.publish(outcome.event)
         self._ack(item.mid, item.qos)  # only now: the result is committed
 
+    def _send_receipts(self, done: list[tuple[_Inbound, Outcome | Rejection]]) -> None:
+        """After the commit: signed receipts (intent key) of the offers it stored or already held,
+        published QoS 1 with expiry and not kept: a receipt lost on the way costs the vendor one
+        re-send, which is receipted again (docs/protocol.md, receipts)."""
+        stored = [receipts.Stored(item.pre.intent, item.pre.payload.decode("ascii"))
+                  for item, outcome in done
+                  if isinstance(outcome, Outcome) and outcome.kind in ("offer", "duplicate") and item.pre.intent]
+        if not stored:
+            return
+        try:
+            now = int(self.clock())
+            intents = {s.intent: self.store.get_intent(s.intent) for s in stored}
+            live = {i: rec for i, rec in intents.items() if rec is not None}
+            for body in receipts.batch(stored, {i: rec.category for i, rec in live.items()}):
+                token = sign(live[body.intent].identity, body, now=now, ttl=receipts.RECEIPT_TTL_S)
+                mqtt_edge.publish(self.client, topics.receipt(body.category, body.intent), token,
+                                  retain=False, now=now)
+        except Exception:   # never let a receipt cost an offer: the vendor's re-send asks again
+            log.exception("could not send receipts for %d offer(s)", len(stored))
+
     def _apply(self, item: _Inbound) -> Outcome | Rejection:
         """One message's writes (store, audit, ranking) in one transaction; a refusal writes nothing."""
         with self.store.transaction():
@@ -433,7 +455,9 @@ class Daemon:
 
     def _handle(self, item: Any) -> None:
         if isinstance(item, _Inbound):
-            self._finish(item, self._apply(item))
+            outcome = self._apply(item)
+            self._finish(item, outcome)
+            self._send_receipts([(item, outcome)])
             return
         kind, value = item
         if kind == "sent":
