@@ -23,14 +23,15 @@ from joserfc.jwk import OKPKey
 
 from .didkey import KEY_CACHE, Identity, did_from_kid, public_key_from_did
 from .errors import ProtocolError
-from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, check_id, parse_dataclass
+from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, built, check_id, parse_dataclass
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOCK_SKEW = 120                      # seconds of tolerated clock difference
 MAX_LIFETIME = 366 * 24 * 3600        # exp - iat may not exceed a year
 ALG = "EdDSA"
 ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")   # \Z: `$` would let a trailing newline through
+_COMPACT_JWS_RE = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")  # fullmatch: one pass
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # a string (an unterminated one runs to the end: linear time whatever the input) or a bracket
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
@@ -160,6 +161,10 @@ def _check_unicode(value: Any) -> None:
             _check_unicode(v)
 
 
+# One decoder for every strict parse (json.loads with hooks would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+
+
 def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
     """ValueError when objects/arrays nest deeper than `max_depth`: checked before parsing, so no
     parser recursion is ever at the mercy of the sender. (Strings are skipped; an unterminated
@@ -185,7 +190,9 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     """
     text = data.decode("utf-8")
     check_json_depth(text)
-    obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    if text.startswith("\ufeff"):  # as json.loads refuses it
+        raise ValueError("JSON text starts with a byte order mark")
+    obj = _DECODER.decode(text)
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
@@ -224,7 +231,7 @@ def _split(token: bytes | str) -> tuple[str, list[str]]:
     parts = token.split(".")
     if len(parts) != 3:
         raise ProtocolError("bad_encoding", "a compact JWS has three segments")
-    if not all(_B64URL_RE.match(p) for p in parts):
+    if not _COMPACT_JWS_RE.fullmatch(token):
         raise ProtocolError("bad_encoding", "segments are unpadded base64url")
     return token, parts
 
@@ -309,7 +316,7 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     if env["iss"] != did:
         raise ProtocolError("key_mismatch", "iss is not the did:key that signed")
     body = parse_dataclass(cls, payload)
-    envelope = Envelope(**env)
+    envelope = built(Envelope, env)
     if isinstance(body, Offer) and body.valid_until != envelope.exp:  # §8.4: one end of validity
         raise ProtocolError("bad_field", "offer valid_until must equal the JWS exp")
 
@@ -321,7 +328,7 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("expired", "exp has passed")
     if replay is not None:
         replay.check_and_remember(envelope.id, envelope.exp, now)
-    return Message(envelope, body, token)
+    return built(Message, {"envelope": envelope, "body": body, "token": token})
 
 
 class ReplayGuard:
