@@ -87,14 +87,24 @@ def b64url_decode(segment: str) -> bytes:
     return _decode_checked(segment)
 
 
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
+_DIGITS = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_UNUSED_BITS = (0, 0, 0x0F, 0x03)   # by length % 4: the low bits of the last digit that carry nothing
+
+
 def _decode_checked(segment: str) -> bytes:
-    """b64url_decode of a segment already matched against _B64URL_RE (no second scan)."""
+    """b64url_decode of a segment already matched against _B64URL_RE (no second scan): one
+    C decode, and the canonical check on the last digit (its unused bits must be zero, so each
+    byte string has one encoding)."""
+    r = len(segment) % 4
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        if r == 1:
+            raise ValueError("a base64url segment cannot be 1 more than a multiple of 4 long")
+        data = binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[r])
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError("bad_encoding", "segment is not base64url") from exc
-    r = len(segment) % 4   # the last r characters carry the last r-1 bytes, and the unused bits
-    if r and _b64url(data[1 - r:]) != segment[-r:]:  # set: one encoding per byte string
+    if r and _DIGITS.get(segment[-1], 0xFF) & _UNUSED_BITS[r]:
         raise ProtocolError("bad_encoding", "segment is not canonical base64url")
     return data
 
@@ -163,6 +173,8 @@ def _check_unicode(value: Any) -> None:
 
 # One decoder for every strict parse (json.loads with hooks would build a new one per call).
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+_SCAN = _DECODER.scan_once
+_JSON_SPACE = " \t\n\r"
 
 
 def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
@@ -190,9 +202,17 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     """
     text = data.decode("utf-8")
     check_json_depth(text)
-    if text.startswith("\ufeff"):  # as json.loads refuses it
-        raise ValueError("JSON text starts with a byte order mark")
-    obj = _DECODER.decode(text)
+    if text[:1] in _JSON_SPACE:   # empty, or leading white space: the decoder's own path
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise ValueError("JSON text starts with a byte order mark")
+        obj = _DECODER.decode(text)
+    else:  # the scanner straight away (what decode does, less a regex on each end)
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration as exc:
+            raise ValueError(f"Expecting value at {exc.value}") from None
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            raise ValueError(f"extra data after the JSON value at {end}")
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
