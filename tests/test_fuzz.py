@@ -150,6 +150,47 @@ def dump(value: Any, rng: random.Random) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def to_toml(doc: Any) -> str:
+    """A JSON-like value written as TOML (tables as [sections], lists of tables as [[arrays]]), so
+    mutated configs and profiles are valid TOML and reach the parser's own checks. None (no TOML
+    equivalent) drops the key; a non-table document becomes one key."""
+    if not isinstance(doc, dict):
+        doc = {"value": doc}
+    top = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in doc.items()
+           if v is not None and not isinstance(v, dict) and not _tables(v)]
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            top.append(f"[{_toml_key(k)}]")
+            top += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
+        elif _tables(v):
+            for t in v:
+                top.append(f"[[{_toml_key(k)}]]")
+                top += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in t.items() if vv is not None]
+    return "\n".join(top) + "\n"
+
+
+def _tables(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(t, dict) for t in v)
+
+
+def _toml_key(k: str) -> str:
+    return json.dumps(k)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if v != v else ("inf" if v == float("inf") else "-inf" if v == float("-inf") else repr(v))
+    if isinstance(v, (int, str)):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v if x is not None) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+    return '""'
+
+
 def keys_of(value: Any) -> list[str]:
     out: list[str] = []
     if isinstance(value, dict):
@@ -398,14 +439,31 @@ def test_config_file(tmp_path):
     """load_config on a TOML file (the shipped example, mutated): ConfigError only."""
     example = (ROOT / "config" / "vrmbox.example.toml").read_text()
     # the example without its comments, and with its commented-out keys switched on
-    seeds = ["\n".join(line for line in example.splitlines() if not line.startswith("#")).encode(),
-             "\n".join(line[2:] if line.startswith("# ") and " = " in line else line
-                       for line in example.splitlines() if not line.startswith("#") or " = " in line).encode()]
+    plain, switched_on, seen, section = [], [], set(), ""
+    for line in example.splitlines():
+        if line.startswith("["):
+            section = line
+        if not line.startswith("#"):
+            plain.append(line)
+        key = (section, line.lstrip("# ").split(" = ")[0])
+        if " = " in line and key not in seen:    # a key the example leaves commented out, once
+            seen.add(key)
+            switched_on.append(line.lstrip("# ") if line.startswith("# ") else line)
+        elif line.startswith("["):
+            switched_on.append(line)
+    seeds = ["\n".join(plain).encode(), "\n".join(switched_on).encode()]
+    tables = [tomllib.loads(s.decode()) for s in seeds]
+    keys = keys_of(tables)
     path = tmp_path / "config.toml"
 
     def case(n: int) -> bytes:
         rng = random.Random(n)
-        return rng.randbytes(rng.randrange(0, 200)) if rng.random() < 0.05 else mutate_bytes(rng.choice(seeds), rng)
+        mode = rng.random()
+        if mode < 0.05:
+            return rng.randbytes(rng.randrange(0, 200))
+        if mode < 0.4:
+            return mutate_bytes(rng.choice(seeds), rng)
+        return to_toml(mutate_json(rng.choice(tables), rng, keys)).encode("utf-8", "surrogatepass")
 
     def run(data: bytes) -> None:
         path.write_bytes(data)
@@ -621,8 +679,11 @@ def test_hardware_profile_files(tmp_path):
 
     def case(n: int) -> tuple[str, Any]:
         rng = random.Random(n)
-        if rng.random() < 0.5:
+        mode = rng.random()
+        if mode < 0.4:
             return "file", mutate_bytes(rng.choice(seeds), rng)
+        if mode < 0.7:
+            return "file", to_toml(mutate_json(rng.choice(tables), rng, keys)).encode("utf-8", "surrogatepass")
         return "table", mutate_json(rng.choice(tables), rng, keys)
 
     def run(c: tuple[str, Any]) -> None:
@@ -692,3 +753,32 @@ def test_vendor_kit_receive(tmp_path):
         target = Target(case, run)
         given(st.integers(0, 2 ** 63))(FUZZ(lambda n: fuzz_and_trace(target, n)))()
         assert_memory_flat(target)
+
+
+# ------------------------------------------------------------------------------ regressions
+@pytest.mark.parametrize("segment", ["AAAA\n", "AAA\n", "eyJhIjoxfQ\n", "AAAA\r\n"])
+def test_a_base64url_segment_with_a_trailing_newline_is_bad_encoding(segment):
+    """`$` in the alphabet check let a trailing newline through to the decoder (refused there
+    only by the padding arithmetic); the check itself refuses it now (\\Z)."""
+    with pytest.raises(ProtocolError) as err:
+        b64url_decode(segment)
+    assert err.value.reason == "bad_encoding"
+
+
+def test_a_token_ending_in_a_newline_is_refused_before_anything_is_decoded(protocol_seeds):
+    _, token = protocol_seeds["tokens"][0]
+    with pytest.raises(ProtocolError) as err:
+        verify(token + "\n", now=NOW)
+    assert (err.value.reason, err.value.detail) == ("bad_encoding", "segments are unpadded base64url")
+
+
+@pytest.mark.parametrize("line, message", [
+    (b"[" * (MAX_REQUEST + 1), "request too large"),
+    (b"\xff\xfe{}\n", "request is not JSON"),
+    (b"[" * 100_000, "request is not JSON"),
+    (b'{"op": 1}\n', "request must be"),
+    (b'{"op": "offers", "args": [1]}\n', "args must be an object"),
+])
+def test_control_request_line_refusals(line, message):
+    with pytest.raises(MarketError, match=message):
+        parse_request(line)

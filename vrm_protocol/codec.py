@@ -209,10 +209,10 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     else:  # the scanner straight away (what decode does, less a regex on each end)
         try:
             obj, end = _SCAN(text, 0)
-        except StopIteration as exc:
-            raise ValueError(f"Expecting value at {exc.value}") from None
+        except StopIteration as exc:   # the errors JSONDecoder.decode gives, word for word
+            raise json.JSONDecodeError("Expecting value", text, exc.value) from None
         if end != len(text) and text[end:].strip(_JSON_SPACE):
-            raise ValueError(f"extra data after the JSON value at {end}")
+            raise json.JSONDecodeError("Extra data", text, len(text) - len(text[end:].lstrip(_JSON_SPACE)))
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
     if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
