@@ -215,7 +215,7 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
             raise json.JSONDecodeError("Extra data", text, len(text) - len(text[end:].lstrip(_JSON_SPACE)))
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
-    if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
         _check_unicode(obj)
     return obj
 
@@ -308,7 +308,8 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     once and the payload parsed once (the header is checked above, as JOSE requires).
     """
     token, parts = _split(token)
-    header = _header(parts[0])
+    h = parts[0]   # the cached header itself: verify only reads it
+    header = _parse_header_cached(h) if len(h) <= _HEADER_CACHE_MAX_LEN else _parse_header(h)
     payload_bytes = _decode_checked(parts[1])   # encoding errors are bad_encoding, before anything
     signature = _decode_checked(parts[2])
     did = did_from_kid(header["kid"])
@@ -331,9 +332,11 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("bad_field", f"missing field {next(k for k in ENVELOPE if k not in payload)}")
     pop = payload.pop
     env = {k: pop(k) for k in ENVELOPE}
-    for k in ("iat", "exp"):
-        if not isinstance(env[k], int) or isinstance(env[k], bool):
-            raise ProtocolError("bad_field", f"{k} must be an integer")
+    iat, exp = env["iat"], env["exp"]
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise ProtocolError("bad_field", "iat must be an integer")
+    if not isinstance(exp, int) or isinstance(exp, bool):
+        raise ProtocolError("bad_field", "exp must be an integer")
     if not isinstance(env["id"], str) or not isinstance(env["iss"], str):
         raise ProtocolError("bad_field", "id and iss must be strings")
     check_id(env["id"], "id")

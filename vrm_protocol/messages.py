@@ -319,10 +319,23 @@ def _check_attributes(value: Any, where: str) -> dict[str, Any]:
             if len(v) > MAX_LIST:
                 raise _bad(f"{where}.{k} has more than {MAX_LIST} items")
             for item in v:
-                _check_scalar(item, f"{where}.{k}[]")
-        else:
+                if not _plain_scalar(item):   # the path is spelt out only for an error
+                    _check_scalar(item, f"{where}.{k}[]")
+        elif not _plain_scalar(v):
             _check_scalar(v, f"{where}.{k}")
     return dict(value)
+
+
+def _plain_scalar(v: Any) -> bool:
+    """A value _check_scalar accepts, by the quick exact-type tests (False: let it decide)."""
+    c = v.__class__
+    if c is str:
+        return len(v) <= MAX_STR
+    if c is int:
+        return -9007199254740992 <= v <= 9007199254740992
+    if c is float:
+        return -1e15 <= v <= 1e15
+    return c is bool
 
 
 _SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
