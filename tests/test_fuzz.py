@@ -50,7 +50,7 @@ from vrm_protocol.codec import b64url, b64url_decode, unverified_payload
 from vrm_protocol.encryption import _encrypt
 from vrm_protocol.messages import terms_digest
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = pytest.mark.faults   # the fuzz targets are also slow; the regressions at the end are not
 
 CASES = int(os.environ.get("VRM_FUZZ_CASES", 10_000))   # per target and run (fewer only for a quick local look)
 MEMORY_BATCH = 1_000      # cases per batch of the memory check (a warm-up batch, then a traced one)
@@ -312,6 +312,7 @@ def protocol_seeds() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ vrm_protocol
+@pytest.mark.slow
 def test_verify_every_message_type(protocol_seeds):
     """verify: only ProtocolError with a known reason; with and without the expected type."""
     seeds = protocol_seeds["tokens"]
@@ -330,6 +331,7 @@ def test_verify_every_message_type(protocol_seeds):
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_jwe_unseal_and_decrypt(protocol_seeds):
     """unseal (sealed agreements and revocations) and decrypt_json (disclosures): ProtocolError only.
     Mutations of the JWE text, and plaintexts mutated then really encrypted to the key."""
@@ -360,6 +362,7 @@ def test_jwe_unseal_and_decrypt(protocol_seeds):
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_unverified_payload(protocol_seeds):
     """Reads our own stored tokens; on anything else it answers {} and never raises."""
     seeds = protocol_seeds["tokens"]
@@ -372,6 +375,7 @@ def test_unverified_payload(protocol_seeds):
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_topic_parsers():
     """parse_box_topic / parse_vendor_topic / parse_intent_topic: a tuple of strings or None."""
     seeds = [topics.offers("intent-0001"), topics.countersignatures("intent-0001"), topics.revocation_acks("i1"),
@@ -397,6 +401,7 @@ def test_topic_parsers():
 
 
 # ------------------------------------------------------------------------------ the box
+@pytest.mark.slow
 def test_intake_precheck(tmp_path):
     """Intake.precheck on topic + payload (a real store in tmp): None, a Pre, or a Rejection with
     a known reason; it never raises. Seeds: a known vendor's real offers, profile, replies."""
@@ -435,6 +440,7 @@ def test_intake_precheck(tmp_path):
         b.store.close()
 
 
+@pytest.mark.slow
 def test_config_file(tmp_path):
     """load_config on a TOML file (the shipped example, mutated): ConfigError only."""
     example = (ROOT / "config" / "vrmbox.example.toml").read_text()
@@ -495,6 +501,7 @@ RULES_SEED = {
 }
 
 
+@pytest.mark.slow
 def test_rules(tmp_path):
     """validate_rules + compile_rules on rules documents (the defaults and a full one, mutated,
     and as files: bytes mutated then read as JSON): RulesError only."""
@@ -551,6 +558,7 @@ def _resigned(doc: Any, identity: Identity) -> Any:
     return doc
 
 
+@pytest.mark.slow
 def test_export_files(export_seed):
     """read_json_file + check_export (import files): PortabilityError only. Mutated documents
     are re-signed with the box's key, so they get past the signature to the tables and audit."""
@@ -580,6 +588,7 @@ def test_export_files(export_seed):
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_backup_files(export_seed):
     """read_json_file + open_backup (restore files): PortabilityError only. The seed uses a small
     scrypt cost; mutations keep the KDF parameters small, so the cases stay fast."""
@@ -615,6 +624,7 @@ def test_backup_files(export_seed):
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_imported_credentials():
     """check_vc_jwt (imported VC-JWTs): ClaimError only; mutated payloads re-signed by the issuer."""
     issuer = Identity.generate()
@@ -641,6 +651,7 @@ def test_imported_credentials():
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_control_request_line():
     """The control socket's request line (daemon/sockets.parse_request): MarketError only."""
     seeds = [b'{"op": "status"}\n', b'{"op": "offers", "args": {"intent": "abc"}}\n',
@@ -669,6 +680,7 @@ def test_control_request_line():
     assert_memory_flat(target)
 
 
+@pytest.mark.slow
 def test_hardware_profile_files(tmp_path):
     """load_profile on TOML files (the shipped profiles, mutated) and parse_profile on mutated
     tables: ProfileError only."""
@@ -708,6 +720,7 @@ CATALOGUE = {"currency": "EUR", "region": "GB-LND", "accept_terms": ["vrm-basic-
                         "attributes": {"gears": 8}}]}
 
 
+@pytest.mark.slow
 def test_vendor_kit_receive(tmp_path):
     """What a vendor worker receives (VendorWorker._dispatch: verify, unseal, then the vendor_kit
     core handlers) on every topic it listens to: ProtocolError only."""
