@@ -23,14 +23,15 @@ from joserfc.jwk import OKPKey
 
 from .didkey import KEY_CACHE, Identity, did_from_kid, public_key_from_did
 from .errors import ProtocolError
-from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, check_id, parse_dataclass
+from .messages import BODY_TYPES, VERSION, Body, Offer, body_to_dict, built, check_id, parse_dataclass
 
 MAX_MESSAGE_BYTES = 64 * 1024
 CLOCK_SKEW = 120                      # seconds of tolerated clock difference
 MAX_LIFETIME = 366 * 24 * 3600        # exp - iat may not exceed a year
 ALG = "EdDSA"
 ENVELOPE = ("v", "type", "id", "iss", "iat", "exp")
-_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*$")
+_ENVELOPE_KEYS = frozenset(ENVELOPE)
+_B64URL_RE = re.compile(r"^[A-Za-z0-9_-]*\Z")   # \Z: `$` would let a trailing newline through
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 # a string (an unterminated one runs to the end: linear time whatever the input) or a bracket
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|[\[\]{}]')
@@ -86,14 +87,24 @@ def b64url_decode(segment: str) -> bytes:
     return _decode_checked(segment)
 
 
+_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+_PADDING = (b"", b"", b"==", b"=")
+_DIGITS = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")}
+_UNUSED_BITS = (0, 0, 0x0F, 0x03)   # by length % 4: the low bits of the last digit that carry nothing
+
+
 def _decode_checked(segment: str) -> bytes:
-    """b64url_decode of a segment already matched against _B64URL_RE (no second scan)."""
+    """b64url_decode of a segment already matched against _B64URL_RE (no second scan): one
+    C decode, and the canonical check on the last digit (its unused bits must be zero, so each
+    byte string has one encoding)."""
+    r = len(segment) % 4
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        if r == 1:
+            raise ValueError("a base64url segment cannot be 1 more than a multiple of 4 long")
+        data = binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + _PADDING[r])
     except (binascii.Error, ValueError) as exc:
         raise ProtocolError("bad_encoding", "segment is not base64url") from exc
-    r = len(segment) % 4   # the last r characters carry the last r-1 bytes, and the unused bits
-    if r and _b64url(data[1 - r:]) != segment[-r:]:  # set: one encoding per byte string
+    if r and _DIGITS.get(segment[-1], 0xFF) & _UNUSED_BITS[r]:
         raise ProtocolError("bad_encoding", "segment is not canonical base64url")
     return data
 
@@ -160,6 +171,12 @@ def _check_unicode(value: Any) -> None:
             _check_unicode(v)
 
 
+# One decoder for every strict parse (json.loads with hooks would build a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+_SCAN = _DECODER.scan_once
+_JSON_SPACE = " \t\n\r"
+
+
 def check_json_depth(text: str, max_depth: int = MAX_JSON_DEPTH) -> None:
     """ValueError when objects/arrays nest deeper than `max_depth`: checked before parsing, so no
     parser recursion is ever at the mercy of the sender. (Strings are skipped; an unterminated
@@ -185,10 +202,20 @@ def parse_json_object(data: bytes) -> dict[str, Any]:
     """
     text = data.decode("utf-8")
     check_json_depth(text)
-    obj = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_object)
+    if text[:1] in _JSON_SPACE:   # empty, or leading white space: the decoder's own path
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise ValueError("JSON text starts with a byte order mark")
+        obj = _DECODER.decode(text)
+    else:  # the scanner straight away (what decode does, less a regex on each end)
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration as exc:   # the errors JSONDecoder.decode gives, word for word
+            raise json.JSONDecodeError("Expecting value", text, exc.value) from None
+        if end != len(text) and text[end:].strip(_JSON_SPACE):
+            raise json.JSONDecodeError("Extra data", text, len(text) - len(text[end:].lstrip(_JSON_SPACE)))
     if not isinstance(obj, dict):
         raise ValueError("not a JSON object")
-    if _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # only a \uD800-\uDFFF escape can produce a surrogate
         _check_unicode(obj)
     return obj
 
@@ -224,7 +251,11 @@ def _split(token: bytes | str) -> tuple[str, list[str]]:
     parts = token.split(".")
     if len(parts) != 3:
         raise ProtocolError("bad_encoding", "a compact JWS has three segments")
-    if not all(_B64URL_RE.match(p) for p in parts):
+    try:  # ASCII letters and digits once '-', '_' and the two dots are gone: one C pass each
+        rest = token.encode("ascii").translate(None, b"-_.")
+    except UnicodeEncodeError:
+        rest = b"?"
+    if rest and not rest.isalnum():
         raise ProtocolError("bad_encoding", "segments are unpadded base64url")
     return token, parts
 
@@ -277,7 +308,8 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     once and the payload parsed once (the header is checked above, as JOSE requires).
     """
     token, parts = _split(token)
-    header = _header(parts[0])
+    h = parts[0]   # the cached header itself: verify only reads it
+    header = _parse_header_cached(h) if len(h) <= _HEADER_CACHE_MAX_LEN else _parse_header(h)
     payload_bytes = _decode_checked(parts[1])   # encoding errors are bad_encoding, before anything
     signature = _decode_checked(parts[2])
     did = did_from_kid(header["kid"])
@@ -288,28 +320,30 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("bad_signature", "BadSignatureError") from exc
     payload = _json_object(payload_bytes, "payload")
 
-    if type(payload.get("v")) is not int or payload["v"] != VERSION:  # not 1.0, not true
-        raise ProtocolError("unknown_version", f"v={str(payload.get('v'))[:20]}")
-    cls = BODY_TYPES.get(payload.get("type")) if isinstance(payload.get("type"), str) else None
+    v, typ = payload.get("v"), payload.get("type")
+    if type(v) is not int or v != VERSION:  # not 1.0, not true
+        raise ProtocolError("unknown_version", f"v={str(v)[:20]}")
+    cls = BODY_TYPES.get(typ) if isinstance(typ, str) else None
     if cls is None:
-        raise ProtocolError("unknown_type", f"type={str(payload.get('type'))[:40]}")
+        raise ProtocolError("unknown_type", f"type={str(typ)[:40]}")
     if expect is not None and cls is not expect:
         raise ProtocolError("wrong_type", f"expected {expect.TYPE}, got {cls.TYPE}")  # type: ignore[attr-defined]
-    env = {}
-    for k in ENVELOPE:
-        if k not in payload:
-            raise ProtocolError("bad_field", f"missing field {k}")
-        env[k] = payload.pop(k)
-    for k in ("iat", "exp"):
-        if not isinstance(env[k], int) or isinstance(env[k], bool):
-            raise ProtocolError("bad_field", f"{k} must be an integer")
+    if not _ENVELOPE_KEYS <= payload.keys():
+        raise ProtocolError("bad_field", f"missing field {next(k for k in ENVELOPE if k not in payload)}")
+    pop = payload.pop
+    env = {k: pop(k) for k in ENVELOPE}
+    iat, exp = env["iat"], env["exp"]
+    if not isinstance(iat, int) or isinstance(iat, bool):
+        raise ProtocolError("bad_field", "iat must be an integer")
+    if not isinstance(exp, int) or isinstance(exp, bool):
+        raise ProtocolError("bad_field", "exp must be an integer")
     if not isinstance(env["id"], str) or not isinstance(env["iss"], str):
         raise ProtocolError("bad_field", "id and iss must be strings")
     check_id(env["id"], "id")
     if env["iss"] != did:
         raise ProtocolError("key_mismatch", "iss is not the did:key that signed")
     body = parse_dataclass(cls, payload)
-    envelope = Envelope(**env)
+    envelope = built(Envelope, env)
     if isinstance(body, Offer) and body.valid_until != envelope.exp:  # §8.4: one end of validity
         raise ProtocolError("bad_field", "offer valid_until must equal the JWS exp")
 
@@ -321,7 +355,7 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
         raise ProtocolError("expired", "exp has passed")
     if replay is not None:
         replay.check_and_remember(envelope.id, envelope.exp, now)
-    return Message(envelope, body, token)
+    return built(Message, {"envelope": envelope, "body": body, "token": token})
 
 
 class ReplayGuard:

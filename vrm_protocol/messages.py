@@ -13,7 +13,7 @@ import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, Callable, ClassVar, Literal, Union
 
 from .didkey import public_bytes_from_did
 from .errors import ProtocolError
@@ -345,68 +345,34 @@ def _check_attributes(value: Any, where: str) -> dict[str, Any]:
             if len(v) > MAX_LIST:
                 raise _bad(f"{where}.{k} has more than {MAX_LIST} items")
             for item in v:
-                _check_scalar(item, f"{where}.{k}[]")
-        else:
+                if not _plain_scalar(item):   # the path is spelt out only for an error
+                    _check_scalar(item, f"{where}.{k}[]")
+        elif not _plain_scalar(v):
             _check_scalar(v, f"{where}.{k}")
     return dict(value)
+
+
+def _plain_scalar(v: Any) -> bool:
+    """A value _check_scalar accepts, by the quick exact-type tests (False: let it decide)."""
+    c = v.__class__
+    if c is str:
+        return len(v) <= MAX_STR
+    if c is int:
+        return -9007199254740992 <= v <= 9007199254740992
+    if c is float:
+        return -1e15 <= v <= 1e15
+    return c is bool
 
 
 _SHAPES: dict[Any, tuple[Any, tuple[Any, ...]]] = {}
 
 
 def _shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
-    """(origin, args) of a type hint, worked out once per hint (verify is on the hot path)."""
+    """(origin, args) of a type hint, worked out once per hint."""
     shape = _SHAPES.get(tp)
     if shape is None:
         shape = _SHAPES[tp] = (typing.get_origin(tp), typing.get_args(tp))
     return shape
-
-
-def _convert(tp: Any, value: Any, where: str, max_len: int = MAX_STR) -> Any:
-    origin, args = _shape(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(inner, value, where, max_len)
-    if origin is Literal:
-        if not isinstance(value, str) or value not in args:
-            raise _bad(f"{where} must be one of {list(args)}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise _bad(f"{where} must be a list")
-        if len(value) > MAX_LIST:
-            raise _bad(f"{where} has more than {MAX_LIST} items")
-        (inner,) = args
-        return [_convert(inner, v, f"{where}[]") for v in value]
-    if origin is dict:
-        return _check_attributes(value, where)
-    if tp is str:
-        if not isinstance(value, str):
-            raise _bad(f"{where} must be a string")
-        if len(value) > max_len:
-            raise _bad(f"{where} is longer than {max_len}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise _bad(f"{where} must be a boolean")
-        return value
-    if tp is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _bad(f"{where} must be an integer")
-        if abs(value) > 2**53:
-            raise _bad(f"{where} is out of range")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _bad(f"{where} must be a number")
-        if not math.isfinite(value) or abs(value) > 1e15:
-            raise _bad(f"{where} is out of range")
-        return float(value)
-    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
-        return parse_dataclass(tp, value, where)
-    raise TypeError(f"unsupported annotation {tp!r}")  # programming error
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -431,29 +397,178 @@ def _plan(cls: type) -> tuple[tuple[str, Any, int, bool], ...]:
     return plan
 
 
+# ---------------------------------------------------------------------------- compiled parsers
+# verify is on the hot path: each (type hint, place in the message) gets a converter built once
+# from the cached plan, a closure with its checks and error texts fixed, so parsing a message
+# walks no type hints and formats no strings. The set of keys is bounded by the classes'
+# static structure (and the few `where` prefixes callers pass).
+Converter = Callable[[Any], Any]
+_CONVERTERS: dict[tuple[Any, str, int], Converter] = {}
+
+
+def _converter(tp: Any, where: str, max_len: int = MAX_STR) -> Converter:
+    """The converter of JSON values for hint `tp` at path `where` (built once per key)."""
+    key = (tp, where, max_len)
+    conv = _CONVERTERS.get(key)
+    if conv is None:
+        conv = _CONVERTERS[key] = _build_converter(tp, where, max_len)
+    return conv
+
+
+def _build_converter(tp: Any, where: str, max_len: int) -> Converter:  # noqa: C901 (one case per kind)
+    origin, args = _shape(tp)
+    if origin in (Union, types.UnionType):
+        inner_types = [a for a in args if a is not type(None)]
+        if len(inner_types) != 1:
+            raise TypeError(f"unsupported annotation {tp!r}")  # programming error
+        inner = _converter(inner_types[0], where, max_len)
+        if type(None) not in args:
+            return inner
+
+        def optional(value: Any) -> Any:
+            return None if value is None else inner(value)
+        return optional
+    if origin is Literal:
+        allowed, msg = args, f"{where} must be one of {list(args)}"
+
+        def literal(value: Any) -> Any:
+            if not isinstance(value, str) or value not in allowed:
+                raise _bad(msg)
+            return value
+        return literal
+    if origin is list:
+        (item_type,) = args
+        item, not_list, too_long = (_converter(item_type, f"{where}[]"), f"{where} must be a list",
+                                    f"{where} has more than {MAX_LIST} items")
+
+        def listed(value: Any) -> Any:
+            if not isinstance(value, list):
+                raise _bad(not_list)
+            if len(value) > MAX_LIST:
+                raise _bad(too_long)
+            return [item(v) for v in value]
+        return listed
+    if origin is dict:
+        return lambda value: _check_attributes(value, where)
+    if tp is str:
+        not_str, too_long = f"{where} must be a string", f"{where} is longer than {max_len}"
+
+        def string(value: Any) -> Any:
+            if not isinstance(value, str):
+                raise _bad(not_str)
+            if len(value) > max_len:
+                raise _bad(too_long)
+            return value
+        return string
+    if tp is bool:
+        not_bool = f"{where} must be a boolean"
+
+        def boolean(value: Any) -> Any:
+            if not isinstance(value, bool):
+                raise _bad(not_bool)
+            return value
+        return boolean
+    if tp is int:
+        not_int, out_of_range = f"{where} must be an integer", f"{where} is out of range"
+
+        def integer(value: Any) -> Any:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _bad(not_int)
+            if abs(value) > 2**53:
+                raise _bad(out_of_range)
+            return value
+        return integer
+    if tp is float:
+        not_number, out_of_range = f"{where} must be a number", f"{where} is out of range"
+
+        def number(value: Any) -> Any:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise _bad(not_number)
+            if not math.isfinite(value) or abs(value) > 1e15:
+                raise _bad(out_of_range)
+            return float(value)
+        return number
+    if isinstance(tp, type) and hasattr(tp, "__dataclass_fields__"):
+        return _build_dataclass_parser(tp, where)
+    raise TypeError(f"unsupported annotation {tp!r}")  # programming error
+
+
+def built(cls: type, values: dict[str, Any]) -> Any:
+    """`cls(**values)` for a plain frozen data class whose `values` name every field: the
+    instance's attributes set at once (a frozen __init__ sets them one by one through
+    object.__setattr__, most of the cost of building a small message on the hot path)."""
+    obj = _new(cls)
+    obj.__dict__.update(values)
+    return obj
+
+
+_new = object.__new__
+
+
+def _plain(cls: type) -> bool:
+    """Whether `built` may stand in for cls(**values): no __post_init__, no slots, no init=False."""
+    return (not hasattr(cls, "__post_init__") and hasattr(cls, "__dict__")
+            and "__slots__" not in vars(cls) and all(f.init for f in fields(cls)))
+
+
+# Inline fast paths per field kind: a value of exactly this JSON type and in range is taken as it
+# is; anything else goes to the field's converter, which refuses it with the precise error (or
+# converts it). `{x}` is the value, `{c}` its converter.
+_FAST_PATHS = {
+    str: "if {x}.__class__ is not str or len({x}) > {max_len}: {x} = {c}({x})",
+    int: "if {x}.__class__ is not int or not -9007199254740992 <= {x} <= 9007199254740992: {x} = {c}({x})",
+    float: "if {x}.__class__ is not float or not -1e15 <= {x} <= 1e15: {x} = {c}({x})",
+    bool: "if {x}.__class__ is not bool: {x} = {c}({x})",
+}
+
+
+def _build_dataclass_parser(cls: type, where: str) -> Converter:
+    """One message class at one path, as one generated function over the cached plan: unknown
+    keys, then each field in order (missing, converted, or its default), then `check` (nested
+    objects checked themselves when they were built). Same checks and errors, in the same order,
+    as walking the plan; no loop, no per-field call for plain scalars."""
+    label = where or cls.__name__
+    names = frozenset(_hints(cls))
+    by_name = {f.name: f for f in fields(cls)}
+    env: dict[str, Any] = {"_bad": _bad, "NAMES": names, "CLS": cls, "MISSING": MISSING,
+                           "NOT_OBJECT": f"{label} must be an object", "LABEL": label,
+                           "CHECK": getattr(cls, "check", None), "_built": built}
+    lines = ["def parse(data):",
+             "    if not isinstance(data, dict):",
+             "        raise _bad(NOT_OBJECT)",
+             "    if not NAMES.issuperset(data):",
+             "        raise _bad(f'unknown field(s) {sorted(set(data) - NAMES)[:5]} in {LABEL}')",
+             "    values = {}"]
+    for i, (fname, hint, max_len, required) in enumerate(_plan(cls)):
+        path = f"{where}.{fname}" if where else fname
+        env[f"C{i}"] = _converter(hint, path, max_len)
+        fast = _FAST_PATHS.get(hint)
+        lines += [f"    if {fname!r} in data:",
+                  f"        x = data[{fname!r}]",
+                  "        " + (fast.format(x="x", c=f"C{i}", max_len=max_len) if fast else f"x = C{i}(x)"),
+                  f"        values[{fname!r}] = x",
+                  "    else:"]
+        f = by_name[fname]
+        if required:
+            env[f"M{i}"] = f"missing field {path}"
+            lines.append(f"        raise _bad(M{i})")
+        elif f.default_factory is not MISSING:
+            env[f"F{i}"] = f.default_factory
+            lines.append(f"        values[{fname!r}] = F{i}()")
+        else:
+            env[f"D{i}"] = f.default
+            lines.append(f"        values[{fname!r}] = D{i}")
+    lines.append("    obj = _built(CLS, values)" if _plain(cls) else "    obj = CLS(**values)")
+    if env["CHECK"] is not None:
+        lines.append("    CHECK(obj)")
+    lines.append("    return obj")
+    exec(compile("\n".join(lines), f"<parser of {cls.__name__} at {label}>", "exec"), env)  # noqa: S102
+    return env["parse"]
+
+
 def parse_dataclass(cls: type, data: Any, where: str = "") -> Any:
     """Build `cls` from a decoded JSON object, or raise ProtocolError('bad_field')."""
-    if not isinstance(data, dict):
-        raise _bad(f"{where or cls.__name__} must be an object")
-    plan = _plan(cls)
-    extra = set(data) - set(_hints(cls))
-    if extra:
-        raise _bad(f"unknown field(s) {sorted(extra)[:5]} in {where or cls.__name__}")
-    kwargs = {}
-    for fname, hint, max_len, required in plan:
-        if fname in data:
-            kwargs[fname] = _convert(hint, data[fname], f"{where}.{fname}" if where else fname, max_len)
-        elif required:
-            raise _bad(f"missing field {f'{where}.{fname}' if where else fname}")
-    obj = cls(**kwargs)
-    check = getattr(obj, "check", None)
-    if check:
-        check()
-    for fname, _, _, _ in plan:  # nested objects check themselves
-        v = getattr(obj, fname)
-        if hasattr(v, "check") and v is not obj:
-            v.check()
-    return obj
+    return _converter(cls, where)(data)
 
 
 def body_to_dict(body: Any) -> dict[str, Any]:

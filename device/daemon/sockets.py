@@ -37,6 +37,22 @@ REQUEST_TIMEOUT_S = 5     # for the request line: a slow client cannot hold a sl
 Submit = Callable[[str, dict[str, Any], str], Future]
 
 
+def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
+    """A request line as (op, args), or MarketError: what any local client can send (pure)."""
+    if len(line) > MAX_REQUEST:
+        raise MarketError("request too large")
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise MarketError("request is not JSON") from exc
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        raise MarketError("request must be {\"op\": ..., \"args\": {...}}")
+    op, args = req["op"], req.get("args") or {}
+    if not isinstance(args, dict):
+        raise MarketError("args must be an object")
+    return op, args
+
+
 class ControlServer:
     """Accepts local connections; each request runs on the daemon's worker via `submit`."""
 
@@ -156,17 +172,7 @@ class ControlServer:
                 if not line:
                     return
                 conn.settimeout(REPLY_TIMEOUT_S + 5)
-                if len(line) > MAX_REQUEST:
-                    raise MarketError("request too large")
-                try:
-                    req = json.loads(line)
-                except (ValueError, RecursionError) as exc:
-                    raise MarketError("request is not JSON") from exc
-                if not isinstance(req, dict) or not isinstance(req.get("op"), str):
-                    raise MarketError("request must be {\"op\": ..., \"args\": {...}}")
-                op, args = req["op"], req.get("args") or {}
-                if not isinstance(args, dict):
-                    raise MarketError("args must be an object")
+                op, args = parse_request(line)
                 lookup(op, role)               # refused here: never reaches the worker
                 if op == "subscribe":
                     self._stream(f)
