@@ -43,7 +43,8 @@ from vendor_kit.identity import VendorIdentity
 from vendor_kit.ledger import LEDGER_FILE, Ledger
 from vendor_kit.worker import BrokerSettings, VendorWorker
 from vrm_protocol import (REASONS, Agreement, Countersignature, DecryptionKey, Disclosure, Identity, Intent,
-                          IntentWithdrawal, Item, Offer, ProtocolError, ReplayGuard, Revocation, RevocationAck,
+                          IntentWithdrawal, Item, Offer, ProtocolError, Receipt, ReplayGuard, Revocation,
+                          RevocationAck,
                           Terms, TermsResponse, VendorProfile, decrypt_json, encrypt_json, seal, sign,
                           token_hash, topics, unseal, verify)
 from vrm_protocol.codec import b64url, b64url_decode, unverified_payload
@@ -301,6 +302,7 @@ def protocol_seeds() -> dict[str, Any]:
         Revocation: (box, Revocation(agreement=agreement_id, intent=intent_id, delete=True, reason="done")),
         RevocationAck: (vendor, RevocationAck(agreement=agreement_id, intent=intent_id, revocation=revocation_id,
                                               deleted=True)),
+        Receipt: (box, Receipt(intent=intent_id, category="bikes", offers=[token_hash(offer_token)] * 8)),
     }
     tokens = [(vendor, offer_token), (box, agreement_token)]
     tokens += [(who, sign(who, body, now=NOW, ttl=3600)) for who, body in bodies.values()]
@@ -317,7 +319,7 @@ def test_verify_every_message_type(protocol_seeds):
     """verify: only ProtocolError with a known reason; with and without the expected type."""
     seeds = protocol_seeds["tokens"]
     types = [None, Offer, Agreement, VendorProfile, Intent, IntentWithdrawal, Countersignature, Disclosure,
-             Revocation, RevocationAck]
+             Revocation, RevocationAck, Receipt]
     guard = ReplayGuard(max_entries=500)
 
     def run(case: tuple[bytes, type | None]) -> None:
@@ -750,6 +752,9 @@ def test_vendor_kit_receive(tmp_path):
              sign(box, Disclosure(agreement=agreement_id, intent=intent_id, jwe=jwe), now=NOW, ttl=3600), False),
             (topics.revocations("acme"), box,
              sign(box, Revocation(agreement=agreement_id, intent=intent_id, delete=True), now=NOW, ttl=3600), True),
+            (topics.receipt("bikes", intent_id), box,
+             sign(box, Receipt(intent=intent_id, category="bikes", offers=[token_hash(offer)] * 8), now=NOW,
+                  ttl=3600), False),
         ]
 
         def case(n: int) -> tuple[str, bytes]:
