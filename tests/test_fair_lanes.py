@@ -1,0 +1,97 @@
+"""Fair lanes (device/daemon/lanes.py): pure, no threads."""
+from __future__ import annotations
+
+import pytest
+
+from device.daemon.lanes import UNKNOWN, Lanes
+
+
+def lanes(per_lane: int = 100, total: int = 1000, max_bytes: int = 10**6) -> Lanes:
+    return Lanes(per_lane=per_lane, total=total, max_bytes=max_bytes)
+
+
+def test_vendor_lanes_are_served_round_robin_fifo_within_each():
+    q = lanes()
+    for i in range(3):
+        q.admit("a", f"a{i}", 10)
+    q.admit("b", "b0", 10)
+    q.admit("c", "c0", 10)
+    q.admit("c", "c1", 10)
+    assert q.take(100) == ["a0", "b0", "c0", "a1", "c1", "a2"]
+    assert q.size == 0 and q.bytes == 0 and q.lengths() == {}
+
+
+def test_the_unknown_lane_gets_one_place_after_each_round_of_vendors():
+    q = lanes()
+    for i in range(5):
+        q.admit(UNKNOWN, f"x{i}", 10)
+    for i in range(2):
+        q.admit("a", f"a{i}", 10)
+        q.admit("b", f"b{i}", 10)
+    assert q.take(100) == ["a0", "b0", "x0", "a1", "b1", "x1", "x2", "x3", "x4"]
+
+
+def test_a_flood_in_one_lane_does_not_delay_another_vendor():
+    q = lanes(per_lane=1000)
+    for i in range(500):
+        q.admit("forged-a", f"f{i}", 10)
+        q.admit(UNKNOWN, f"u{i}", 10)
+    q.admit("b", "genuine", 10)
+    first = q.take(3)
+    assert "genuine" in first
+
+
+def test_take_respects_n_and_keeps_the_round_across_calls():
+    q = lanes()
+    for k in "abc":
+        q.admit(k, k + "0", 1)
+        q.admit(k, k + "1", 1)
+    q.admit(UNKNOWN, "x0", 1)
+    assert q.take(2) == ["a0", "b0"]
+    assert q.take(2) == ["c0", "x0"]
+    assert q.take(10) == ["a1", "b1", "c1"]
+    assert q.take(10) == []
+
+
+def test_a_lane_added_mid_round_waits_for_the_next_round():
+    q = lanes()
+    q.admit("a", "a0", 1)
+    q.admit("a", "a1", 1)
+    q.admit("b", "b0", 1)
+    assert q.take(1) == ["a0"]
+    q.admit("c", "c0", 1)
+    assert q.take(10) == ["b0", "a1", "c0"]
+
+
+@pytest.mark.parametrize("bound", ["per_lane", "total", "max_bytes"])
+def test_bounds_say_wait_and_never_drop(bound):
+    kw = {"per_lane": 100, "total": 100, "max_bytes": 10**6, bound: 3 if bound != "max_bytes" else 30}
+    q = Lanes(**kw)
+    for i in range(3):
+        assert q.admit("a", f"a{i}", 10)
+    assert not q.admit("a", "late", 10)          # backpressure: the caller waits
+    assert q.size == 3 and q.bytes == 30         # nothing changed, nothing dropped
+    assert q.take(1) == ["a0"]
+    assert q.admit("a", "late", 10)              # room again
+    assert q.take(10) == ["a1", "a2", "late"]
+
+
+def test_one_lane_full_leaves_room_for_others_within_the_total():
+    q = lanes(per_lane=2, total=10)
+    assert q.admit(UNKNOWN, "x0", 1) and q.admit(UNKNOWN, "x1", 1)
+    assert not q.admit(UNKNOWN, "x2", 1)
+    assert q.admit("a", "a0", 1)
+    assert q.lengths() == {UNKNOWN: 2, "a": 1}
+
+
+def test_an_empty_box_takes_one_message_whatever_its_size():
+    q = lanes(max_bytes=100)
+    assert q.admit("a", "big", 1000)
+    assert not q.admit("b", "small", 1)
+    assert q.take(1) == ["big"]
+    assert q.bytes == 0
+
+
+def test_bounds_must_be_positive():
+    with pytest.raises(ValueError):
+        Lanes(per_lane=0, total=10, max_bytes=10)
