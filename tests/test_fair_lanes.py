@@ -95,3 +95,92 @@ def test_an_empty_box_takes_one_message_whatever_its_size():
 def test_bounds_must_be_positive():
     with pytest.raises(ValueError):
         Lanes(per_lane=0, total=10, max_bytes=10)
+
+
+# ---------------------------------------------------------------- a real daemon on a real broker
+import base64  # noqa: E402
+import json  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+import paho.mqtt.client as mqtt  # noqa: E402
+
+from processes import box_config, daemon, wait_for  # noqa: E402
+from test_daemon_mqtt import EventStream, cast, client, offer_ids, status, wait_until_listening  # noqa: E402
+from vendor_messages import TestVendor  # noqa: E402
+from vrm_protocol import Identity, topics  # noqa: E402
+from vrm_protocol.codec import unverified_payload  # noqa: E402
+
+
+def _seg(obj: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(obj, separators=(",", ":")).encode()).rstrip(b"=").decode()
+
+
+def forged_as(victim: TestVendor, intent_token: str, forger: TestVendor, i: int) -> bytes:
+    """An offer naming `victim`'s key (kid and iss), signed by another: only the signature
+    check can tell it apart, so it costs the box a full verify."""
+    h, p, s = forger.offer(intent_token, price=1.0 + i).split(".")
+    header = json.loads(base64.urlsafe_b64decode(h + "=="))
+    payload = json.loads(base64.urlsafe_b64decode(p + "=="))
+    header["kid"] = victim.did
+    payload.update(iss=victim.did, vendor=victim.slug)
+    return f"{_seg(header)}.{_seg(payload)}.{s}".encode()
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_forged_flood_does_not_stop_genuine_offers_being_stored(tmp_path, broker, monkeypatch):
+    box_config(tmp_path, monkeypatch, "[intake]\nverify_workers = 2\n")
+    data = tmp_path / "box"
+    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
+    try:
+        intent_id = cast({"data": data}, "bikes", "--attr", "budget_max=800")
+        token = wait_until_listening(broker, "bikes", intent_id).payload.decode()
+        stream = EventStream(data / "control.sock")
+        alpha, beta, forger = TestVendor("alpha"), TestVendor("beta"), TestVendor("mallory")
+        genuine = client(broker, "genuine")
+        for v in (alpha, beta):
+            genuine.publish(topics.vendor_profile(v.slug), v.profile(), qos=1, retain=True)
+        wait_for(lambda: {e["vendor"] for e in stream.of("vendor_new")} == {"alpha", "beta"},
+                 what="both vendors known")
+        topic = topics.offers(intent_id)
+        strangers = [TestVendor(f"s{i}") for i in range(50)]
+        flood = [forged_as(alpha, token, forger, i) for i in range(300)] + \
+                [s.offer(token).encode() for s in strangers] * 6            # fresh unknown keys
+        stop = threading.Event()
+        flooder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flooder", protocol=mqtt.MQTTv5)
+        flooder.max_queued_messages_set(0)
+        flooder.connect(broker.host, broker.port)
+        flooder.loop_start()
+        sent_flood = [0]
+
+        def run_flood() -> None:
+            while not stop.is_set() and sent_flood[0] < 60_000:
+                for f in flood:
+                    info = flooder.publish(topic, f, qos=1)
+                    sent_flood[0] += 1
+                    if sent_flood[0] % 500 == 0:
+                        info.wait_for_publish(timeout=5)     # keep paho's own queue short
+                    if stop.is_set():
+                        break
+        t = threading.Thread(target=run_flood, daemon=True)
+        t.start()
+        wait_for(lambda: sent_flood[0] >= 2000, what="the flood under way")
+        ids = []
+        for i in range(10):                                   # within their limits (burst 20)
+            for v in (alpha, beta):
+                tok = v.offer(token, price=300.0 + i)
+                ids.append(unverified_payload(tok)["id"])
+                genuine.publish(topic, tok, qos=1)
+        wait_for(lambda: set(ids) <= set(offer_ids(data)), timeout=60, what="every genuine offer stored")
+        stop.set()
+        t.join(10)
+        assert set(offer_ids(data)) == set(ids)                      # and not one forgery
+        assert status({"data": data})["rejected_total"] > 1000       # the flood did reach the box
+        stream.close()
+        for c in (genuine, flooder):
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        proc.stop()
