@@ -319,8 +319,10 @@ class Intake:
 
     def count(self, rej: Rejection) -> None:
         """Count in memory (any thread); `flush_counts` writes the totals. A flood then costs
-        a dict update per message, not a disk sync."""
-        log.info("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
+        a dict update per message, not a disk sync — nor a log line: `flush_counts` logs the
+        totals (a flood of thousands a second would otherwise cost the network thread a fifth
+        of its time, and fill the log)."""
+        log.debug("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
         with self._lock:
             key = (rej.reason, rej.vendor)
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -329,6 +331,10 @@ class Intake:
         """Write counted rejections to the store (worker thread)."""
         with self._lock:
             counts, self._counts = self._counts, {}
+        if counts:
+            log.info("rejected %d message(s): %s", sum(counts.values()),
+                     ", ".join(f"{r}{'/' + v if v else ''} {n}" for (r, v), n in sorted(
+                         counts.items(), key=lambda kv: -kv[1])[:10]))
         for (reason, vendor), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             try:
                 self.store.count_rejection(reason, vendor, n)
