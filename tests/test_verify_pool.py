@@ -121,6 +121,16 @@ def test_a_pool_whose_processes_are_all_gone_still_verifies(pool):
     assert pool.restarts >= 2
 
 
+def test_heal_replaces_a_process_that_died_while_idle(pool):
+    victim = pool.pids()[1]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not pool._procs[1].is_alive(), what="the process gone")
+    pool.heal()
+    assert victim not in pool.pids() and all(p.is_alive() for p in pool._procs)
+    jobs = messages()
+    assert comparable(pool.verify(jobs, NOW)) == expected(jobs)
+
+
 def test_close_stops_every_process():
     p = VerifyPool(2)
     procs = list(p._procs)
@@ -139,3 +149,65 @@ def test_pool_size_follows_the_setting_and_one_cpu_means_no_pool(monkeypatch):
     assert isinstance(make_verifier("auto"), InProcess)
     monkeypatch.setattr(vp, "cpu_count", lambda: 4)
     assert pool_size("auto") == 4
+
+
+# ---------------------------------------------------------------- in the daemon, on a real broker
+from pathlib import Path  # noqa: E402
+
+from processes import box_config, daemon, wait_for  # noqa: E402
+from test_daemon_mqtt import FAST_INTAKE, _intent_token, _publisher, all_sent_stored, status, \
+    wait_until_listening  # noqa: E402
+from vendor_messages import TestVendor  # noqa: E402
+
+
+def verify_children(pid: int) -> list[int]:
+    """The daemon's verify processes (multiprocessing's spawned children, started by any of its
+    threads: /proc lists a child under the thread that made it)."""
+    out = []
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except FileNotFoundError:      # the thread ended
+            continue
+    for child in children:
+        try:
+            cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"multiprocessing" in cmd and b"resource_tracker" not in cmd:
+            out.append(int(child))
+    return out
+
+
+@pytest.mark.faults
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_killing_the_daemons_verify_processes_loses_no_offer(tmp_path, broker, monkeypatch):
+    box_config(tmp_path, monkeypatch, FAST_INTAKE.replace("[intake]\n", "[intake]\nverify_workers = 2\n"))
+    box = {"data": tmp_path / "box", "tmp": tmp_path}
+    proc = daemon(box["data"], broker.url, tmp_path / "daemon.log").start()
+    try:
+        workers = wait_for(lambda: len(verify_children(proc.pid)) == 2 and verify_children(proc.pid),
+                           what="two verify processes")
+        intent_id, token = _intent_token(box)
+        wait_until_listening(broker, "bikes", intent_id)
+        sent: list[str] = []
+        done = threading.Event()
+        _publisher(broker, TestVendor("steady"), token, 150, 0.01, sent, done)
+        killed = set()
+        for at in (30, 80):
+            wait_for(lambda: len(sent) >= at, what=f"{at} offers sent")
+            victim = verify_children(proc.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            killed.add(victim)
+        assert done.wait(90), "publisher did not finish"
+        stored = all_sent_stored(box, sent)
+        assert sorted(stored) == sorted(sent) and len(set(stored)) == 150   # none lost, none twice
+        assert status(box)["rejected_total"] == 0                           # none refused either
+        now = wait_for(lambda: len(verify_children(proc.pid)) == 2 and verify_children(proc.pid),
+                       what="the pool back to two processes")
+        assert not killed & set(now) and set(workers) != set(now)
+        assert "starting another" in (tmp_path / "daemon.log").read_text()
+    finally:
+        proc.stop()

@@ -243,6 +243,8 @@ class Daemon:
                     self._lanes_cv.notify_all()          # room: the network thread may go on
             if items:
                 self._check(items)
+            else:
+                self._verifier.heal()        # idle: replace a pool process that died
 
     def _check(self, items: list[_Waiting]) -> None:
         claims = [it.pre for it in items if isinstance(it.pre, Claim)]

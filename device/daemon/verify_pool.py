@@ -83,6 +83,9 @@ class InProcess:
     def verify(self, jobs: Sequence[Job], now: float) -> list[Verdict]:
         return [_as_verdict(_verdict(p, t, now)) for p, t in jobs]
 
+    def heal(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -173,6 +176,16 @@ class VerifyPool:
                         continue
                     out[start:start + len(chunk)] = [_as_verdict(v) for v in verdicts]
             return out
+
+    def heal(self) -> None:
+        """Replace any process that died while idle (called when there is nothing to verify),
+        so a flood does not find the pool short."""
+        with self._lock:
+            if self._closed:
+                return
+            for i, proc in enumerate(self._procs):
+                if not proc.is_alive():
+                    self._replace(i)
 
     def close(self) -> None:
         """Ask each process to stop, then make sure it has."""
