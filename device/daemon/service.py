@@ -119,9 +119,12 @@ class Daemon:
         self._backoff: dict[int, tuple[float, float]] = {}   # outbox id -> (retry at, delay)
         self._refused: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         i = cfg.intake
-        # Bounded: at most receive_maximum messages (the broker sends no more unacknowledged
-        # QoS 1 ones) and max_pending_bytes of payloads; max_queue per lane.
-        self._lanes = Lanes(per_lane=i.max_queue, total=i.receive_maximum, max_bytes=i.max_pending_bytes)
+        # Bounded: at most receive_maximum messages and max_pending_bytes of payloads. A lane
+        # may take the whole window: the broker sends no more unacknowledged QoS 1 messages than
+        # that, so a lane full of forgeries never blocks the network thread (which would make
+        # every vendor wait behind them in the broker); only QoS 0 or huge payloads reach a bound.
+        self._lanes = Lanes(per_lane=i.receive_maximum, total=i.receive_maximum,
+                            max_bytes=i.max_pending_bytes)
         self._lanes_cv = threading.Condition()
         self._verifier: InProcess | VerifyPool = InProcess()    # the pool is started by run()
         self._beat = time.monotonic()                # the worker's last sign of life
