@@ -101,14 +101,13 @@ def test_bounds_must_be_positive():
 import base64  # noqa: E402
 import json  # noqa: E402
 import threading  # noqa: E402
-import time  # noqa: E402
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
 from processes import box_config, daemon, wait_for  # noqa: E402
 from test_daemon_mqtt import EventStream, cast, client, offer_ids, status, wait_until_listening  # noqa: E402
 from vendor_messages import TestVendor  # noqa: E402
-from vrm_protocol import Identity, topics  # noqa: E402
+from vrm_protocol import topics  # noqa: E402
 from vrm_protocol.codec import unverified_payload  # noqa: E402
 
 

@@ -127,6 +127,7 @@ class Daemon:
                             max_bytes=i.max_pending_bytes)
         self._lanes_cv = threading.Condition()
         self._verifier: InProcess | VerifyPool = InProcess()    # the pool is started by run()
+        self._dispatcher: threading.Thread | None = None
         self._beat = time.monotonic()                # the worker's last sign of life
         self.client = self._make_client()
         self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
@@ -251,11 +252,14 @@ class Daemon:
 
     def _check(self, items: list[_Waiting]) -> None:
         claims = [it.pre for it in items if isinstance(it.pre, Claim)]
+        jobs = [(c.payload, c.expect) for c in claims]
         try:
-            verdicts = iter(self._verifier.verify([(c.payload, c.expect) for c in claims],
-                                                  self.intake.clock()) if claims else [])
-        except RuntimeError:      # the pool closed: shutting down; unacknowledged, so not lost
-            return
+            verdicts = iter(self._verifier.verify(jobs, self.intake.clock()) if claims else [])
+        except Exception:
+            if self._stop.is_set():   # the pool closed: shutting down; unacknowledged, so not lost
+                return
+            log.exception("the verify pool failed on a batch; verifying it here")
+            verdicts = iter(InProcess().verify(jobs, self.intake.clock()))
         for it in items:
             result: Pre | Rejection | None = it.pre if isinstance(it.pre, Pre) else None
             if isinstance(it.pre, Claim):
@@ -293,6 +297,9 @@ class Daemon:
         """systemd's watchdog is fed only while the worker makes progress: a stuck worker gets
         the daemon restarted instead of a box that looks alive and takes no offers."""
         alive = time.monotonic() - self._beat < WORKER_STALE_S
+        if self._dispatcher is not None and not self._dispatcher.is_alive():
+            log.error("the dispatcher thread has ended; not feeding the watchdog")
+            return False
         if alive:
             notify("WATCHDOG=1")
         else:
@@ -755,7 +762,8 @@ class Daemon:
         worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
         worker.start()
         self._verifier = make_verifier(self.cfg.intake.verify_workers)
-        dispatcher = threading.Thread(target=self._dispatch, name="vrmbox-dispatch", daemon=True)
+        self._dispatcher = dispatcher = threading.Thread(target=self._dispatch, name="vrmbox-dispatch",
+                                                         daemon=True)
         dispatcher.start()
         self.connect()
         self.client.loop_start()
