@@ -94,6 +94,9 @@ class IntakeConfig:
     max_message_bytes: int = 65536
     max_offers_per_vendor_intent: int = 20
     max_vendors: int = 2000                 # pinned vendors at most; new slugs past it are refused
+    verify_workers: int | str = "auto"      # signature-check processes: "auto" = one per CPU; 0/1 = none
+    receive_maximum: int = 2000             # MQTT ReceiveMaximum: unacked messages the broker may send us
+    max_pending_bytes: int = 16 * 1024 * 1024   # payload bytes at most waiting in the fair lanes
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,17 @@ def _int(lo: int, hi: int) -> Check:
         return value
     check.kind = "int"  # type: ignore[attr-defined]
     return check
+
+
+def _workers(value: Any, key: str) -> int | str:
+    """`intake.verify_workers`: "auto" or a number of processes."""
+    if value == "auto":
+        return value
+    if isinstance(value, str) and re.fullmatch(r"\d{1,3}", value.strip()):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 64:
+        raise ConfigError(key, value, 'must be "auto" or a number of processes, 0..64')
+    return value
 
 
 def _bool(value: Any, key: str) -> bool:
@@ -333,7 +347,9 @@ SCHEMA: dict[str, dict[str, Check]] = {
     },
     "intake": {"max_queue": _int(1, 1_000_000), "per_vendor_per_minute": _int(1, 100_000),
                "per_vendor_burst": _int(1, 100_000), "max_message_bytes": _int(1024, 65536),
-               "max_offers_per_vendor_intent": _int(1, 10_000), "max_vendors": _int(1, 100_000)},
+               "max_offers_per_vendor_intent": _int(1, 10_000), "max_vendors": _int(1, 100_000),
+               "verify_workers": _workers, "receive_maximum": _int(10, 65535),
+               "max_pending_bytes": _int(65536, 1 << 30)},
     "intents": {"default_ttl_s": _int(60, 366 * 86400), "terms_id": _slug,
                 "terms_text": _str(MAX_STR), "terms_uri": _str(MAX_STR, optional=True),
                 "republish_window_s": _int(1, 3600)},

@@ -79,6 +79,20 @@ class Pre:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A message that passed the cheap checks and names a known key: its signature is to be
+    checked (verify_claim, or a pool process), then `settle` finishes it."""
+
+    topic: str
+    payload: bytes
+    kind: str                # offers | countersignatures | acks | profile
+    intent: str | None
+    vendor: str              # the pinned (or pending) vendor whose key the header names: its lane
+    did: str
+    expect: type             # the message type it must verify as
+
+
+@dataclass(frozen=True)
 class Outcome:
     kind: str                # offer | duplicate | countersignature | ack | profile | rejected | ignored
     event: dict[str, Any] = field(default_factory=dict)
@@ -182,7 +196,23 @@ class Intake:
         """Memory and CPU only; None means "nothing to do" (an empty payload: a retained clear)."""
         return self._precheck(topic, payload, first=True)
 
+    def claim(self, topic: str, payload: bytes) -> Claim | Pre | Rejection | None:
+        """The cheap checks only (no signature check): a `Claim` still needs `verify_claim`
+        (here or in a pool process) and then `settle`; precheck == settle(verify(claim))."""
+        return self._claim(topic, payload, first=True)
+
+    def verify_claim(self, claim: Claim) -> Message | ProtocolError:
+        """The one dear step, in-process."""
+        try:
+            return verify(claim.payload, now=self.clock(), expect=claim.expect)
+        except ProtocolError as exc:
+            return exc
+
     def _precheck(self, topic: str, payload: bytes, first: bool) -> Pre | Rejection | None:
+        got = self._claim(topic, payload, first)
+        return self.settle(got, self.verify_claim(got)) if isinstance(got, Claim) else got
+
+    def _claim(self, topic: str, payload: bytes, first: bool) -> Claim | Pre | Rejection | None:
         if not payload:  # §3: only ever a retained-message clearance, ignored wherever it arrives
             return None
         if len(payload) > self.max_bytes:
@@ -207,7 +237,7 @@ class Intake:
         except ProtocolError as exc:
             return Rejection(exc.reason, None, exc.detail)
         if not box:
-            return self._precheck_profile(topic, payload, token, vend[0], did, first)  # type: ignore[index]
+            return self._claim_profile(topic, payload, token, vend[0], did, first)  # type: ignore[index]
         with self._lock:
             vendor = self._vendors_by_did.get(did)
             pending = self._pending_dids.get(did)
@@ -226,10 +256,19 @@ class Intake:
                 stored = self._offer_counts.get((intent, name), 0)
             if stored >= self.max_offers:
                 return Rejection("too_many_offers", None, f"{name}: {self.max_offers} per intent")
-        try:
-            msg = verify(payload, now=self.clock(), expect=_EXPECT[kind])
-        except ProtocolError as exc:
-            return Rejection(exc.reason, None, exc.detail)
+        return Claim(topic, payload, kind, intent, name, did, _EXPECT[kind])
+
+    def settle(self, claim: Claim, verdict: Message | ProtocolError) -> Pre | Rejection:
+        """The checks after the signature's verdict (memory only, any thread)."""
+        if isinstance(verdict, ProtocolError):
+            return Rejection(verdict.reason, None, verdict.detail)
+        msg, topic, payload, kind, intent, name = verdict, claim.topic, claim.payload, claim.kind, \
+            claim.intent, claim.vendor
+        if kind == "profile":
+            # Known keys re-publish at their own pace, from their own verified budget.
+            if not self.limiter.allow("profile:" + claim.did, self.clock()):
+                return Rejection("rate_limited", None, "vendor profile flood")
+            return Pre(topic, payload, "profile", None, None, msg)
         if msg.id in self.replay:  # anyone can replay a vendor's message: never its budget
             if not self.limiter.allow(SHARED_BUCKET, self.clock()):
                 return Rejection("replay", None, f"message id {msg.id} seen before")
@@ -242,30 +281,23 @@ class Intake:
             return Rejection("rate_limited", name)
         return Pre(topic, payload, kind, intent, name, msg)
 
-    def _precheck_profile(self, topic: str, payload: bytes, token: str, name: str, did: str,
-                          first: bool) -> Pre | Rejection | None:
+    def _claim_profile(self, topic: str, payload: bytes, token: str, name: str, did: str,
+                       first: bool) -> Claim | Pre | Rejection | None:
         with self._lock:
-            known_key = did in self._vendors_by_did or did in self._pending_dids
+            owner = self._vendors_by_did.get(did, (self._pending_dids.get(did), ""))[0]
             known_name = name in self._did_of
             same_token = self._profile_hash.get(name) == token_hash(token)
             full = len(self._did_of) >= self.max_vendors
         if same_token:  # a retained re-delivery of the profile stored: nothing to do, no refresh
             return None
-        if not known_key:
+        if owner is None:
             if full and not known_name:
                 return Rejection("too_many_vendors", None, f"{self.max_vendors} pinned")
             # Brand-new keys share one bucket, so fresh keys cannot be minted to fill the store.
             if first and not self.limiter.allow(SHARED_BUCKET, self.clock()):
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None)
-        try:
-            msg = verify(payload, now=self.clock(), expect=VendorProfile)
-        except ProtocolError as exc:
-            return Rejection(exc.reason, None, exc.detail)
-        # Known keys re-publish at their own pace, from their own verified budget.
-        if not self.limiter.allow("profile:" + did, self.clock()):
-            return Rejection("rate_limited", None, "vendor profile flood")
-        return Pre(topic, payload, "profile", None, None, msg)
+        return Claim(topic, payload, "profile", None, owner, did, VendorProfile)
 
     # ---------------------------------------------------------------- dear half (worker thread)
     def handle(self, pre: Pre) -> Outcome | Rejection:
@@ -290,8 +322,10 @@ class Intake:
 
     def count(self, rej: Rejection) -> None:
         """Count in memory (any thread); `flush_counts` writes the totals. A flood then costs
-        a dict update per message, not a disk sync."""
-        log.info("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
+        a dict update per message, not a disk sync — nor a log line: `flush_counts` logs the
+        totals (a flood of thousands a second would otherwise cost the network thread a fifth
+        of its time, and fill the log)."""
+        log.debug("rejected message: reason=%s vendor=%s %s", rej.reason, rej.vendor, rej.detail)
         with self._lock:
             key = (rej.reason, rej.vendor)
             self._counts[key] = self._counts.get(key, 0) + 1
@@ -300,6 +334,10 @@ class Intake:
         """Write counted rejections to the store (worker thread)."""
         with self._lock:
             counts, self._counts = self._counts, {}
+        if counts:
+            log.info("rejected %d message(s): %s", sum(counts.values()),
+                     ", ".join(f"{r}{'/' + v if v else ''} {n}" for (r, v), n in sorted(
+                         counts.items(), key=lambda kv: -kv[1])[:10]))
         for (reason, vendor), n in sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             try:
                 self.store.count_rejection(reason, vendor, n)

@@ -34,13 +34,18 @@ def make_client(b: BrokerConfig, client_id: str, manual_ack: bool = False) -> mq
     return client
 
 
-RECEIVE_MAXIMUM = 100    # unacknowledged messages the broker may have in flight to the box
+RECEIVE_MAXIMUM = 100    # unacknowledged messages the broker may have in flight (home link)
 
 
-def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False) -> None:
+def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False,
+            receive_maximum: int = RECEIVE_MAXIMUM) -> None:
+    """`receive_maximum` bounds what waits unacknowledged in the box, whatever the broker
+    allows. The market link sets it from intake.receive_maximum (a few thousand): slots held
+    by forgeries waiting for their signature check must leave room for genuine offers, and
+    the fair lanes hold them all without blocking (service.py)."""
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = b.session_expiry
-    props.ReceiveMaximum = RECEIVE_MAXIMUM   # bounds what waits for the store, whatever the broker allows
+    props.ReceiveMaximum = receive_maximum
     client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=clean_start,
                          properties=props)
 

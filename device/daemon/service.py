@@ -1,8 +1,11 @@
 """The daemon: the one process that speaks MQTT and owns the store.
 
-Threads: paho's network thread runs the cheap intake checks and queues the rest; one worker
-thread owns the store (verification, storing, ranking, the outbox, control requests); the
-control socket has its own accept thread that hands requests to the worker. Messages addressed
+Threads: paho's network thread runs the cheap intake checks (no signature check) and puts each
+message in the fair lane of the sender it claims (lanes.py); the dispatcher thread takes them
+round-robin in batches, has their signatures checked (verify_pool.py: a process per CPU, or
+in-process on one CPU), finishes the checks and queues the verified ones; one worker thread
+owns the store (storing, ranking, the outbox, control requests); the control socket has its own
+accept thread that hands requests to the worker. Messages addressed
 to the box are acknowledged (manual PUBACK) only after they are stored, and the session is
 persistent, so an offer is never lost to a crash, a restart or a broker outage.
 """
@@ -32,7 +35,7 @@ from vrm_protocol import sign, topics
 
 from .. import erase as erase_mod
 from ..config import Config
-from ..intake import Intake, Outcome, Pre, Rejection
+from ..intake import Claim, Intake, Outcome, Pre, Rejection
 from ..market import Market, MarketError, market_settings
 from ..ratelimit import RateLimiter
 from ..store import Store
@@ -44,6 +47,8 @@ from . import mqtt as mqtt_edge
 from . import receipts
 from .held import HeldError, HeldRequests
 from .home import HomeLink
+from .lanes import UNKNOWN, Lanes
+from .verify_pool import InProcess, VerifyPool, make_verifier
 from .schedule import republish_times
 from .notify import notify
 from .sockets import ControlServer
@@ -61,6 +66,14 @@ class _Inbound:
     attempts: int = 0
 
 
+@dataclass
+class _Waiting:
+    """A message in a fair lane: not yet acknowledged, its signature not yet checked."""
+    pre: Claim | Pre
+    mid: int
+    qos: int
+
+
 PRUNE_EVERY_S = 3600
 WORKER_STALE_S = 15      # no loop of the worker for this long: stop feeding systemd's watchdog
 # Who asked, as shown on the box: from the role the kernel's credentials gave, never from the
@@ -70,6 +83,7 @@ EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event s
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
 BATCH_MAX = 64      # messages stored in one transaction (group commit)
 STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
+VERIFY_BATCH = 32       # messages handed to one verify process at a time (the hand-off is small next to them)
 
 
 class AlreadyRunning(RuntimeError):
@@ -105,6 +119,16 @@ class Daemon:
         self._republish_at: dict[str, float] = {}   # intent -> monotonic time to publish it again
         self._backoff: dict[int, tuple[float, float]] = {}   # outbox id -> (retry at, delay)
         self._refused: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        i = cfg.intake
+        # Bounded: at most receive_maximum messages and max_pending_bytes of payloads. A lane
+        # may take the whole window: the broker sends no more unacknowledged QoS 1 messages than
+        # that, so a lane full of forgeries never blocks the network thread (which would make
+        # every vendor wait behind them in the broker); only QoS 0 or huge payloads reach a bound.
+        self._lanes = Lanes(per_lane=i.receive_maximum, total=i.receive_maximum,
+                            max_bytes=i.max_pending_bytes)
+        self._lanes_cv = threading.Condition()
+        self._verifier: InProcess | VerifyPool = InProcess()    # the pool is started by run()
+        self._dispatcher: threading.Thread | None = None
         self._beat = time.monotonic()                # the worker's last sign of life
         self.client = self._make_client()
         self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
@@ -179,20 +203,76 @@ class Daemon:
 
     def _on_message(self, client: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            result = self.intake.precheck(msg.topic, msg.payload)
+            result = self.intake.claim(msg.topic, msg.payload)
         except Exception:  # a bug must not take the network thread down
             log.exception("precheck failed on %s", msg.topic)
             result = Rejection("bad_encoding", None, "internal error")
-        if isinstance(result, Pre):
-            self._put(_Inbound(result, msg.mid, msg.qos))
+        if isinstance(result, (Claim, Pre)):
+            self._wait_in_lane(_Waiting(result, msg.mid, msg.qos), len(msg.payload))
             return
+        self._early_refusal(result, msg.mid, msg.qos)
+
+    def _early_refusal(self, result: Rejection | None, mid: int, qos: int) -> None:
+        """Refused before the store (or nothing to do): counted, then acknowledged at once."""
         if isinstance(result, Rejection):
             self.intake.count(result)  # memory only: a flood never queues ahead of real offers
-            self._rejected_total += 1
+            with self._lock:
+                self._rejected_total += 1
             if self._event_budget.allow("precheck", time.monotonic()):   # screens see refusals too,
                 self.events.publish({"type": "rejected", "reason": result.reason,  # a flood only a few
                                      "vendor": result.vendor})
-        self._ack(msg.mid, msg.qos)
+        self._ack(mid, qos)
+
+    def _wait_in_lane(self, item: _Waiting, nbytes: int) -> None:
+        """Into the lane of the vendor whose key it names (strangers share one). Blocks while
+        the lanes are full: backpressure, the broker keeps the rest; nothing is dropped."""
+        lane = item.pre.vendor if isinstance(item.pre, Claim) else UNKNOWN
+        with self._lanes_cv:
+            while not self._lanes.admit(lane, item, nbytes):
+                if self._stop.is_set():
+                    return                       # never acknowledged: the broker sends it again
+                self._lanes_cv.wait(TICK_S)
+            self._lanes_cv.notify_all()
+
+    # ---------------------------------------------------------------- dispatcher thread
+    def _dispatch(self) -> None:
+        """Fair lanes -> signature checks (in batches) -> the last checks -> the worker's queue.
+        Forgeries are refused (and acknowledged) here, never reaching the store's queue."""
+        batch = VERIFY_BATCH * max(1, self._verifier.size)
+        while not self._stop.is_set():
+            with self._lanes_cv:
+                if not self._lanes.size:
+                    self._lanes_cv.wait(TICK_S)
+                items = self._lanes.take(batch)
+                if items:
+                    self._lanes_cv.notify_all()          # room: the network thread may go on
+            if items:
+                self._check(items)
+            else:
+                self._verifier.heal()        # idle: replace a pool process that died
+
+    def _check(self, items: list[_Waiting]) -> None:
+        claims = [it.pre for it in items if isinstance(it.pre, Claim)]
+        jobs = [(c.payload, c.expect) for c in claims]
+        try:
+            verdicts = iter(self._verifier.verify(jobs, self.intake.clock()) if claims else [])
+        except Exception:
+            if self._stop.is_set():   # the pool closed: shutting down; unacknowledged, so not lost
+                return
+            log.exception("the verify pool failed on a batch; verifying it here")
+            verdicts = iter(InProcess().verify(jobs, self.intake.clock()))
+        for it in items:
+            result: Pre | Rejection | None = it.pre if isinstance(it.pre, Pre) else None
+            if isinstance(it.pre, Claim):
+                try:
+                    result = self.intake.settle(it.pre, next(verdicts))
+                except Exception:  # a bug must not take the dispatcher down
+                    log.exception("settle failed on %s", it.pre.topic)
+                    result = Rejection("bad_encoding", None, "internal error")
+            if isinstance(result, Pre):
+                self._put(_Inbound(result, it.mid, it.qos))
+            else:
+                self._early_refusal(result, it.mid, it.qos)
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos > 0:
@@ -218,6 +298,9 @@ class Daemon:
         """systemd's watchdog is fed only while the worker makes progress: a stuck worker gets
         the daemon restarted instead of a box that looks alive and takes no offers."""
         alive = time.monotonic() - self._beat < WORKER_STALE_S
+        if self._dispatcher is not None and not self._dispatcher.is_alive():
+            log.error("the dispatcher thread has ended; not feeding the watchdog")
+            return False
         if alive:
             notify("WATCHDOG=1")
         else:
@@ -413,7 +496,8 @@ class Daemon:
         """After the commit: count, announce, acknowledge."""
         if isinstance(outcome, Rejection):
             self.intake.count(outcome)
-            self._rejected_total += 1
+            with self._lock:
+                self._rejected_total += 1
             self.events.publish({"type": "rejected", "reason": outcome.reason, "vendor": outcome.vendor})
         elif isinstance(outcome, Outcome) and outcome.event:
             if outcome.event.get("type") == "offer":
@@ -596,6 +680,7 @@ class Daemon:
         """Called from the control thread: memory only, never the store."""
         return {"box_id": self.box_id, "connected": self._connected.is_set(),
                 "queue": self._queue.qsize(), "inflight": len(self._inflight),
+                "verifying": self._lanes.size, "verify_workers": self._verifier.size,
                 "storage": self._storage or "ok", "held": len(self._held),
                 "live_intents": self._live_intents,
                 "last_offer_at": self._last_offer_at,
@@ -677,7 +762,8 @@ class Daemon:
 
     # ---------------------------------------------------------------- lifecycle
     def connect(self) -> None:
-        mqtt_edge.connect(self.client, self.cfg.broker, clean_start=False)
+        mqtt_edge.connect(self.client, self.cfg.broker, clean_start=False,
+                          receive_maximum=self.cfg.intake.receive_maximum)
 
     def _lock_instance(self) -> None:
         """One daemon per data dir: a second would take over the socket and fight for the session."""
@@ -699,6 +785,10 @@ class Daemon:
         self.button.start()
         worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
         worker.start()
+        self._verifier = make_verifier(self.cfg.intake.verify_workers)
+        self._dispatcher = dispatcher = threading.Thread(target=self._dispatch, name="vrmbox-dispatch",
+                                                         daemon=True)
+        dispatcher.start()
         self.connect()
         self.client.loop_start()
         if self.home is not None:
@@ -717,6 +807,8 @@ class Daemon:
                 self.home.stop()
             self.client.disconnect()
             self.client.loop_stop()
+            dispatcher.join(timeout=10)
+            self._verifier.close()
             worker.join(timeout=10)
             self.intake.flush_counts()
             self.store.flush_rejections()
