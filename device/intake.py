@@ -50,6 +50,10 @@ REPLAY_MEMORY = 10_000
 # The one budget for messages no pinned vendor's verified signature pays for: profiles and
 # replies from keys never seen, and replays of anyone's messages. A forger drains only this.
 SHARED_BUCKET = "unverified"
+# Copies of a pinned vendor's own verified messages (its re-sends until receipted, or anyone's
+# replays of them) draw from a bucket of their own: a replayer can delay that vendor's receipts,
+# never its new offers, and strangers' floods of the shared bucket cannot stop its re-sends.
+RESEND_BUCKET = "resend:"
 
 
 def did_from_kid(kid: object) -> str:
@@ -254,7 +258,7 @@ class Intake:
         if kind == "offers":
             with self._lock:
                 stored = self._offer_counts.get((intent, name), 0)
-            if stored >= self.max_offers:
+            if stored >= self.max_offers and not self._maybe_stored(token):
                 return Rejection("too_many_offers", None, f"{name}: {self.max_offers} per intent")
         return Claim(topic, payload, kind, intent, name, did, _EXPECT[kind])
 
@@ -270,7 +274,7 @@ class Intake:
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None, msg)
         if msg.id in self.replay:  # anyone can replay a vendor's message: never its budget
-            if not self.limiter.allow(SHARED_BUCKET, self.clock()):
+            if not self.limiter.allow(RESEND_BUCKET + name, self.clock()):
                 return Rejection("replay", None, f"message id {msg.id} seen before")
             return Pre(topic, payload, kind, intent, name, msg, seen=True)
         if msg.body.intent != intent:  # a relayed copy is as likely as the vendor's own mistake
@@ -280,6 +284,15 @@ class Intake:
         if not self.limiter.allow(name, self.clock()):  # the vendor's own, verified messages only
             return Rejection("rate_limited", name)
         return Pre(topic, payload, kind, intent, name, msg)
+
+    def _maybe_stored(self, token: str) -> bool:
+        """An offer over the cap may be a re-send of one stored (to be receipted again): only its
+        unverified id is read here; the signature is checked before anything is answered."""
+        try:
+            mid = unverified_payload(token).get("id")
+        except ProtocolError:
+            return False
+        return isinstance(mid, str) and mid in self.replay
 
     def _claim_profile(self, topic: str, payload: bytes, token: str, name: str, did: str,
                        first: bool) -> Claim | Pre | Rejection | None:

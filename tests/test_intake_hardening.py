@@ -76,6 +76,37 @@ def test_replays_of_a_vendors_own_messages_do_not_spend_its_budget(box, intent):
     assert not any(v == "acme" for _, v in box.reasons())
 
 
+def test_a_vendors_re_sends_are_taken_while_strangers_drain_the_shared_bucket(box, intent):
+    """Re-sends until receipted (a copy of the vendor's own verified message) draw from the
+    vendor's own re-send bucket: a stranger's flood of the shared bucket cannot stop them."""
+    acme = pin(box, "acme")
+    sent = acme.offer(intent.token, price=100)
+    assert box.feed(topics.offers(intent.intent_id), sent).kind == "offer"
+    for i in range(40):   # strangers spend the shared bucket (burst 20)
+        box.intake.precheck(topics.offers(intent.intent_id), TestVendor(f"s{i}").offer(intent.token).encode())
+    assert box.intake.precheck(topics.offers(intent.intent_id),
+                               TestVendor("late").offer(intent.token).encode()).reason == "rate_limited"
+    out = box.feed(topics.offers(intent.intent_id), sent)
+    assert isinstance(out, Outcome) and out.kind == "duplicate", out
+
+
+def test_a_re_sent_offer_of_a_vendor_at_its_cap_is_still_answered_as_stored(tmp_path):
+    """At the per-intent cap new offers are refused cheaply, but a re-send of one already stored
+    must reach the duplicate check (the box receipts it again) instead of `too_many_offers`."""
+    box = Box(tmp_path / "capped", max_offers_per_vendor_intent=2)
+    r = box.market.add_intent("bikes", {})
+    box.intake.refresh()
+    token = box.store.get_intent(r["intent"]).token
+    acme = pin(box, "acme")
+    first = acme.offer(token, price=100)
+    assert box.feed(topics.offers(r["intent"]), first).kind == "offer"
+    assert box.feed(topics.offers(r["intent"]), acme.offer(token, price=110)).kind == "offer"
+    assert box.feed(topics.offers(r["intent"]), acme.offer(token, price=120)).reason == "too_many_offers"
+    again = box.feed(topics.offers(r["intent"]), first)
+    assert isinstance(again, Outcome) and again.kind == "duplicate", again
+    box.store.close()
+
+
 def test_a_relayed_offer_on_another_intent_is_not_charged_to_the_vendor(box, intent):
     acme = pin(box, "acme")
     other = box.market.add_intent("bikes", {})["intent"]
