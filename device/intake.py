@@ -31,6 +31,7 @@ from vrm_protocol.messages import body_to_dict
 from .config import IntakeConfig
 from .market import Market, MarketError
 from .ratelimit import RateLimiter
+from .records import OfferRecord
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -398,15 +399,17 @@ class Intake:
         if (answered.id, answered.sha256) != terms:
             # Accepting other terms is not accepting the person's (finding 9).
             return Rejection("terms_mismatch", pre.vendor, "the offer answers other terms")
+        stored_body, received = body_to_dict(body), int(self.clock())
         added = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
-                                     body_to_dict(body), int(self.clock()))
+                                     stored_body, received, exp=msg.envelope.exp)
         self._remember(msg)
         if not added:  # an id stored long ago (its replay entry pruned), now with another token
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         with self._lock:
             self._offer_counts[(body.intent, body.vendor)] = stored + 1
         # scored once and placed among the intent's offers (market.place_offer, leaderboard)
-        placed = self.market.place_offer(msg.id, category or "")
+        placed = self.market.place_offer(msg.id, category or "", OfferRecord(
+            msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token, stored_body, "new", received, None))
         return Outcome("offer", {"type": "offer", "offer": msg.id, "intent": body.intent,
                                  "category": category,
                                  "vendor": body.vendor, "item": body.item.name, "price": body.price,

@@ -219,7 +219,8 @@ class Market:
                         "explanation": r.explanation.to_dict()})
         return out
 
-    def place_offer(self, offer_id: str, category: str) -> Placement | None:
+    def place_offer(self, offer_id: str, category: str,
+                    record: OfferRecord | None = None) -> Placement | None:
         """Rank a just-stored offer among its intent's open offers, as `ranked_offers` would,
         but scored once and placed on the intent's cached leaderboard (the others are re-scored
         only when the new offer moves a normalisation range). None if it is not stored/open.
@@ -227,8 +228,8 @@ class Market:
         The board is rebuilt from the store when anything it depends on may have changed: the
         rules, the context, an offer's status (store.offers_version), an offer it has not seen
         (the intent's stored count, e.g. after a rolled-back batch), or time (an offer lapsing,
-        a snooze ending)."""
-        rec = self.store.get_offer(offer_id)
+        a snooze ending). `record`: the offer as just stored, when the caller has it."""
+        rec = record if record is not None and record.offer_id == offer_id else self.store.get_offer(offer_id)
         now = self.now()
         if rec is None or not _is_open(rec, now):
             return None

@@ -82,6 +82,8 @@ ASKERS = {"companion": "the phone app", "owner": "the box's own user", "button":
 EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
 BATCH_MAX = 64      # messages stored in one transaction (group commit)
+RECEIPT_WINDOW_S = 0.2   # under load, receipts of several commits share one signature...
+RECEIPT_GATHER_MAX = 256  # ...up to this many offers (an idle box receipts at once)
 STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 VERIFY_BATCH = 32       # messages handed to one verify process at a time (the hand-off is small next to them)
 
@@ -107,6 +109,8 @@ class Daemon:
         self._last_prune = 0.0
         self._retries: collections.deque[Any] = collections.deque()   # run one by one, first
         self._held: collections.deque[_Inbound] = collections.deque()   # unacked while storage fails
+        self._unreceipted: list[receipts.Stored] = []   # committed, receipt not yet signed
+        self._unreceipted_since = 0.0
         self._hold_max = cfg.intake.max_queue
         self._storage: str | None = None          # None: writable; else FULL / FAILING
         self._storage_retry_at = 0.0
@@ -313,6 +317,7 @@ class Daemon:
         while not self._stop.is_set() or (self._storage is None and not self._queue.empty()):
             self._beat = time.monotonic()
             if self._storage is not None:
+                self._flush_receipts()      # what was committed before the pause
                 self._paused_step()
                 continue
             if self._retries:                # retried one by one, never in a batch again
@@ -336,6 +341,7 @@ class Daemon:
                         log.exception("worker error in the periodic tick")
                     else:
                         self._pause(fault, None, exc)
+        self._flush_receipts()   # best effort on the way out: a lost one costs a re-send
 
     def _gather(self, first: _Inbound) -> list[Any]:
         """Group commit: what is already queued behind `first`, up to BATCH_MAX items. Never
@@ -508,15 +514,26 @@ class Daemon:
     def _send_receipts(self, done: list[tuple[_Inbound, Outcome | Rejection]]) -> None:
         """After the commit: signed receipts (intent key) of the offers it stored or already held,
         published QoS 1 with expiry and not kept: a receipt lost on the way costs the vendor one
-        re-send, which is receipted again (docs/protocol.md, receipts)."""
-        stored = [receipts.Stored(item.pre.intent, item.pre.payload.decode("ascii"))
-                  for item, outcome in done
-                  if isinstance(outcome, Outcome) and outcome.kind in ("offer", "duplicate") and item.pre.intent]
+        re-send, which is receipted again (docs/protocol.md, receipts). While more messages wait,
+        commits are gathered for up to RECEIPT_WINDOW_S so that one signature covers many."""
+        self._unreceipted += [receipts.Stored(item.pre.intent, item.pre.payload.decode("ascii"))
+                              for item, outcome in done if isinstance(outcome, Outcome)
+                              and outcome.kind in ("offer", "duplicate") and item.pre.intent]
+        if not self._unreceipted:
+            return
+        if not self._unreceipted_since:
+            self._unreceipted_since = time.monotonic()
+        if self._queue.empty() or len(self._unreceipted) >= RECEIPT_GATHER_MAX \
+                or time.monotonic() - self._unreceipted_since >= RECEIPT_WINDOW_S:
+            self._flush_receipts()
+
+    def _flush_receipts(self) -> None:
+        stored, self._unreceipted, self._unreceipted_since = self._unreceipted, [], 0.0
         if not stored:
             return
         try:
             now = int(self.clock())
-            intents = {s.intent: self.store.get_intent(s.intent) for s in stored}
+            intents = {i: self.store.get_intent(i) for i in {s.intent for s in stored}}  # once each
             live = {i: rec for i, rec in intents.items() if rec is not None}
             for body in receipts.batch(stored, {i: rec.category for i, rec in live.items()}):
                 token = sign(live[body.intent].identity, body, now=now, ttl=receipts.RECEIPT_TTL_S)
@@ -664,6 +681,7 @@ class Daemon:
         self.client.loop_start()
 
     def _tick(self) -> None:
+        self._flush_receipts()
         self.intake.flush_counts()
         self._live_intents = len(self.store.intent_states("active"))
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:

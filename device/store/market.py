@@ -100,8 +100,9 @@ class MarketStore(StoreBase):
 
     # ---------------------------------------------------------------- offers
     def add_offer(self, offer_id: str, intent_id: str, vendor: str, vendor_did: str, token: str,
-                  body: dict[str, Any], received_at: int) -> bool:
-        """Store a verified offer; False if this offer id is already stored (dedupe)."""
+                  body: dict[str, Any], received_at: int, exp: int | None = None) -> bool:
+        """Store a verified offer; False if this offer id is already stored (dedupe). `exp`: the
+        verified token's, when the caller has it (else it is read from the token again)."""
         check_json_value(body, "body")
         with self._tx():
             cur = self._conn.execute(
@@ -111,7 +112,7 @@ class MarketStore(StoreBase):
                  int(received_at)))
             if cur.rowcount != 1:
                 return False
-            self._remember_message(token, offer_id, int(received_at) + 86400)
+            self._remember_message(token, offer_id, int(received_at) + 86400, exp)
         return True
 
     def count_intent_offers(self, intent_id: str) -> int:
@@ -134,11 +135,12 @@ class MarketStore(StoreBase):
         return int(self._conn.execute("SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?",
                                       (intent_id, vendor)).fetchone()[0])
 
-    def _remember_message(self, token: str, msg_id: str | None, fallback_exp: int) -> None:
+    def _remember_message(self, token: str, msg_id: str | None, fallback_exp: int,
+                          exp: int | None = None) -> None:
         mid = msg_id or _token_id(token)
         if mid:
             self._conn.execute("INSERT OR IGNORE INTO seen_messages(id, exp) VALUES (?,?)",
-                               (mid, _token_exp(token, fallback_exp)))
+                               (mid, exp if exp is not None else _token_exp(token, fallback_exp)))
 
     _OFFER_COLS = "offer_id, intent_id, vendor, vendor_did, token, body, status, received_at, snooze_until"
 
