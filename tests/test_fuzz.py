@@ -16,6 +16,7 @@ import gc
 import json
 import os
 import random
+import re
 import tomllib
 import tracemalloc
 from dataclasses import dataclass
@@ -454,7 +455,7 @@ def test_config_file(tmp_path):
         if not line.startswith("#"):
             plain.append(line)
         key = (section, line.lstrip("# ").split(" = ")[0])
-        if " = " in line and key not in seen:    # a key the example leaves commented out, once
+        if re.match(r"(# )?[A-Za-z0-9_]+ = ", line) and key not in seen:   # a key commented out, once
             seen.add(key)
             switched_on.append(line.lstrip("# ") if line.startswith("# ") else line)
         elif line.startswith("["):
