@@ -267,6 +267,10 @@ class Intake:
         """The checks after the signature's verdict (memory only, any thread)."""
         if isinstance(verdict, ProtocolError):
             return Rejection(verdict.reason, None, verdict.detail)
+        if not isinstance(verdict, Message) or not isinstance(verdict.body, claim.expect) \
+                or verdict.token.encode("ascii") != claim.payload:   # never another message's verdict
+            log.error("a verdict for another message on %s: refused", claim.topic)
+            return Rejection("bad_encoding", None, "internal error: verdict for another message")
         msg, topic, payload, kind, intent, name = verdict, claim.topic, claim.payload, claim.kind, \
             claim.intent, claim.vendor
         if kind == "profile":

@@ -131,6 +131,42 @@ def test_heal_replaces_a_process_that_died_while_idle(pool):
     assert comparable(pool.verify(jobs, NOW)) == expected(jobs)
 
 
+def test_a_batch_abandoned_mid_way_leaves_no_verdict_for_the_next(pool, monkeypatch):
+    """A replacement that cannot start (spawn refused) makes `verify` raise while another
+    process's verdicts are still on their way: the next batch must get its own verdicts,
+    never those left over (found in review: they were taken for the next batch's messages)."""
+    real_start, fail = VerifyPool._start, [True]
+
+    def flaky_start(self, i):
+        if fail[0]:
+            fail[0] = False
+            raise OSError(11, "Resource temporarily unavailable")
+        real_start(self, i)
+    victim = pool.pids()[1]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: not pool._procs[1].is_alive(), what="the process gone")
+    monkeypatch.setattr(VerifyPool, "_start", flaky_start)
+    first = [(_offer(Identity.generate(), i).encode(), Offer) for i in range(4)]
+    with pytest.raises(OSError):
+        pool.verify(first, NOW)
+    second = [(_offer(Identity.generate(), 10 + i).encode(), Offer) for i in range(4)]
+    got = pool.verify(second, NOW)
+    assert [m.token.encode() for m in got] == [p for p, _ in second]
+
+
+def test_settle_refuses_a_verdict_for_another_message(tmp_path):
+    """The intake trusts a pool verdict only for the very payload it was asked about."""
+    from device.intake import Claim, Rejection
+    from tests.intake_box import Box
+    box = Box(tmp_path / "box")
+    me = Identity.generate()
+    a, b = _offer(me, 1).encode(), _offer(me, 2).encode()
+    claim = Claim("t", b, "offers", "I" * 22, "acme", me.did, Offer)
+    out = box.intake.settle(claim, verify(a, now=NOW, expect=Offer))
+    assert isinstance(out, Rejection) and out.reason == "bad_encoding"
+    box.store.close()
+
+
 def test_close_stops_every_process():
     p = VerifyPool(2)
     procs = list(p._procs)

@@ -253,7 +253,10 @@ class Daemon:
             if items:
                 self._check(items)
             else:
-                self._verifier.heal()        # idle: replace a pool process that died
+                try:
+                    self._verifier.heal()    # idle: replace a pool process that died
+                except Exception:            # e.g. a spawn refused: try again next time
+                    log.exception("could not replace a verify process")
 
     def _check(self, items: list[_Waiting]) -> None:
         claims = [it.pre for it in items if isinstance(it.pre, Claim)]
@@ -516,7 +519,8 @@ class Daemon:
         published QoS 1 with expiry and not kept: a receipt lost on the way costs the vendor one
         re-send, which is receipted again (docs/protocol.md, receipts). While more messages wait,
         commits are gathered for up to RECEIPT_WINDOW_S so that one signature covers many."""
-        self._unreceipted += [receipts.Stored(item.pre.intent, item.pre.payload.decode("ascii"))
+        self._unreceipted += [receipts.Stored(item.pre.intent, item.pre.msg.token if item.pre.msg
+                                              else item.pre.payload.decode("ascii"))
                               for item, outcome in done if isinstance(outcome, Outcome)
                               and outcome.kind in ("offer", "duplicate") and item.pre.intent]
         if not self._unreceipted:

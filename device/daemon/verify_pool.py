@@ -26,6 +26,7 @@ from vrm_protocol import Message, ProtocolError, verify
 log = logging.getLogger(__name__)
 
 MAX_DEATHS = 3          # deaths of pool processes on one batch before it is verified in-process
+HUNG_S = 10.0           # no verdicts for this long: the process is hung, replaced like a dead one
 Job = tuple[bytes, type]                  # raw payload, the message type it must verify as
 Verdict = Message | ProtocolError
 
@@ -65,8 +66,8 @@ def _serve(conn: multiprocessing.connection.Connection) -> None:
             return
         if got is None:
             return
-        now, jobs = got
-        conn.send([_verdict(p, t, now) for p, t in jobs])
+        seq, now, jobs = got
+        conn.send((seq, [_verdict(p, t, now) for p, t in jobs]))
 
 
 def _as_verdict(raw: Any) -> Verdict:
@@ -104,6 +105,7 @@ class VerifyPool:
         self._procs: list[Any] = [None] * size
         self._conns: list[Any] = [None] * size
         self.restarts = 0
+        self._seq = 0      # each batch sent is tagged: a reply to an older one is never taken for it
         for i in range(size):
             self._start(i)
 
@@ -140,12 +142,15 @@ class VerifyPool:
             out: list[Any] = [None] * n
             deaths = [0] * len(chunks)
             pending: set[int] = set()
+            tags = [0] * len(chunks)
 
             def dispatch(i: int) -> None:
                 start, chunk = chunks[i]
                 while deaths[i] < MAX_DEATHS:
                     try:
-                        self._conns[i].send((now, chunk))
+                        self._seq += 1
+                        tags[i] = self._seq
+                        self._conns[i].send((tags[i], now, chunk))
                         pending.add(i)
                         return
                     except OSError:
@@ -160,7 +165,15 @@ class VerifyPool:
             while pending:
                 by_handle = {self._conns[i]: i for i in pending}
                 by_handle.update({self._procs[i].sentinel: i for i in pending})
-                ready = multiprocessing.connection.wait(list(by_handle))
+                ready = multiprocessing.connection.wait(list(by_handle), timeout=HUNG_S)
+                if not ready:   # hung, not dead: replaced, and its batch sent again
+                    for i in sorted(pending):
+                        log.error("verify process %s gave no verdicts in %.0f s", self._procs[i].pid, HUNG_S)
+                        pending.discard(i)
+                        deaths[i] += 1
+                        self._replace(i)
+                        dispatch(i)
+                    continue
                 for i in sorted({by_handle[r] for r in ready}):
                     start, chunk = chunks[i]
                     conn = self._conns[i]
@@ -168,11 +181,19 @@ class VerifyPool:
                     try:
                         if not conn.poll():          # its sentinel fired: it died, no verdicts
                             raise EOFError("the verify process ended")
-                        verdicts = conn.recv()
-                    except (EOFError, OSError):
+                        tag, verdicts = conn.recv()
+                    except (EOFError, OSError, TypeError, ValueError):
                         deaths[i] += 1
                         self._replace(i)
                         dispatch(i)                  # its whole batch again: nothing lost
+                        continue
+                    if tag != tags[i]:               # left over from a batch abandoned earlier
+                        pending.add(i)
+                        continue
+                    if not isinstance(verdicts, list) or len(verdicts) != len(chunk):
+                        deaths[i] += 1
+                        self._replace(i)
+                        dispatch(i)
                         continue
                     out[start:start + len(chunk)] = [_as_verdict(v) for v in verdicts]
             return out
