@@ -154,6 +154,26 @@ def test_ledger_keeps_unreceipted_offers_across_a_restart_and_stops_on_receipt(v
         assert led.take_resends(first.valid_until + 999.0, plan(first.valid_until + 999.0)) == []
 
 
+def test_copies_of_old_receipts_do_not_hold_back_re_sends(vendor, tmp_path):
+    """Found in review: a replayed old receipt (or one the box re-signs for a replayed copy of a
+    stored offer) made the box look "flowing", so lost offers were never re-sent."""
+    policy = core.ResendPolicy(first_s=2.0, factor=2.0, max_s=60.0)
+    answer = answered(vendor, Identity.generate())
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        led.resend = policy
+        led.claim(answer, int(NOW))
+        for o in answer.offers:
+            led.mark_sent(o.id, int(NOW))
+        first = answer.offers[0]
+        assert led.mark_receipted(first.intent, [first.hash], int(NOW)) == 1
+        at = led.receipt_mark().at
+        assert led.mark_receipted(first.intent, [first.hash], int(NOW) + 5) == 0   # the copy, later
+        assert led.receipt_mark().at == at
+        later = NOW + 5
+        due = led.take_resends(later, lambda d, m: core.plan_resends(d, later, policy, m))
+        assert sorted(r.outgoing.msg_id for r in due if r.send) == sorted(o.id for o in answer.offers[1:])
+
+
 def test_worker_refuses_and_counts_forged_receipts(vendor, tmp_path):
     box, other = Identity.generate(), Identity.generate()
     answer = answered(vendor, box)

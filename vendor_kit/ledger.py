@@ -389,11 +389,10 @@ class Ledger:
         with self._tx() as db:
             rows = db.execute(f"SELECT id, receipted_at FROM offers WHERE intent = ? AND hash IN ({marks})",
                               (intent_id, *hashes)).fetchall()
-            if rows:   # the box is working through what we sent, even if only copies of receipted ones
-                self.last_receipt_at = max(self.last_receipt_at, now)
             ids = [r[0] for r in rows if r[1] is None]
-            if not ids:
-                return 0
+            if not ids:   # copies of old receipts (or receipts the box re-signs for replays of a
+                return 0  # stored offer) must not make the box look "flowing" and hold re-sends
+            self.last_receipt_at = max(self.last_receipt_at, now)
             idm = ",".join("?" * len(ids))
             db.execute(f"UPDATE offers SET receipted_at = ?, resend_at = NULL WHERE id IN ({idm})", (now, *ids))
             db.execute(f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({idm})", (now, *ids))
