@@ -39,8 +39,8 @@ MAX_STR = 2000
 CONTROL_SOCKET_NAME = "control.sock"
 BUTTON_SOCKET_NAME = "button.sock"
 MAX_SOCKET_PATH = 107            # sun_path is 108 bytes including the NUL
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _SECRET_KEYS = frozenset({"broker.password"})
 
 

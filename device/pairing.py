@@ -36,7 +36,7 @@ MAX_PHONES = 20
 MAX_NAME = 64
 CODE_SETTING = "companion.pairing"
 PHONES_SETTING = "companion.phones"
-_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+_NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,64}\Z")
 _SEPARATORS = re.compile(r"[\s\-.]")
 
 

@@ -42,9 +42,9 @@ FACT_PATHS: Mapping[str, str] = MappingProxyType({
     "terms_accepted": "terms_accepted", "item.name": "item_name", "item.brand": "brand",
 })
 
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-_REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?$")   # ISO 3166-1 alpha-2 or 3166-2
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
+_REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?\Z")   # ISO 3166-1 alpha-2 or 3166-2
 _MISSING = object()
 _SYMBOL = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
            "in": "one of", "not_in": "none of"}

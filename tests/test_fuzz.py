@@ -801,3 +801,13 @@ def test_a_token_ending_in_a_newline_is_refused_before_anything_is_decoded(proto
 def test_control_request_line_refusals(line, message):
     with pytest.raises(MarketError, match=message):
         parse_request(line)
+
+
+@pytest.mark.parametrize("field, value", [("intent", "abcdefgh\n"), ("category", "bikes\n"),
+                                          ("offers", ["A" * 43 + "\n"])])
+def test_an_id_slug_or_hash_ending_in_a_newline_is_refused(field, value):
+    """From a review: `$` in the field patterns let one trailing newline through."""
+    fields = {"intent": "abcdefgh", "category": "bikes", "offers": ["A" * 43]}
+    Receipt(**fields).check()
+    with pytest.raises(ProtocolError):
+        Receipt(**{**fields, field: value}).check()

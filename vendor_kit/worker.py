@@ -51,7 +51,7 @@ RESEND_CHECK_S = 0.5       # how often the run loop looks for offers due to be s
 RESEND_BATCH = 200         # offers re-sent per look (the rest wait for the next)
 SUB_SHARED = 1             # MQTT 5 Subscription Identifiers: which subscription delivered a message
 SUB_PLAIN = 2
-_SHARE_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_SHARE_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ MAX_STR = 2000          # longest free-text string field
 MAX_JWE = 60 * 1024     # longest Disclosure.jwe (the whole message is at most 64 KiB)
 MAX_LIST = 100          # longest list field
 MAX_ATTRS = 50          # most keys in an attribute map
-_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
-_HASH_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url, unpadded, of a SHA-256 digest
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
+_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
+_HASH_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")  # base64url, unpadded, of a SHA-256 digest
 
 Scalar = Union[str, int, float, bool]
 Attributes = dict[str, Any]  # str -> scalar or list of scalars (checked in _check_attributes)

@@ -19,7 +19,7 @@ from .schema import ENUMS, TABLES
 log = logging.getLogger(__name__)
 
 MAX_NAME = 64
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 class StoreError(ValueError):
