@@ -57,6 +57,13 @@ SHARED_BUCKET = "unverified"
 RESEND_BUCKET = "resend:"
 
 
+def _bucket(vendor_budget: str, intent: str | None) -> str:
+    """A vendor's budgets are kept per intent: one shared across a person's intents would let a
+    vendor (or a replayer) tell whether two intents are one box's, by spending it on one and
+    watching the other's receipts (docs/protocol.md §11.4)."""
+    return f"{vendor_budget}@{intent}"
+
+
 def did_from_kid(kid: object) -> str:
     """base58-decoding the signer's did:key is the dearest part of the cheap checks, and a flood
     repeats the same few kids: vrm_protocol.didkey caches it (bounded; refusals never cached)."""
@@ -279,14 +286,14 @@ class Intake:
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None, msg)
         if msg.id in self.replay:  # anyone can replay a vendor's message: never its budget
-            if not self.limiter.allow(RESEND_BUCKET + name, self.clock()):
+            if not self.limiter.allow(_bucket(RESEND_BUCKET + name, intent), self.clock()):
                 return Rejection("replay", None, f"message id {msg.id} seen before")
             return Pre(topic, payload, kind, intent, name, msg, seen=True)
         if msg.body.intent != intent:  # a relayed copy is as likely as the vendor's own mistake
             return Rejection("topic_mismatch", None, f"{name}'s {kind} names another intent")
         if kind == "offers" and msg.body.vendor != name:  # signed by `name`, claiming to be another
             return Rejection("vendor_mismatch", name, f"offer claims to be from {msg.body.vendor}")
-        if not self.limiter.allow(name, self.clock()):  # the vendor's own, verified messages only
+        if not self.limiter.allow(_bucket(name, intent), self.clock()):  # its own verified messages only
             return Rejection("rate_limited", name)
         return Pre(topic, payload, kind, intent, name, msg)
 

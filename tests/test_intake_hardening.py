@@ -107,6 +107,19 @@ def test_a_re_sent_offer_of_a_vendor_at_its_cap_is_still_answered_as_stored(tmp_
     box.store.close()
 
 
+def test_a_vendors_budget_spent_on_one_intent_tells_nothing_about_another(box, intent):
+    """From a review: with one budget per vendor, a vendor could spend it on intent A and see
+    whether intent B stops answering (no receipt): that would link two intents to one box."""
+    acme = pin(box, "acme")
+    other = box.store.get_intent(box.market.add_intent("bikes", {})["intent"])
+    box.intake.refresh()
+    refused = [box.intake.precheck(topics.offers(intent.intent_id),
+                                   acme.offer(intent.token, price=100 + i).encode()) for i in range(25)]
+    assert [r.reason for r in refused if isinstance(r, Rejection)] == ["rate_limited"] * 5   # burst 20
+    out = box.intake.precheck(topics.offers(other.intent_id), acme.offer(other.token).encode())
+    assert isinstance(out, Pre), out
+
+
 def test_a_relayed_offer_on_another_intent_is_not_charged_to_the_vendor(box, intent):
     acme = pin(box, "acme")
     other = box.market.add_intent("bikes", {})["intent"]
