@@ -191,6 +191,12 @@ def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monk
         from device.daemon.notify import notify
         notify("MARK=1")                                      # the next datagram must be the marker
         assert sock.recv(256) == b"MARK=1"
+        d._beat = time.monotonic()
+        d._dispatch_beat = time.monotonic() - 60              # messages wait, the dispatcher is stuck
+        d._lanes.admit("acme", object(), 100)
+        assert d.heartbeat() is False
+        notify("MARK=2")
+        assert sock.recv(256) == b"MARK=2"
     finally:
         d.store.close()
         d._lockfile.close()

@@ -133,6 +133,7 @@ class Daemon:
         self._lanes_cv = threading.Condition()
         self._verifier: InProcess | VerifyPool = InProcess()    # the pool is started by run()
         self._dispatcher: threading.Thread | None = None
+        self._dispatch_beat = time.monotonic()   # the dispatcher's last loop (watchdog)
         self._beat = time.monotonic()                # the worker's last sign of life
         self.client = self._make_client()
         self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
@@ -244,6 +245,7 @@ class Daemon:
         Forgeries are refused (and acknowledged) here, never reaching the store's queue."""
         batch = VERIFY_BATCH * max(1, self._verifier.size)
         while not self._stop.is_set():
+            self._dispatch_beat = time.monotonic()
             with self._lanes_cv:
                 if not self._lanes.size:
                     self._lanes_cv.wait(TICK_S)
@@ -307,6 +309,10 @@ class Daemon:
         alive = time.monotonic() - self._beat < WORKER_STALE_S
         if self._dispatcher is not None and not self._dispatcher.is_alive():
             log.error("the dispatcher thread has ended; not feeding the watchdog")
+            return False
+        if self._lanes.size and time.monotonic() - self._dispatch_beat > WORKER_STALE_S:
+            log.error("messages wait and the dispatcher has made no progress for %.0f s; not "
+                      "feeding the watchdog", time.monotonic() - self._dispatch_beat)
             return False
         if alive:
             notify("WATCHDOG=1")
