@@ -23,6 +23,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from vrm_protocol.messages import SLUG_RE
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE_NAME = "config.toml"
@@ -39,7 +41,6 @@ MAX_STR = 2000
 CONTROL_SOCKET_NAME = "control.sock"
 BUTTON_SOCKET_NAME = "button.sock"
 MAX_SOCKET_PATH = 107            # sun_path is 108 bytes including the NUL
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
 _SECRET_KEYS = frozenset({"broker.password"})
 
@@ -247,7 +248,7 @@ def _url(value: Any, key: str) -> str:
 
 
 def _slug(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not _SLUG_RE.match(value):
+    if not isinstance(value, str) or not SLUG_RE.match(value):
         raise ConfigError(key, value, "must be a lower-case slug ([a-z0-9._-], at most 63)")
     return value
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
+from vrm_protocol.messages import CURRENCY_RE, SLUG_RE
+
 log = logging.getLogger(__name__)
 
 VERSION = 1
@@ -42,8 +44,6 @@ FACT_PATHS: Mapping[str, str] = MappingProxyType({
     "terms_accepted": "terms_accepted", "item.name": "item_name", "item.brand": "brand",
 })
 
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
 _REGION_RE = re.compile(r"^[A-Z]{2}(-[A-Z0-9]{1,3})?\Z")   # ISO 3166-1 alpha-2 or 3166-2
 _MISSING = object()
 _SYMBOL = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=",
@@ -216,13 +216,13 @@ def _list(value: Any, path: str, check: Callable[[Any, str], Any], limit: int = 
 
 
 def _slug(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _SLUG_RE.match(value):
+    if not isinstance(value, str) or not SLUG_RE.match(value):
         raise RulesError(path, value, "must be a lower-case slug ([a-z0-9._-], at most 63)")
     return value
 
 
 def _currency(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not _CURRENCY_RE.match(value):
+    if not isinstance(value, str) or not CURRENCY_RE.match(value):
         raise RulesError(path, value, "must be an ISO 4217 code such as EUR")
     return value
 

@@ -24,8 +24,8 @@ MAX_JWE = 60 * 1024     # longest Disclosure.jwe (the whole message is at most 6
 MAX_LIST = 100          # longest list field
 MAX_ATTRS = 50          # most keys in an attribute map
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
-_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
-_CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")      # vendor and category slugs: the one pattern
+CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")                   # ISO 4217 codes
 _HASH_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")  # base64url, unpadded, of a SHA-256 digest
 
 Scalar = Union[str, int, float, bool]
@@ -42,7 +42,7 @@ def check_id(value: str, name: str) -> None:
 
 
 def check_slug(value: str, name: str) -> None:
-    if not _SLUG_RE.match(value):
+    if not SLUG_RE.match(value):
         raise _bad(f"{name} must be a lower-case slug ([a-z0-9._-], at most 63)")
 
 
@@ -57,7 +57,7 @@ def terms_digest(text: str) -> str:
 
 
 def check_currency(value: str, name: str = "currency") -> None:
-    if not _CURRENCY_RE.match(value):
+    if not CURRENCY_RE.match(value):
         raise _bad(f"{name} must be an ISO 4217 code such as EUR")
 
 
