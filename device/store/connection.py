@@ -88,14 +88,18 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
         yield
         conn.execute("COMMIT")
     except BaseException:
-        # SQLite rolls back by itself on some errors (SQLITE_FULL, SQLITE_IOERR): a second
-        # rollback would raise "no transaction is active" and hide the real error.
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK")
-            except sqlite3.Error as rb:
-                log.warning("rollback failed after an error (%s); the error follows", rb)
+        _undo(conn, "ROLLBACK")
         raise
+
+
+def _undo(conn: sqlite3.Connection, statement: str) -> None:
+    """Roll back after an error without hiding it: SQLite rolls back by itself on some errors
+    (SQLITE_FULL, SQLITE_IOERR), and a second rollback would raise "no transaction is active"."""
+    if conn.in_transaction:
+        try:
+            conn.execute(statement)
+        except sqlite3.Error as rb:
+            log.warning("%s failed after an error (%s); the error follows", statement, rb)
 
 
 class Savepoint:
@@ -117,11 +121,7 @@ def savepoint(conn: sqlite3.Connection) -> Iterator[Savepoint]:
     try:
         yield Savepoint(conn)
     except BaseException:
-        if conn.in_transaction:
-            try:
-                conn.execute("ROLLBACK TO vrm_part")
-            except sqlite3.Error as rb:
-                log.warning("rollback to savepoint failed after an error (%s); the error follows", rb)
+        _undo(conn, "ROLLBACK TO vrm_part")
         raise
     finally:
         if conn.in_transaction:
