@@ -31,8 +31,8 @@ MAX_UPLOAD = 256 * 1024          # the daemon takes at most this much per reques
 
 
 def _defaults() -> dict[str, Any]:
-    from device.config import load_config
-    cfg = load_config()
+    from device.config import COMPANION, load_config
+    cfg = load_config(reader=COMPANION)
     return {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir}
 
 

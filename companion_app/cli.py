@@ -18,8 +18,6 @@ from device.textsafe import printable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BIND = "0.0.0.0"
-DEFAULT_PORT = 8080
 SERVICE_TYPE = "_http._tcp.local."
 SERVICE_NAME = "VRM box"
 THREADS = 8
@@ -28,7 +26,8 @@ WATCHDOG_S = 10.0                 # the unit's WatchdogSec is 30
 
 def _config(args: argparse.Namespace) -> Any:
     from device.cli.common import config
-    return config(args)
+    from device.config import COMPANION
+    return config(args, reader=COMPANION)
 
 
 def _fail(args: argparse.Namespace, message: str) -> int:
@@ -71,11 +70,14 @@ def advertise(bind: str, port: int) -> Any:
     return zc
 
 
-def provisioned_secret(config_file: Path | None) -> Path | None:
-    """Provisioning writes the secret next to the config (<etc>/secrets/companion_secret)."""
-    if config_file is None:
+def provisioned_secret(cfg: Any) -> Path | None:
+    """companion.secret_file; a config written before that key named the secret by its place
+    next to the config (<etc>/secrets/companion_secret)."""
+    if cfg.companion.secret_file is not None:
+        return Path(cfg.companion.secret_file)
+    if cfg.source is None:
         return None
-    path = Path(config_file).parent / SECRET_FILE
+    path = Path(cfg.source).parent / SECRET_FILE
     return path if path.is_file() else None
 
 
@@ -97,21 +99,27 @@ def cmd_companion(args: argparse.Namespace) -> int:
         cfg = _config(args)
     except EXPECTED as exc:
         return _fail(args, str(exc))
-    hosts = [args.bind] + (lan_addresses() if args.bind in ("0.0.0.0", "::") else [])
+    bind = args.bind or cfg.companion.bind
+    port = cfg.companion.port if args.port is None else args.port
+    hosts = [bind] + (lan_addresses() if bind in ("0.0.0.0", "::") else [])
     conf: dict[str, Any] = {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts}
-    provisioned = provisioned_secret(cfg.source)
+    provisioned = provisioned_secret(cfg)
     if provisioned is not None:     # the companion's user may not write the data dir: read it
-        conf["SECRET_KEY"] = read_secret(provisioned)
+        try:
+            conf["SECRET_KEY"] = read_secret(provisioned)
+        except OSError as exc:
+            return _fail(args, f"config key 'companion.secret_file' = '{provisioned}': cannot be read "
+                               f"({exc.strerror or exc}); it is the secret of vrmbox-companion")
     app = create_app(conf)
     try:
-        server = create_server(app, host=args.bind, port=args.port, threads=THREADS,
+        server = create_server(app, host=bind, port=port, threads=THREADS,
                                ident="vrmbox", channel_timeout=60)
     except OSError as exc:
-        return _fail(args, f"cannot listen on {args.bind}:{args.port}: {exc}")
+        return _fail(args, f"cannot listen on {bind}:{port}: {exc}")
     port = server.effective_port  # type: ignore[union-attr]
-    zc = None if is_loopback(args.bind) or args.no_mdns else advertise(args.bind, port)
-    log.info("companion app on http://%s:%s/", args.bind, port)
-    print(f"LISTENING {args.bind}:{port}", flush=True)
+    zc = None if is_loopback(bind) or args.no_mdns else advertise(bind, port)
+    log.info("companion app on http://%s:%s/", bind, port)
+    print(f"LISTENING {bind}:{port}", flush=True)
     print("READY", flush=True)
     stop = threading.Event()
     if os.environ.get("NOTIFY_SOCKET"):     # systemd Type=notify with WatchdogSec (provisioning)
@@ -161,8 +169,8 @@ def register(subparsers: Any) -> None:
     from device.cli.common import common as common_options
     common = common_options()
     p = subparsers.add_parser("companion", parents=[common], help="serve the phone companion app")
-    p.add_argument("--bind", default=DEFAULT_BIND, help=f"address to listen on (default {DEFAULT_BIND})")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0: any)")
+    p.add_argument("--bind", default=None, help="address to listen on (default: companion.bind, 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help="port (default: companion.port, 8080; 0: any)")
     p.add_argument("--no-mdns", action="store_true", help="do not advertise on the LAN")
     p.set_defaults(func=cmd_companion)
     p = subparsers.add_parser("pair", parents=[common], help="show a one-time code to pair a phone")

@@ -17,8 +17,11 @@ from typing import Any, Mapping
 log = logging.getLogger(__name__)
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
-DRIVERS = ("ssd1306", "sh1106")
-INTERFACES = ("i2c", "spi")
+DRIVERS = ("ssd1306", "sh1106", "dummy")
+INTERFACES = ("i2c", "spi", "none")
+# A box with no face: luma's dummy display (frames kept in memory), no buttons; presses come
+# from the UI's account on button.sock (`vrmbox agreement confirm` as vrmbox-ui).
+HEADLESS = "dummy"
 SIZES = ((128, 64), (128, 32))
 # What a button does. The four directions turn with the display (see `logical_role`).
 ROLES = ("up", "down", "left", "right", "select", "back", "home")
@@ -148,7 +151,14 @@ def _display(source: str, raw: Mapping[str, Any]) -> DisplaySpec:
     rotate = _int(source, "display.rotate", raw.get("rotate", 0), range(0, 4))
     contrast = _int(source, "display.contrast", raw.get("contrast", 0xCF), range(0, 256))
     kw: dict[str, Any] = {}
-    if interface == "i2c":
+    if (driver == HEADLESS) != (interface == "none"):
+        raise ProfileError(source, "display.interface", interface,
+                           'the dummy driver goes with interface "none", and only it')
+    if interface == "none":
+        for k in raw:
+            if k not in ("driver", "interface", "width", "height", "rotate", "contrast"):
+                raise ProfileError(source, f"display.{k}", raw[k], "is for a real display only")
+    elif interface == "i2c":
         for k in ("spi_port", "spi_device", "dc_pin", "spi_speed_hz"):
             if k in raw:
                 raise ProfileError(source, f"display.{k}", raw[k], "is for SPI displays only")
@@ -176,7 +186,7 @@ def _display(source: str, raw: Mapping[str, Any]) -> DisplaySpec:
     return DisplaySpec(driver, interface, width, height, rotate, contrast, **kw)
 
 
-def _buttons(source: str, raw: Mapping[str, Any]) -> tuple[ButtonSpec, ...]:
+def _buttons(source: str, raw: Mapping[str, Any], required: bool = True) -> tuple[ButtonSpec, ...]:
     out: list[ButtonSpec] = []
     for name, spec in raw.items():
         key = f"buttons.{name}"
@@ -192,7 +202,7 @@ def _buttons(source: str, raw: Mapping[str, Any]) -> tuple[ButtonSpec, ...]:
             raise ProfileError(source, f"{key}.role", role, f"must be one of {', '.join(ROLES)}")
         out.append(ButtonSpec(name, pin, role))
     roles = {b.role for b in out}
-    for role in REQUIRED_ROLES:
+    for role in REQUIRED_ROLES if required else ():
         if role not in roles:
             raise ProfileError(source, "buttons", sorted(roles), f"no button has role {role!r}")
     return tuple(out)
@@ -210,7 +220,8 @@ def parse_profile(data: Mapping[str, Any], source: str) -> Profile:
     if "display" not in data:
         raise ProfileError(source, "display", None, "is required")
     display = _display(source, _table(source, "display", data["display"]))
-    buttons = _buttons(source, _table(source, "buttons", data.get("buttons", {})))
+    buttons = _buttons(source, _table(source, "buttons", data.get("buttons", {})),
+                       required=display.driver != HEADLESS)
     inp = _table(source, "input", data.get("input", {}))
     _unknown(source, "input.", inp, _INPUT_KEYS)
     bounce = inp.get("bounce_time", 0.02)

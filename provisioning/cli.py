@@ -134,7 +134,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                 and provisioned.is_file():
             path = provisioned
     try:
-        cfg = device_config.load_config(path, {})
+        cfg = device_config.load_config(path, {}, reader=device_config.CHECK)
+        secrets = secret_files(cfg)
     except device_config.ConfigError as exc:
         print(f"vrmbox: {exc}", file=sys.stderr)
         where = path or os.environ.get(device_config.ENV_CONFIG) or device_config.SYSTEM_CONFIG
@@ -143,12 +144,49 @@ def cmd_config_check(args: argparse.Namespace) -> int:
               "`vrmbox config check` again", file=sys.stderr)
         return 1
     where = str(cfg.source) if cfg.source else "built-in defaults (no config file found)"
+    problems = [s for s in secrets if s["problem"]]
     if args.json:
-        print(json.dumps({"ok": True, "source": where, "broker": cfg.broker.url,
-                          "data_dir": str(cfg.data_dir)}))
+        print(json.dumps({"ok": not problems, "source": where, "broker": cfg.broker.url,
+                          "data_dir": str(cfg.data_dir), "secrets": secrets}))
     else:
         print(f"config OK: {where}; broker {cfg.broker.url}, data in {cfg.data_dir}")
-    return 0
+        for s in secrets:
+            print(f"  secret {s['key']} = {s['path']}: read by {s['account']}"
+                  + (f": {s['problem']}" if s["problem"] else ""))
+    return 1 if problems else 0
+
+
+def secret_files(cfg: Any) -> list[dict[str, Any]]:
+    """Each secret file the config names, the account that reads it, and what stops it (seen
+    from its owner and mode, so root can check for the other accounts without reading it)."""
+    import pwd
+    import stat as stat_mod
+
+    from device.config.keys import BY_NAME, PROCESS_USER
+    found = []
+    for section, value in (("broker", cfg.broker), ("home_broker", cfg.home_broker), ("companion", cfg.companion)):
+        path = getattr(value, "password_file" if section != "companion" else "secret_file", None) if value else None
+        if path is None:
+            continue
+        key = f"{section}.{'password_file' if section != 'companion' else 'secret_file'}"
+        (reader,) = BY_NAME[key].readers
+        account = PROCESS_USER[reader]
+        problem = ""
+        try:
+            st = Path(path).stat()
+            uid = pwd.getpwnam(account).pw_uid
+            if st.st_uid != uid or not st.st_mode & stat_mod.S_IRUSR:
+                problem = f"not readable by {account} (owner uid {st.st_uid}, mode {stat_mod.S_IMODE(st.st_mode):o})"
+            elif stat_mod.S_IMODE(st.st_mode) & 0o077:
+                problem = f"mode {stat_mod.S_IMODE(st.st_mode):o}: should be 600"
+        except FileNotFoundError:
+            problem = "missing"
+        except KeyError:
+            problem = ""          # no such account: a development setup, one user reads all
+        except OSError as exc:
+            problem = f"cannot be checked ({exc.strerror})"
+        found.append({"key": key, "path": str(path), "account": account, "problem": problem})
+    return found
 
 
 def register(subparsers: Any) -> None:

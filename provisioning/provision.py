@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
-from device import config as device_config
 from device import keystore
 from provisioning import accounts, mosquitto, pki
-from provisioning.config_file import config_toml
+from device.config.render import config_toml
 from provisioning.layout import Layout, layout_for
 from vrm_protocol.errors import ProtocolError
 from vrm_protocol.messages import check_slug
@@ -438,9 +437,8 @@ def _apply(writes: list[tuple[Item, bytes, str]], conf_item: Item, dirs: list, l
 
 def _config_values(opts: Options, lay: Layout, home: Mapping[str, object],
                    report: Report) -> tuple[dict[str, object], str]:
-    """What config.toml says beyond config.py's defaults, and its header comment. Keys config.py
-    does not have (yet) are left out with a note, so `vrmbox config check` always accepts it."""
-    home_url = home["url"]
+    """What config.toml says beyond the declared defaults (device/config/keys.py), and its
+    header comment."""
     conf_values: dict[str, object] = {"data_dir": lay.data}
     if opts.market is not None:
         conf_values["broker.url"] = opts.market.url
@@ -451,35 +449,21 @@ def _config_values(opts: Options, lay: Layout, home: Mapping[str, object],
             conf_values["broker.password_file"] = lay.market_password
     else:
         conf_values.update({f"broker.{k}": v for k, v in home.items()})
-    schema = device_config.SCHEMA
-    if "home_broker" in schema:          # the daemon also keeps its local topics there
-        conf_values.update({f"home_broker.{k}": v for k, v in home.items()})
-    elif opts.market is not None:
-        report.notes.append("device/config.py has no [home_broker] yet: the home broker is only "
-                            "named in config.toml's header")
+    conf_values.update({f"home_broker.{k}": v for k, v in home.items()})   # local topics
     conf_values["control.socket"] = lay.control_socket
-    pending_keys = []
-    for key, value in (("button_socket", lay.button_socket),
-                       ("control_users", list(accounts.CONTROL_USERS)),
-                       ("button_users", list(accounts.BUTTON_USERS))):
-        if key not in schema["control"]:
-            pending_keys.append(key)
-        elif not lay.system:
-            continue                      # one user in a home dir: the single-user setup
-        elif isinstance(value, list) and not all(accounts.exists(u) for u in value):
-            report.notes.append(f"control.{key} not written: no account {', '.join(value)} here "
-                                "(install.sh creates them); the daemon runs as a single-user setup")
+    conf_values["control.button_socket"] = lay.button_socket
+    conf_values["companion.secret_file"] = lay.companion_secret
+    if lay.system:
+        users = (*accounts.CONTROL_USERS, *accounts.BUTTON_USERS)
+        if all(accounts.exists(u) for u in users):
+            conf_values["control.control_users"] = list(accounts.CONTROL_USERS)
+            conf_values["control.button_users"] = list(accounts.BUTTON_USERS)
         else:
-            conf_values[f"control.{key}"] = value
-    if pending_keys:
-        report.notes.append(f"device/config.py has no control.{', control.'.join(pending_keys)} yet: "
-                            "not written to config.toml")
+            report.notes.append(f"control.control_users, control.button_users not written: no account {', '.join(users)} here "
+                                "(install.sh creates them); the daemon runs as a single-user setup")
     header = ("VRM box configuration, written by `vrmbox provision`. Every setting is here;\n"
-              "values not set by provisioning are config.py's defaults. Check edits with\n"
+              "values not set by provisioning are the built-in defaults. Check edits with\n"
               "`vrmbox config check`. Reference: docs/config.md, docs/provisioning.md.")
-    if opts.market is not None and "home_broker" not in schema:
-        header += (f"\nThe box's home broker (local topics) is {home_url}, account in "
-                   f"{lay.box_username},\npassword in {lay.box_password}.")
     return conf_values, header
 
 

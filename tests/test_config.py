@@ -82,7 +82,7 @@ def test_config_file_from_env_and_system_path(tmp_path, monkeypatch):
     assert load_config(env={**ENV, "VRMBOX_CONFIG": str(p)}).log_level == "WARNING"
     with pytest.raises(ConfigError, match="not found"):
         load_config(env={**ENV, "VRMBOX_CONFIG": str(tmp_path / "nope.toml")})
-    monkeypatch.setattr(config, "SYSTEM_CONFIG", p)
+    monkeypatch.setattr(config.load, "SYSTEM_CONFIG", p)
     assert load_config(env=ENV).source == p
     assert load_config(env={**ENV, "VRMBOX_CONFIG": ""}).source == p
 
@@ -103,12 +103,13 @@ def test_password_file(tmp_path, caplog):
     p = write(tmp_path, f'[broker]\nusername = "box"\npassword_file = "{pw}"\n')
     with caplog.at_level(logging.WARNING, logger="device.config"):
         c = load_config(p, env=ENV)
-    assert c.broker.password == "s3cret" and c.broker.password_file == pw
+    assert c.broker.password is None and c.broker.password_file == pw    # not read at load
+    assert config.broker_password(c.broker) == "s3cret"
     assert "s3cret" not in repr(c)
     assert not caplog.records
     os.chmod(pw, 0o644)
     with caplog.at_level(logging.WARNING, logger="device.config"):
-        assert load_config(p, env=ENV).broker.password == "s3cret"
+        assert config.broker_password(load_config(p, env=ENV).broker) == "s3cret"
     assert any("0600" in r.getMessage() for r in caplog.records)
 
 
@@ -183,8 +184,7 @@ BAD_FILES = [
     ("broker = 'mqtt://x'\n", "broker", "must be a table"),
     ("[intake]\nmax_queue = '1000'\n", "intake.max_queue", "integer"),  # no text coercion in files
     ("[broker]\nreconnect_min = 30\nreconnect_max = 10\n", "broker.reconnect_max", "reconnect_min"),
-    ("[broker]\nurl = 'mqtts://h'\nkey_file = 'k.pem'\n", "broker.key_file", "not found"),
-    ("[broker]\nusername = 'u'\npassword_file = 'missing'\n", "broker.password_file", "cannot be read"),
+    ("[broker]\nurl = 'mqtts://h'\ncert_file = 'c.pem'\n", "broker.cert_file", "not found"),
     ("[[presets]]\nname = 'Bike'\n", "presets[0].category", "required"),
     ("[[presets]]\nname = 'Bike'\ncategory = 'Bikes!'\n", "presets[0].category", "slug"),
     ("[[presets]]\nname = 'Bike'\ncategory = 'bikes'\ncolour = 1\n", "presets[0].colour", "unknown"),
@@ -199,9 +199,50 @@ BAD_FILES = [
 def test_bad_file_setting_is_named(tmp_path, text, key, reason):
     p = write(tmp_path, text)
     with pytest.raises(ConfigError) as exc:
-        load_config(p, env=ENV)
+        load_config(p, env=ENV, reader=config.DAEMON)
     assert exc.value.key == key and f"config key '{key}'" in str(exc.value)
     assert reason in str(exc.value)
+
+
+def test_each_process_checks_only_its_own_files(tmp_path):
+    """The UI and the phone app load the daemon's config without touching its files."""
+    text = ("[broker]\nurl = 'mqtts://h'\nusername = 'u'\npassword_file = 'missing'\n"
+            "ca_file = 'ca.pem'\ncert_file = 'c.pem'\nkey_file = 'k.pem'\n")
+    p = write(tmp_path, text)
+    for reader in (config.UI, config.COMPANION, config.CLI):
+        c = load_config(p, env=ENV, reader=reader)
+        assert c.broker.password is None and c.reader == reader
+    with pytest.raises(ConfigError, match="ca_file.*file not found"):
+        load_config(p, env=ENV, reader=config.DAEMON)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(p, env=ENV, reader=config.CHECK)
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    c = load_config(p, env=ENV, reader=config.DAEMON)
+    with pytest.raises(ConfigError) as exc:      # the secret: when it is used, naming who needs it
+        config.broker_password(c.broker)
+    assert exc.value.key == "broker.password_file" and "cannot be read by" in str(exc.value)
+    assert "secret of vrmbox" in str(exc.value) and "\n" not in str(exc.value)
+    home = write(tmp_path, text.replace("[broker]", "[home_broker]"), "home.toml")
+    with pytest.raises(ConfigError) as exc:
+        config.broker_password(load_config(home, env=ENV, reader=config.DAEMON).home_broker)
+    assert exc.value.key == "home_broker.password_file"
+
+
+def test_every_key_is_declared_once_with_help_and_readers():
+    names = [k.name for k in config.KEYS]
+    assert len(names) == len(set(names))
+    for k in config.KEYS:
+        assert k.help and "\n" not in k.help and k.readers <= set(config.READERS), k.name
+        if k.default is None:
+            assert k.example is not None or k.default_doc or k.name.endswith(".password_file") \
+                or k.name == "presets", f"{k.name}: no default and no example"
+
+
+def test_docs_and_example_are_made_from_the_declaration():
+    from device.config import render
+    assert render.main(["--check"]) == 0, "run: python -m device.config.render --write"
+    assert render.example_toml() == EXAMPLE.read_text()
 
 
 def test_file_level_errors(tmp_path):
@@ -242,7 +283,7 @@ def test_example_file_is_the_defaults_plus_presets():
 
 
 def _all_keys() -> list[str]:
-    return [f"{s}.{k}" if s else k for s, keys in config.SCHEMA.items() for k in keys]
+    return [f"{s}.{k}" if s else k for s, keys in config.SECTIONS.items() for k in keys]
 
 
 def test_example_and_docs_mention_every_key():

@@ -198,7 +198,9 @@ def test_vrmbox_ui_needs_no_broker_password(tmp_path):
     """The UI's user may not read the broker password file; the UI never speaks MQTT."""
     from processes import Proc
     cfg = tmp_path / "box.toml"
-    cfg.write_text('[broker]\nusername = "box"\npassword_file = "/nonexistent/broker.password"\n')
+    cfg.write_text('[broker]\nusername = "box"\npassword_file = "/nonexistent/broker.password"\n'
+                   '[home_broker]\nurl = "mqtts://127.0.0.1:8883"\nusername = "box"\n'
+                   'password_file = "/nonexistent/broker.password"\nca_file = "/nonexistent/ca.pem"\n')
     ui = Proc([sys.executable, "-m", "device.cli", "ui", "--display", "capture", "--frames", str(tmp_path / "f"),
                "--config", str(cfg), "--data-dir", str(tmp_path / "box")], tmp_path / "ui.log").start()
     try:

@@ -18,7 +18,7 @@ from device.store import Store
 from processes import daemon, wait_for
 from processes import vrmbox as vrmbox_data
 from provisioned import Client, box_credentials, layout, new_root, provision, remove_root, vrmbox
-from provisioning import config_file
+from device.config import render as config_render
 from provisioning.launch import Broker, free_port
 from provisioning.layout import layout_for
 from provisioning.provision import AUDIT_ROTATED
@@ -69,7 +69,7 @@ def test_provision_writes_everything_and_a_second_run_changes_nothing(root):
     cfg = device_config.load_config(lay.config, env={})
     assert cfg.broker.url == f"mqtts://127.0.0.1:{port}" and cfg.broker.tls
     assert cfg.broker.username == box_credentials(lay)[0]
-    assert cfg.broker.password == box_credentials(lay)[1]
+    assert device_config.broker_password(cfg.broker) == box_credentials(lay)[1]
     assert cfg.data_dir == lay.data
     check = vrmbox("config", "check", str(lay.config))
     assert check.returncode == 0, check.stderr
@@ -84,7 +84,7 @@ def test_provision_writes_everything_and_a_second_run_changes_nothing(root):
 def test_the_config_has_every_setting(root):
     assert provision(root, free_port()).returncode == 0
     text = layout(root).config.read_text()
-    for section, keys in device_config.SCHEMA.items():
+    for section, keys in device_config.SECTIONS.items():
         if section:
             assert f"\n[{section}]\n" in text
         for key in keys:
@@ -92,7 +92,7 @@ def test_the_config_has_every_setting(root):
                 assert re.search(rf"^(# )?{key} =", text, re.M), f"{section}.{key} missing"
     assert tomllib.loads(text)["broker"]["password_file"].endswith("broker.password")
     with pytest.raises(ValueError, match="not config keys"):
-        config_file.config_toml({"broker.nonsense": 1}, "header")
+        config_render.config_toml({"broker.nonsense": 1}, "header")
 
 
 def test_dry_run_lists_the_files_and_writes_nothing(root):
@@ -265,7 +265,7 @@ def test_market_credentials_are_tried_before_anything_is_written(root, root2, tm
         broker.stop()
     cfg = device_config.load_config(layout(root).config, env={})
     assert cfg.broker.url == f"mqtts://127.0.0.1:{mport}" and cfg.broker.username == "box-at-market"
-    assert cfg.broker.password == out.read_text().strip()
+    assert device_config.broker_password(cfg.broker) == out.read_text().strip()
     assert os.path.samefile(cfg.broker.ca_file, layout(root).market_ca)
 
 
@@ -326,7 +326,7 @@ def test_socket_allow_lists_name_the_accounts_only_when_they_exist(monkeypatch):
     lay = layout_for(Path("/srv/box"), 0)
     home = {"url": "mqtts://127.0.0.1:8883", "ca_file": lay.pem("ca"), "username": "box@1",
             "password_file": lay.box_password}
-    has_lists = "control_users" in device_config.SCHEMA["control"]
+    has_lists = "control_users" in device_config.SECTIONS["control"]
     monkeypatch.setattr(accounts, "exists", lambda name: True)
     values, _ = _config_values(Options(), lay, home, Report(lay))
     if has_lists:

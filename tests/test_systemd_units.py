@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -138,3 +139,32 @@ def test_install_uninstall_dry_run_keeps_data_unless_purge(tmp_path):
                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert purge.returncode == 0, purge.stderr
     assert "rm -rf /var/lib/vrmbox" in purge.stdout
+
+
+MAX_EXPOSURE = 2.0
+
+
+def exposure(unit: Path) -> float:
+    """`systemd-analyze security`'s overall exposure of a unit file (0 safest, 10 worst)."""
+    p = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", str(unit)],
+                       capture_output=True, text=True, timeout=60, cwd=unit.parent)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    return float(m.group(1))
+
+
+@needs_systemd
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_each_unit_is_exposed_at_most_2(name, tmp_path):
+    level = exposure(as_installed(tmp_path) / name)
+    print(f"{name}: exposure {level}")
+    assert level <= MAX_EXPOSURE, f"{name}: exposure {level} > {MAX_EXPOSURE}"
+
+
+@needs_systemd
+def test_exposure_notices_a_weakened_unit(tmp_path):
+    d = as_installed(tmp_path)
+    weak = d / "weak.service"
+    weak.write_text("\n".join(line for line in (d / "vrmbox.service").read_text().splitlines()
+                              if not line.startswith(("SystemCall", "Protect", "Private", "Restrict"))))
+    assert exposure(weak) > MAX_EXPOSURE

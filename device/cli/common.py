@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..client import ControlError, DaemonNotRunning, call, daemon_running
-from ..config import Config, ConfigError, load_config
+from ..config import CLI, Config, ConfigError, load_config
 from ..keystore import DecryptError, KeyFileError
 from ..market import Market, MarketError, market_settings
 from ..store.migrations import SchemaError
@@ -47,14 +47,15 @@ def common() -> argparse.ArgumentParser:
     return p
 
 
-def config(args: argparse.Namespace) -> Config:
-    """The config: --config, $VRMBOX_CONFIG or the system file; --data-dir and --broker on top."""
+def config(args: argparse.Namespace, reader: str = CLI) -> Config:
+    """The config: --config, $VRMBOX_CONFIG or the system file; --data-dir and --broker on top.
+    `reader` is the process loading it (device/config/keys.py: each checks its own keys' files)."""
     overrides: dict[str, Any] = {}
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = str(Path(args.data_dir).expanduser())
     if getattr(args, "broker", None):
         overrides["broker.url"] = args.broker
-    return load_config(getattr(args, "config", None), overrides)
+    return load_config(getattr(args, "config", None), overrides, reader=reader)
 
 
 def has_box(data_dir: Path) -> bool:

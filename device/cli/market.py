@@ -66,8 +66,9 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 # ------------------------------------------------------------------ commands
 def cmd_run(args: argparse.Namespace) -> int:
+    from ..config import DAEMON
     try:
-        cfg = config(args)
+        cfg = config(args, reader=DAEMON)
     except EXPECTED as exc:
         return fail(args, str(exc))
     from ..daemon import AlreadyRunning, Daemon

@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 
 from vrm_protocol.codec import unverified_payload
 
-from ..config import BrokerConfig
+from ..config import BrokerConfig, broker_password
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ def make_client(b: BrokerConfig, client_id: str, manual_ack: bool = False) -> mq
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
                          manual_ack=manual_ack)
     if b.username:
-        client.username_pw_set(b.username, b.password)
+        client.username_pw_set(b.username, broker_password(b))
     if b.tls:
         client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
                        certfile=str(b.cert_file) if b.cert_file else None,

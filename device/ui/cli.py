@@ -45,7 +45,7 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    from device.config import ConfigError, load_config
+    from device.config import UI, ConfigError, load_config
     from hardware.buttons import ButtonsError, make_buttons
     from hardware.display import HARDWARE_KINDS, DisplayError, make_display
     from hardware.profile import ProfileError, emulated_profile, load_profile
@@ -54,12 +54,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from .keyboard import PygameKeys, TerminalKeys
 
     try:
-        # The UI never speaks MQTT, and its user must not be able to read the broker password:
-        # don't read it (the UI needs only the socket paths and presets from the config).
-        overrides: dict[str, Any] = {"broker.password_file": None}
-        if args.data_dir:
-            overrides["data_dir"] = str(args.data_dir)
-        cfg = load_config(args.config, overrides)
+        # The UI's account cannot read the daemon's secrets, and needs none of them.
+        overrides: dict[str, Any] = {"data_dir": str(args.data_dir)} if args.data_dir else {}
+        cfg = load_config(args.config, overrides, reader=UI)
         if args.profile or cfg.ui.profile:
             profile = load_profile(args.profile or cfg.ui.profile)
         elif args.display in HARDWARE_KINDS or args.display is None:
