@@ -23,7 +23,8 @@ def _describe(p: Profile) -> dict[str, Any]:
 
 def _text(p: Profile) -> str:
     d = p.display
-    bus = (f"I2C bus {d.port} address 0x{d.address:02X}" if d.interface == "i2c" else
+    bus = ("no bus (frames kept in memory)" if d.interface == "none" else
+           f"I2C bus {d.port} address 0x{d.address:02X}" if d.interface == "i2c" else
            f"SPI {d.spi_port}.{d.spi_device} DC GPIO{d.dc_pin}"
            + (f" RST GPIO{d.reset_pin}" if d.reset_pin is not None else ""))
     lines = [f"{p.name}: {p.title}",

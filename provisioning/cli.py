@@ -61,8 +61,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
                    rotate=args.rotate, market=market, check_market=not args.no_market_check,
                    broker_port=args.broker_port or HOME_BROKER_PORT,
                    broker_bind=args.broker_bind or HOME_BROKER_BIND,
-                   names=tuple(args.name or ()))
+                   names=tuple(args.name or ()), board=args.board)
     try:
+        if args.board is not None:
+            from hardware.profile import ProfileError, load_profile
+            try:
+                load_profile(args.board)
+            except ProfileError as exc:
+                return _fail(f"--board {args.board}: {exc}")
         if market is not None and opts.check_market:
             check_market(market)
             try_market(market)
@@ -147,7 +153,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     problems = [s for s in secrets if s["problem"]]
     if args.json:
         print(json.dumps({"ok": not problems, "source": where, "broker": cfg.broker.url,
-                          "data_dir": str(cfg.data_dir), "secrets": secrets}))
+                          "data_dir": str(cfg.data_dir), "secrets": secrets,
+                          "ui_profile": cfg.ui.profile}))
     else:
         print(f"config OK: {where}; broker {cfg.broker.url}, data in {cfg.data_dir}")
         for s in secrets:
@@ -207,6 +214,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--market-password-file", metavar="FILE", help="file holding that account's password")
     p.add_argument("--no-market-check", action="store_true",
                    help="do not try the market broker's credentials now (e.g. offline first boot)")
+    p.add_argument("--board", metavar="PROFILE", default=None,
+                   help="the board the box's face drives (vrmbox hardware list); sets ui.profile")
     p.add_argument("--broker-port", type=int, default=None, help="home broker's TLS port (8883)")
     p.add_argument("--broker-bind", default=None, help="home broker's listen address (all)")
     p.add_argument("--name", action="append", metavar="NAME",

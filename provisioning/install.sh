@@ -1,29 +1,37 @@
 #!/usr/bin/env bash
 # Install the VRM box on Raspberry Pi OS Bookworm or Debian 12: packages, accounts, a venv,
 # systemd units, Mosquitto pointed at the box's broker config, then `vrmbox provision`.
-# Idempotent: a second run changes nothing. docs/provisioning.md explains every step.
+# Idempotent: a second run changes nothing; a run that failed or was interrupted is finished by
+# running it again. docs/provisioning.md explains every step.
 #
-# Usage: sudo provisioning/install.sh [--dry-run] [--prefix DIR] [-- PROVISION-ARGS...]
+# Usage: sudo provisioning/install.sh [--board PROFILE] [--dry-run] [--prefix DIR] [-- PROVISION-ARGS...]
 #        sudo provisioning/install.sh --uninstall [--purge] [--dry-run]
+#   --board P    the board the box's face drives (hardware/profiles/P.toml; `headless`: none);
+#                without it (and none chosen before) the face is installed but not started
 #   --dry-run    print every step, change nothing (needs no root)
-#   --uninstall  remove units, accounts and the venv; keep /etc/vrmbox and the data
+#   --uninstall  remove units, accounts, sockets and the program; keep /etc/vrmbox and the data
 #   --purge      with --uninstall: also delete /etc/vrmbox, /var/lib/vrmbox, /var/lib/vrmbox-broker
 #   PROVISION-ARGS go to `vrmbox provision`, e.g. -- --market mqtts://market.example:8883 ...
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFIX=/opt/vrmbox
-DRY=0 UNINSTALL=0 PURGE=0
+DRY=0 UNINSTALL=0 PURGE=0 BOARD=""
 PROVISION_ARGS=()
 ARGS="$*"
+usage() { sed -n '2,15p' "$0"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --uninstall) UNINSTALL=1 ;;
     --purge) PURGE=1 ;;
-    --prefix) PREFIX="$2"; shift ;;
+    --prefix) [ $# -ge 2 ] || { echo "install.sh: --prefix needs a directory" >&2; exit 2; }
+              PREFIX="$2"; shift ;;
+    --board) [ $# -ge 2 ] || { echo "install.sh: --board needs a profile name" >&2; exit 2; }
+             BOARD="$2"; shift ;;
+    --board=*) BOARD="${1#--board=}" ;;
     --) shift; PROVISION_ARGS=("$@"); break ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) usage; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -37,10 +45,16 @@ fi
 BOX_USER=vrmbox UI_USER=vrmbox-ui COMPANION_USER=vrmbox-companion
 HW_GROUPS=(gpio i2c spi)
 VENV="$PREFIX/venv"
+MARK="$VENV/.vrmbox-tree-sha256"      # written last: a venv without it is not finished
 UNIT_DIR=/etc/systemd/system
 UNITS=(vrmbox.service vrmbox-ui.service vrmbox-companion.service)
 DROP_IN="$UNIT_DIR/mosquitto.service.d/vrmbox.conf"
 DATA_DIRS=(/etc/vrmbox /var/lib/vrmbox /var/lib/vrmbox-broker)
+RUN_DIR=/run/vrmbox
+PROFILES="$SRC/hardware/profiles"
+# Raspberry Pi OS's own builds of the board libraries: PyPI has no aarch64/armv7l wheels of
+# lgpio or spidev (sources only, needing swig and the C library), so the Pi's venv sees these.
+PI_PACKAGES=(python3-lgpio python3-spidev liblgpio1)
 
 say() { echo "== $*"; }
 run() {                      # print a step; do it unless --dry-run
@@ -48,11 +62,33 @@ run() {                      # print a step; do it unless --dry-run
   if [ "$DRY" -eq 0 ]; then "$@"; fi
 }
 have_systemd() { [ -d /run/systemd/system ] || [ "$DRY" -eq 1 ]; }   # a dry run shows the steps
+profile_names() { for f in "$PROFILES"/*.toml; do basename "$f" .toml; done | paste -sd' ' -; }
+is_pi_arch() { case "$(uname -m)" in aarch64|armv7l) return 0 ;; *) return 1 ;; esac; }
 
+# ------------------------------------------------------------------ a failed or interrupted step
+STEP="checks"
+on_error() {
+  local rc=$?
+  trap - ERR INT TERM
+  echo "install.sh: step '$STEP' failed (exit $rc, at: $BASH_COMMAND)." >&2
+  echo "install.sh: nothing after it was done. Fix the cause above, then run the same command" >&2
+  echo "install.sh: again: finished steps are skipped and this one is done from its start." >&2
+  exit "$rc"
+}
+on_interrupt() {
+  trap - ERR INT TERM
+  echo "" >&2
+  echo "install.sh: interrupted during step '$STEP'. Run the same command again to finish the" >&2
+  echo "install.sh: install: finished steps are skipped and this one is done from its start." >&2
+  exit 130
+}
+trap on_error ERR
+trap on_interrupt INT TERM
+
+# ------------------------------------------------------------------ checks, before any change
 if [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
   echo "install.sh: run as root (sudo $0 $ARGS), or try --dry-run" >&2; exit 1
 fi
-
 if [ -r /etc/os-release ]; then
   . /etc/os-release
   if [ "${VERSION_CODENAME:-}" != "bookworm" ]; then
@@ -61,6 +97,7 @@ if [ -r /etc/os-release ]; then
 fi
 
 uninstall() {
+  STEP="uninstall"
   say "stopping and removing the units"
   if have_systemd; then
     for u in "${UNITS[@]}"; do
@@ -71,18 +108,30 @@ uninstall() {
   fi
   for u in "${UNITS[@]}"; do
     if [ -e "$UNIT_DIR/$u" ] || [ "$DRY" -eq 1 ]; then run rm -f "$UNIT_DIR/$u"; fi
+    if [ -d "$UNIT_DIR/$u.d" ] || [ "$DRY" -eq 1 ]; then run rm -rf "$UNIT_DIR/$u.d"; fi
   done
-  run rm -f "$DROP_IN"
-  if have_systemd; then run systemctl daemon-reload; run systemctl try-restart mosquitto.service; fi
+  if [ -e "$DROP_IN" ] || [ "$DRY" -eq 1 ]; then
+    run rm -f "$DROP_IN"
+    run rmdir --ignore-fail-on-non-empty "$(dirname "$DROP_IN")"
+  fi
+  if have_systemd; then
+    run systemctl daemon-reload
+    run systemctl reset-failed "${UNITS[@]}" || true
+    run systemctl try-restart mosquitto.service
+  fi
+  if [ -e "$RUN_DIR" ] || [ "$DRY" -eq 1 ]; then run rm -rf "$RUN_DIR"; fi   # sockets of a killed daemon
   say "removing the accounts"
   for u in "$BOX_USER" "$UI_USER" "$COMPANION_USER"; do
     if id -u "$u" >/dev/null 2>&1 || [ "$DRY" -eq 1 ]; then run userdel "$u"; fi
   done
   say "removing the program"
-  run rm -rf "$VENV" "$PREFIX/src"
+  run rm -rf "$VENV" "$PREFIX/src" "$PREFIX/src.new"
+  if [ -d "$PREFIX" ] || [ "$DRY" -eq 1 ]; then run rmdir --ignore-fail-on-non-empty "$PREFIX"; fi
   if [ "$PURGE" -eq 1 ]; then
     say "purging configuration, keys and data"
     for d in "${DATA_DIRS[@]}"; do run rm -rf "$d"; done
+    say "kept: Debian's packages (mosquitto, python3-venv, ...; apt remove them if nothing else needs them)"
+    say "kept: the groups gpio, i2c, spi (Raspberry Pi OS's own; other programs use them)"
   else
     say "kept configuration, keys and data: ${DATA_DIRS[*]} (--purge deletes them)"
   fi
@@ -90,11 +139,42 @@ uninstall() {
 
 if [ "$UNINSTALL" -eq 1 ]; then uninstall; exit 0; fi
 
-say "1/7 system packages"
+if [ ! -f "$SRC/pyproject.toml" ] || [ ! -d "$SRC/provisioning/systemd" ]; then
+  echo "install.sh: $SRC is not a VRM box source tree (run it from a clone: provisioning/install.sh)" >&2
+  exit 1
+fi
+if [ -n "$BOARD" ] && [ ! -f "$PROFILES/$BOARD.toml" ]; then
+  echo "install.sh: --board $BOARD: no such board; known: $(profile_names)" >&2
+  echo "install.sh: (wiring notes in hardware/wiring/; nothing was changed)" >&2
+  exit 2
+fi
+if ! command -v python3 >/dev/null 2>&1 \
+    || ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  if [ "$DRY" -eq 0 ] && ! command -v apt-get >/dev/null 2>&1; then
+    echo "install.sh: needs Python 3.11 or later and apt-get (Debian 12 / Raspberry Pi OS Bookworm)" >&2
+    exit 1
+  fi
+fi
+if [ "$DRY" -eq 0 ]; then
+  mkdir -p "$PREFIX" 2>/dev/null || true
+  free_kb="$(df -Pk "$PREFIX" 2>/dev/null | awk 'NR==2 {print $4}')"
+  if [ -n "${free_kb:-}" ] && [ "$free_kb" -lt 400000 ]; then
+    echo "install.sh: $PREFIX has $((free_kb / 1024)) MB free; the program needs about 400 MB" >&2
+    exit 1
+  fi
+fi
+if ! have_systemd; then
+  say "note: systemd is not running here: the units are installed but nothing is started"
+fi
+
+STEP="1/7 system packages"
+say "$STEP"
 PKGS=(mosquitto mosquitto-clients python3-venv python3-pip i2c-tools)
-for p in python3-lgpio liblgpio1; do            # Raspberry Pi OS ships these; plain Debian not
-  if apt-cache show "$p" >/dev/null 2>&1; then PKGS+=("$p"); fi
-done
+if is_pi_arch; then
+  for p in "${PI_PACKAGES[@]}"; do
+    if apt-cache show "$p" >/dev/null 2>&1; then PKGS+=("$p"); fi
+  done
+fi
 MISSING=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then MISSING+=("$p"); fi
@@ -106,7 +186,8 @@ else
   say "all present: ${PKGS[*]}"
 fi
 
-say "2/7 accounts: $BOX_USER (data, daemon), $UI_USER (display, buttons), $COMPANION_USER (phone app)"
+STEP="2/7 accounts"
+say "$STEP: $BOX_USER (data, daemon), $UI_USER (display, buttons), $COMPANION_USER (phone app)"
 for g in "${HW_GROUPS[@]}"; do                  # Raspberry Pi OS has them; plain Debian may not
   if ! getent group "$g" >/dev/null; then run groupadd --system "$g"; fi
 done
@@ -122,7 +203,8 @@ if ! id -nG "$UI_USER" 2>/dev/null | tr ' ' '\n' | grep -qx spi; then
   run usermod --append --groups "$UI_GROUPS" "$UI_USER"
 fi
 
-say "3/7 I2C and SPI"
+STEP="3/7 I2C and SPI"
+say "$STEP"
 if command -v raspi-config >/dev/null 2>&1; then
   run raspi-config nonint do_i2c 0
   run raspi-config nonint do_spi 0
@@ -130,32 +212,39 @@ else
   say "not a Raspberry Pi OS image (no raspi-config): skipped"
 fi
 
-say "4/7 the program in $PREFIX (a venv, as PEP 668 asks)"
+STEP="4/7 the program in $PREFIX"
+say "$STEP (a venv, as PEP 668 asks)"
 EXTRAS=""
-case "$(uname -m)" in aarch64|armv7l) EXTRAS="[pi]" ;; esac
-TAR=(tar -C "$SRC" --exclude=.git --exclude=.venv --exclude=__pycache__ --sort=name --mtime=@0
-     --owner=0 --group=0 -c .)
+VENV_FLAGS=()
+if is_pi_arch; then EXTRAS="[pi]"; VENV_FLAGS=(--system-site-packages); fi
+TAR=(tar -C "$SRC" --exclude=.git --exclude=.venv --exclude=__pycache__ --exclude='*.egg-info'
+     --exclude=build --sort=name --mtime=@0 --owner=0 --group=0 -c .)
 TREE="$("${TAR[@]}" | sha256sum | cut -d' ' -f1)"
-if [ "$DRY" -eq 1 ] || [ "$(cat "$PREFIX/src/.tree-sha256" 2>/dev/null)" != "$TREE" ] \
-    || [ ! -x "$VENV/bin/vrmbox" ]; then
+UPGRADED=0
+if [ "$DRY" -eq 1 ] || [ "$(cat "$MARK" 2>/dev/null)" != "$TREE" ] || [ ! -x "$VENV/bin/vrmbox" ]; then
+  if [ -x "$VENV/bin/vrmbox" ]; then UPGRADED=1; fi      # another version is installed
   run install -d -m 0755 "$PREFIX"
   run rm -rf "$PREFIX/src.new"
   run mkdir -p "$PREFIX/src.new"
   echo "+ ${TAR[*]} | tar -C $PREFIX/src.new -x"
-  if [ "$DRY" -eq 0 ]; then
-    "${TAR[@]}" | tar -C "$PREFIX/src.new" -x
-    echo "$TREE" > "$PREFIX/src.new/.tree-sha256"
-  fi
+  if [ "$DRY" -eq 0 ]; then "${TAR[@]}" | tar -C "$PREFIX/src.new" -x; fi
   run rm -rf "$PREFIX/src"
   run mv "$PREFIX/src.new" "$PREFIX/src"
-  if [ ! -x "$VENV/bin/python" ] || [ "$DRY" -eq 1 ]; then run python3 -m venv "$VENV"; fi
+  # A Pi's venv must see the OS's board libraries; recreate one made without them.
+  if [ "$DRY" -eq 0 ] && [ -f "$VENV/pyvenv.cfg" ] && is_pi_arch \
+      && ! grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg"; then
+    run rm -rf "$VENV"
+  fi
+  if [ ! -x "$VENV/bin/python" ] || [ "$DRY" -eq 1 ]; then run python3 -m venv "${VENV_FLAGS[@]}" "$VENV"; fi
   run "$VENV/bin/python" -m pip install -q --upgrade pip
   run "$VENV/bin/python" -m pip install -q "$PREFIX/src$EXTRAS"
+  if [ "$DRY" -eq 0 ]; then echo "$TREE" > "$MARK"; fi
 else
   say "$PREFIX/src is this version already; venv in place"
 fi
 
-say "5/7 systemd units"
+STEP="5/7 systemd units"
+say "$STEP"
 install_file() {             # install_file SRC DEST: only when it differs
   local src="$1" dest="$2" tmp
   tmp="$(mktemp)"
@@ -171,21 +260,44 @@ for u in "${UNITS[@]}"; do install_file "$SRC/provisioning/systemd/$u" "$UNIT_DI
 install_file "$SRC/provisioning/systemd/mosquitto.service.d/vrmbox.conf" "$DROP_IN"
 if have_systemd; then run systemctl daemon-reload; fi
 
-say "6/7 vrmbox provision: keys, secrets, certificates, broker accounts and config"
-run "$VENV/bin/vrmbox" provision "${PROVISION_ARGS[@]}"
+STEP="6/7 vrmbox provision"
+say "$STEP: keys, secrets, certificates, broker accounts and config"
+BOARD_ARGS=()
+if [ -n "$BOARD" ]; then BOARD_ARGS=(--board "$BOARD"); fi
+run "$VENV/bin/vrmbox" provision "${BOARD_ARGS[@]}" "${PROVISION_ARGS[@]}"
 
-say "7/7 start"
+STEP="7/7 start"
+say "$STEP"
+CHOSEN="$BOARD"
+if [ -z "$CHOSEN" ] && [ "$DRY" -eq 0 ]; then
+  CHOSEN="$("$VENV/bin/vrmbox" config check --json 2>/dev/null \
+            | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin).get("ui_profile") or "")' \
+            2>/dev/null || true)"
+fi
 if have_systemd; then
-  run systemctl enable --now mosquitto.service vrmbox.service
+  START=(mosquitto.service vrmbox.service vrmbox-companion.service)
+  if [ -n "$CHOSEN" ]; then START+=(vrmbox-ui.service); fi
+  run systemctl enable "${START[@]}"
   run systemctl restart mosquitto.service
-  for cmd in ui companion; do
-    if [ "$DRY" -eq 1 ] || "$VENV/bin/vrmbox" "$cmd" --help >/dev/null 2>&1; then
-      run systemctl enable --now "vrmbox-$cmd.service"
-    else
-      say "vrmbox $cmd is not part of this version yet: vrmbox-$cmd.service left disabled"
+  if [ "$UPGRADED" -eq 1 ]; then
+    say "a new version: restarting the box's services (the store is migrated when the daemon opens it)"
+    run systemctl restart "${START[@]:1}"
+  else
+    run systemctl start "${START[@]:1}"
+  fi
+  if [ -z "$CHOSEN" ]; then
+    run systemctl disable --now vrmbox-ui.service
+    say "the box's face is installed but NOT started: no board chosen."
+    if [ -e /dev/i2c-1 ] && command -v i2cdetect >/dev/null 2>&1 \
+        && i2cdetect -y 1 0x3c 0x3d 2>/dev/null | grep -Eq ' 3[cd]( |$)'; then
+      say "a display answers on I2C bus 1 at 0x3C/0x3D: an SSD1306 (adafruit-oled-bonnet is 128x64,"
+      say "generic-ssd1306-128x32 is 128x32; both answer there, so it is not chosen for you)."
     fi
-  done
+    say "choose one and run again: sudo $0 --board PROFILE   (profiles: $(profile_names))"
+  fi
 else
   say "systemd is not running here: start the units yourself (systemctl enable --now vrmbox)"
 fi
+trap - ERR INT TERM
 say "done. The box's config: /etc/vrmbox/config.toml (check it with: $VENV/bin/vrmbox config check)"
+say "status: sudo $VENV/bin/vrmbox status; pair a phone: sudo $VENV/bin/vrmbox pair"

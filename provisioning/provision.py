@@ -17,6 +17,7 @@ import socket
 import ssl
 import stat
 import threading
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 from device import keystore
 from provisioning import accounts, mosquitto, pki
-from device.config.render import config_toml
+from device.config.render import config_toml, set_key
 from provisioning.layout import Layout, layout_for
 from vrm_protocol.errors import ProtocolError
 from vrm_protocol.messages import check_slug
@@ -61,6 +62,7 @@ class Options:
     broker_port: int = HOME_BROKER_PORT
     broker_bind: str = HOME_BROKER_BIND
     names: tuple[str, ...] = ()          # extra names for the server certificate
+    board: str | None = None             # ui.profile: the board the box's face drives
 
 
 @dataclass
@@ -390,6 +392,10 @@ def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
     new_conf = conf_item.make()
     if old_conf is None:
         writes.append((conf_item, new_conf, "created"))
+    elif opts.board is not None and _board_of(old_conf) != opts.board:
+        writes.append((conf_item, set_key(old_conf.decode(), "ui.profile", opts.board).encode(), "updated"))
+        report.notes.append(f"{lay.config}: ui.profile set to {opts.board}; the previous file is "
+                            f"{lay.config.name}.bak")
     elif old_conf != new_conf and opts.market is not None:
         writes.append((conf_item, new_conf, "updated"))
         report.notes.append(f"{lay.config}: rewritten for the market broker; the previous file is "
@@ -405,6 +411,14 @@ def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
     else:
         report.kept.append(lay.data / keystore.KEYS_DIR)
     return writes
+
+
+def _board_of(conf: bytes) -> str | None:
+    try:
+        value = tomllib.loads(conf.decode()).get("ui", {}).get("profile")
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, str) else None
 
 
 def _apply(writes: list[tuple[Item, bytes, str]], conf_item: Item, dirs: list, lay: Layout,
@@ -453,6 +467,8 @@ def _config_values(opts: Options, lay: Layout, home: Mapping[str, object],
     conf_values["control.socket"] = lay.control_socket
     conf_values["control.button_socket"] = lay.button_socket
     conf_values["companion.secret_file"] = lay.companion_secret
+    if opts.board is not None:
+        conf_values["ui.profile"] = opts.board
     if lay.system:
         users = (*accounts.CONTROL_USERS, *accounts.BUTTON_USERS)
         if all(accounts.exists(u) for u in users):

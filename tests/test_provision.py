@@ -339,3 +339,36 @@ def test_socket_allow_lists_name_the_accounts_only_when_they_exist(monkeypatch):
     assert "control.control_users" not in values and "control.button_users" not in values
     assert any("control_users" in n for n in report.notes)
     assert values["control.socket"] == lay.control_socket == Path("/srv/box/run/vrmbox/control.sock")
+
+
+def test_board_is_set_in_the_config_and_changed_in_place(root):
+    """--board writes ui.profile; another --board later edits that one line, keeping the rest."""
+    port = free_port()
+    bad = provision(root, port, "--board", "nope")
+    assert bad.returncode == 1 and "headless" in bad.stderr and "adafruit-oled-bonnet" in bad.stderr
+    assert not layout(root).config.exists()              # checked before anything is written
+    assert provision(root, port, "--board", "headless").returncode == 0
+    conf = layout(root).config
+    assert tomllib.loads(conf.read_text())["ui"]["profile"] == "headless"
+    conf.write_text(conf.read_text().replace('log_level = "INFO"', 'log_level = "DEBUG"'))
+    again = provision(root, port, "--board", "waveshare-oled-hat")
+    assert again.returncode == 0, again.stderr
+    text = conf.read_text()
+    assert tomllib.loads(text)["ui"]["profile"] == "waveshare-oled-hat"
+    assert 'log_level = "DEBUG"' in text                  # the person's edit is kept
+    assert conf.with_name("config.toml.bak").is_file()
+    check = vrmbox("config", "check", "--json", str(conf))
+    assert json.loads(check.stdout)["ui_profile"] == "waveshare-oled-hat"
+    same = provision(root, port, "--board", "waveshare-oled-hat")
+    assert "nothing to do" in same.stdout
+
+
+def test_set_key_edits_one_line_or_adds_it():
+    from device.config.render import set_key
+    text = config_render.example_toml()
+    once = set_key(text, "ui.profile", "headless")
+    assert tomllib.loads(once)["ui"]["profile"] == "headless"
+    assert len(once.splitlines()) == len(text.splitlines())
+    assert tomllib.loads(set_key("", "ui.profile", "x"))["ui"]["profile"] == "x"
+    other = set_key("[ui]\n[control]\n# profile = 1\n", "ui.profile", "x")
+    assert tomllib.loads(other) == {"ui": {"profile": "x"}, "control": {}}

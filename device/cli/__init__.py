@@ -10,6 +10,10 @@ import importlib
 import logging
 import sys
 
+from vrm_protocol.messages import VERSION as PROTOCOL_VERSION
+
+from .as_box import drop_to_box_account
+
 # Modules that add subcommands; a module missing here (not written yet) is simply skipped.
 COMMAND_MODULES = ("device.cli.data", "device.cli.market", "provisioning.cli", "hardware.cli",
                    "device.ui.cli", "companion_app.cli", "provisioning.demo")
@@ -17,7 +21,7 @@ COMMAND_MODULES = ("device.cli.data", "device.cli.market", "provisioning.cli", "
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrmbox", description="VRM box: your data, your terms.")
-    parser.add_argument("--version", action="version", version="vrmbox 0.1.0 (VRM protocol v1)")
+    parser.add_argument("--version", action="version", version=f"vrmbox 0.1.0 (VRM protocol v{PROTOCOL_VERSION})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    drop_to_box_account(args.command)
     return int(args.func(args) or 0)
 
 

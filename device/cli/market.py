@@ -80,9 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     return daemon.run()
 
 
+def face_status(cfg: Any) -> str:
+    """What the box's face runs on: its board, or why it is not started."""
+    if cfg.ui.profile:
+        return f"board {cfg.ui.profile}"
+    if cfg.source is not None and cfg.control.button_users:
+        return ("not started: no board chosen (the UI is installed; choose one with "
+                "`sudo provisioning/install.sh --board PROFILE`, see `vrmbox hardware list`)")
+    return "no board set (`vrmbox ui` uses the default profile or --display)"
+
+
 @guarded
 def cmd_status(args: argparse.Namespace) -> int:
-    result = call(config(args).control.socket, "status")
+    cfg = config(args)
+    result = dict(call(cfg.control.socket, "status"))
+    result["face"] = face_status(cfg)
     out(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 

@@ -87,6 +87,34 @@ def config_toml(values: Mapping[str, Any], header: str, presets: str = "") -> st
     return "\n".join(out) + "\n"
 
 
+def set_key(text: str, dotted: str, value: Any) -> str:
+    """`text` with one key set, everything else (the person's edits, comments) as it was: the
+    key's line in its section (commented out or not) is replaced, else added to the section,
+    else the section is added."""
+    section, _, key = dotted.rpartition(".")
+    lines = text.split("\n")
+    new = f"{key} = {toml_value(value)}"
+    current = ""
+    start = None
+    for i, line in enumerate(lines):
+        head = re.fullmatch(r"\s*(?:#\s*)?\[([A-Za-z_]+)\]\s*", line)
+        if line.lstrip().startswith("[["):
+            current = "[["                     # an array of tables: no section of ours
+            continue
+        if head and not line.lstrip().startswith("#"):
+            current = head.group(1)
+            if current == section:
+                start = i
+            continue
+        if current == section and re.match(rf"\s*(?:#\s*)?{re.escape(key)}\s*=", line):
+            lines[i] = new
+            return "\n".join(lines)
+    if start is not None:
+        lines.insert(start + 1, new)
+        return "\n".join(lines)
+    return text.rstrip("\n") + f"\n\n[{section}]\n{new}\n"
+
+
 def example_toml() -> str:
     return config_toml({}, EXAMPLE_HEADER, PRESETS_EXAMPLE)
 

@@ -8,6 +8,7 @@ the config's allow-lists (access.py); what a role may do comes from ops.OPS.
 from __future__ import annotations
 
 import json
+import pwd
 import logging
 import os
 import queue
@@ -141,6 +142,19 @@ class ControlServer:
             if not self._per_uid[uid]:
                 del self._per_uid[uid]
 
+    def _admitted(self) -> str:
+        """Who this socket admits, by account name, for the refusal a person reads."""
+        d = self.access.describe()
+        uids = [d["own_uid"]] if self.kind == "control" or d["single_user"] else []
+        uids += list(d[f"{self.kind}_users"])  # type: ignore[arg-type]
+        names = []
+        for uid in uids:
+            try:
+                names.append(pwd.getpwuid(int(uid)).pw_name)
+            except KeyError:
+                names.append(f"uid {uid}")
+        return f"{self.kind}.sock admits {', '.join(dict.fromkeys(names)) or 'nobody'}"
+
     def _refuse(self, conn: socket.socket, peer: Peer) -> None:
         log.warning("refused %s.sock to uid %d (pid %d): not on its allow-list", self.kind, peer.uid, peer.pid)
         try:
@@ -150,8 +164,8 @@ class ControlServer:
                     conn.recv(MAX_REFUSED_READ)    # let the client finish sending, then answer
                 except OSError:
                     pass
-                conn.sendall(json.dumps({"ok": False, "error": f"uid {peer.uid} may not use this socket"}
-                                        ).encode() + b"\n")
+                conn.sendall(json.dumps({"ok": False, "error": f"uid {peer.uid} may not use this socket"
+                                                                  f" ({self._admitted()})"}).encode() + b"\n")
         except OSError:
             pass
         finally:
