@@ -1,6 +1,6 @@
 """`vrmbox provision`, `vrmbox broker add-vendor`, `vrmbox config check` (see device/cli.py).
 
-Thin commands: the work is in provisioning/provision.py and device/config.py; here are only the
+Thin commands: the work is in provisioning/provision.py and device/config/; here are only the
 arguments, the messages and the exit codes (0 done, 1 refused).
 """
 from __future__ import annotations
