@@ -14,6 +14,7 @@ Every wait polls for its condition with a deadline; no sleep decides anything.
 """
 from __future__ import annotations
 
+import atexit
 import fcntl
 import hashlib
 import json
@@ -236,6 +237,33 @@ def pip_binds() -> list[Path]:
 
 
 # --------------------------------------------------------------------------- the machine
+MACHINE_PREFIX = "vrmbox-lane-"
+PID_FILE = "nspawn.pid"
+
+
+def _is_nspawn(pid: int) -> bool:
+    return _comm(pid) == "systemd-nspawn"
+
+
+def reap_stale(log: Callable[[str], None] = print) -> None:
+    """Delete machine folders left by a run that was killed before it could clean up: those
+    whose systemd-nspawn is gone. (A machine still running is left alone and reported.)"""
+    for d in MACHINES_DIR.glob(f"{MACHINE_PREFIX}*"):
+        if not d.is_dir():
+            continue
+        try:
+            pid = int((d / PID_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            pid = None
+        if pid is not None and _is_nspawn(pid):
+            log(f"booted: {d} is still running (systemd-nspawn pid {pid}), left from another run")
+            continue
+        if time.time() - d.stat().st_mtime < 60 and pid is None:
+            continue                               # being created right now by another run
+        log(f"booted: removing {d}, left by an interrupted run")
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], timeout=300)
+
+
 def _ns_pid(pid: int) -> str:
     return os.readlink(f"/proc/{pid}/ns/pid")
 
@@ -263,9 +291,11 @@ class Machine:
     """A per-test copy of the base root, booted with systemd as PID 1 (see the module doc)."""
 
     def __init__(self, base: Path, name: str | None = None, log: Callable[[str], None] = print) -> None:
-        self.name = name or f"vrmbox-lane-{uuid.uuid4().hex[:8]}"
+        self.name = name or f"{MACHINE_PREFIX}{uuid.uuid4().hex[:8]}"
         self.log = log
+        reap_stale(log)
         self.dir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=MACHINES_DIR))
+        atexit.register(self.close)           # a backstop: the fixture's finally is the rule
         self.root = self.dir / "root"
         self.nspawn: subprocess.Popen | None = None
         self.init_pid: int | None = None
@@ -293,6 +323,7 @@ class Machine:
         self.nspawn = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                        start_new_session=True)
         logf.close()
+        (self.dir / PID_FILE).write_text(f"{self.nspawn.pid}\n")
         deadline = time.monotonic() + timeout
         self.init_pid = None
         mine = _ns_pid(os.getpid())
