@@ -54,14 +54,14 @@ def lan_addresses() -> list[str]:
     return [a for a in get_all_addresses() if not ipaddress.ip_address(a).is_loopback]
 
 
-def advertise(bind: str, port: int) -> Any:
+def advertise(bind: str, port: int | str) -> Any:
     """Register "VRM box" as _http._tcp on the LAN; returns the Zeroconf to close, or None."""
     from zeroconf import IPVersion, ServiceInfo, Zeroconf
     addrs = lan_addresses() if bind in ("0.0.0.0", "::") else [bind]
     if not addrs:
         log.warning("no LAN address found: not advertising by mDNS")
         return None
-    info = ServiceInfo(SERVICE_TYPE, f"{SERVICE_NAME}.{SERVICE_TYPE}", port=port,
+    info = ServiceInfo(SERVICE_TYPE, f"{SERVICE_NAME}.{SERVICE_TYPE}", port=int(port),
                        properties={"path": "/pair"}, server=f"{socket.gethostname()}.local.",
                        addresses=[socket.inet_aton(a) for a in addrs])
     zc = Zeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
@@ -116,8 +116,13 @@ def cmd_companion(args: argparse.Namespace) -> int:
                                ident="vrmbox", channel_timeout=60)
     except OSError as exc:
         return _fail(args, f"cannot listen on {bind}:{port}: {exc}")
-    port = server.effective_port  # type: ignore[union-attr]
-    zc = None if is_loopback(bind) or args.no_mdns else advertise(bind, port)
+    port = int(server.effective_port)  # type: ignore[union-attr]   # waitress gives text
+    zc = None
+    if not (is_loopback(bind) or args.no_mdns):
+        try:
+            zc = advertise(bind, port)
+        except (OSError, ValueError, TypeError) as exc:   # the app works without mDNS
+            log.warning("not advertising by mDNS: %s", exc)
     log.info("companion app on http://%s:%s/", bind, port)
     print(f"LISTENING {bind}:{port}", flush=True)
     print("READY", flush=True)

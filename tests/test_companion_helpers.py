@@ -75,3 +75,19 @@ def pair(client: Any, data: Path, name: str = "test phone") -> None:
 
 def page_token(client: Any, path: str = "/settings/") -> str:
     return csrf_from(client.get(path).get_data(as_text=True))
+
+
+def test_mdns_advertises_with_the_port_waitress_reports():
+    """waitress reports its port as text; zeroconf wants a number (this crashed the installed
+    companion, whose tests used to run with --no-mdns only). Loopback only: nothing leaves."""
+    from zeroconf import Zeroconf
+
+    from companion_app.cli import SERVICE_NAME, SERVICE_TYPE, advertise
+    zc = advertise("127.0.0.1", "8080")
+    try:
+        info = zc.get_service_info(SERVICE_TYPE, f"{SERVICE_NAME}.{SERVICE_TYPE}", timeout=3000)
+        assert info is not None and info.port == 8080
+    finally:
+        zc.unregister_all_services()
+        zc.close()
+    assert isinstance(zc, Zeroconf)
