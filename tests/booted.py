@@ -27,9 +27,10 @@ import subprocess
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pytest
 
@@ -476,6 +477,19 @@ class Machine:
                 raise MachineError(f"{self.name}: timed out after {timeout:.0f} s waiting for {what}")
             self._check_alive(f"while waiting for {what}")
             time.sleep(every)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """A CI runner cancels a job with SIGTERM, which would end Python without running any
+    `finally`: turn it into KeyboardInterrupt, so pytest tears the machine down (main thread)."""
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------- the clone

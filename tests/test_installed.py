@@ -136,6 +136,11 @@ def lane():
         pytest.fail(f"ports {busy} are taken on this host: the booted box shares the host's network "
                     "and needs them (a box left running by an interrupted run? look for systemd-nspawn "
                     "-M vrmbox-lane-...)", pytrace=False)
+    with booted.sigterm_as_interrupt():
+        yield from _machine()
+
+
+def _machine():
     started = time.monotonic()
     base = booted.base_root(log=_say)
     m = booted.Machine(base, log=_say)
