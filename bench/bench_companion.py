@@ -1,5 +1,5 @@
 """Companion app latency with a full box: 10,000 stored offers (signed, over 5 intents and 20
-vendors), a real daemon, the app as `vrmbox companion` (waitress) on loopback, 20 concurrent
+vendors), a real daemon, the app as `vrmbox companion` (cheroot) on loopback, 20 concurrent
 paired clients (threads in this process).
 Prints p50/p95 of the dashboard page and of the offers API (target p95 <= 50 ms); asserts nothing.
 

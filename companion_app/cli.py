@@ -1,4 +1,4 @@
-"""`vrmbox companion` (serve the phone app with waitress, advertise it by mDNS), `vrmbox pair`
+"""`vrmbox companion` (serve the phone app with cheroot, over HTTPS when provisioned, advertise it by mDNS), `vrmbox pair`
 (a fresh one-time code) and `vrmbox phones [unpair ID]`."""
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from companion_app.security import SECRET_FILE, read_secret
+from companion_app.security import SECRET_FILE
 from device.cli.common import EXPECTED
 from device.textsafe import printable
 
 log = logging.getLogger(__name__)
 
-SERVICE_TYPE = "_http._tcp.local."
+SERVICE_TYPES = {"http": "_http._tcp.local.", "https": "_https._tcp.local."}
+SERVICE_TYPE = SERVICE_TYPES["http"]
 SERVICE_NAME = "VRM box"
-THREADS = 8
 WATCHDOG_S = 10.0                 # the unit's WatchdogSec is 30
 
 
@@ -54,14 +54,16 @@ def lan_addresses() -> list[str]:
     return [a for a in get_all_addresses() if not ipaddress.ip_address(a).is_loopback]
 
 
-def advertise(bind: str, port: int | str) -> Any:
-    """Register "VRM box" as _http._tcp on the LAN; returns the Zeroconf to close, or None."""
+def advertise(bind: str, port: int | str, scheme: str = "http") -> Any:
+    """Register "VRM box" as _http._tcp or _https._tcp on the LAN; returns the Zeroconf to close,
+    or None."""
     from zeroconf import IPVersion, ServiceInfo, Zeroconf
     addrs = lan_addresses() if bind in ("0.0.0.0", "::") else [bind]
     if not addrs:
         log.warning("no LAN address found: not advertising by mDNS")
         return None
-    info = ServiceInfo(SERVICE_TYPE, f"{SERVICE_NAME}.{SERVICE_TYPE}", port=int(port),
+    kind = SERVICE_TYPES[scheme]
+    info = ServiceInfo(kind, f"{SERVICE_NAME}.{kind}", port=int(port),
                        properties={"path": "/pair"}, server=f"{socket.gethostname()}.local.",
                        addresses=[socket.inet_aton(a) for a in addrs])
     zc = Zeroconf(interfaces=addrs, ip_version=IPVersion.V4Only)
@@ -91,46 +93,67 @@ def _watchdog(stop: threading.Event) -> None:
 
 
 def cmd_companion(args: argparse.Namespace) -> int:
-    from waitress import create_server
-
     from companion_app import create_app
     from companion_app.box import Box
+    from companion_app.serve import Tls, bound_port, make_server, redirect_app, serve_in_thread
+    from device.config import ConfigError, read_secret_file
     try:
         cfg = _config(args)
     except EXPECTED as exc:
         return _fail(args, str(exc))
-    bind = args.bind or cfg.companion.bind
-    port = cfg.companion.port if args.port is None else args.port
+    c = cfg.companion
+    bind = args.bind or c.bind
+    port = c.port if args.port is None else args.port
+    tls = Tls(c.cert_file, c.key_file) if c.cert_file is not None and c.key_file is not None else None
     hosts = [bind] + (lan_addresses() if bind in ("0.0.0.0", "::") else [])
-    conf: dict[str, Any] = {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir, "ALLOWED_HOSTS": hosts}
+    conf: dict[str, Any] = {"BOX": Box(cfg.control.socket), "DATA_DIR": cfg.data_dir,
+                            "ALLOWED_HOSTS": hosts, "HTTPS": tls is not None}
     provisioned = provisioned_secret(cfg)
-    if provisioned is not None:     # the companion's user may not write the data dir: read it
-        try:
-            conf["SECRET_KEY"] = read_secret(provisioned)
-        except OSError as exc:
-            return _fail(args, f"config key 'companion.secret_file' = '{provisioned}': cannot be read "
-                               f"({exc.strerror or exc}); it is the secret of vrmbox-companion")
-    app = create_app(conf)
     try:
-        server = create_server(app, host=bind, port=port, threads=THREADS,
-                               ident="vrmbox", channel_timeout=60)
+        if provisioned is not None:     # the companion's user may not write the data dir: read it
+            secret = read_secret_file("companion.secret_file", provisioned)
+            if len(secret) < 32:
+                return _fail(args, f"config key 'companion.secret_file' = '{provisioned}': holds fewer "
+                                   "than 32 characters (sudo vrmbox provision --rotate makes a new one)")
+            conf["SECRET_KEY"] = secret.encode()
+        if tls is not None:             # its key: read by this process, now, as for every secret
+            read_secret_file("companion.key_file", tls.key_file)
+        ca_pem = Path(c.ca_file).read_bytes() if tls is not None and c.ca_file is not None else None
+    except ConfigError as exc:
+        return _fail(args, str(exc))
     except OSError as exc:
+        return _fail(args, f"config key 'companion.ca_file' = '{c.ca_file}': cannot be read ({exc.strerror})")
+    app = create_app(conf)
+    servers = []
+    try:
+        server = make_server(app, bind, port, tls)
+        servers.append(server)
+        port = bound_port(server)
+        if tls is not None and c.redirect_port and args.port is None:
+            servers.append(make_server(redirect_app(port, ca_pem), bind, c.redirect_port, threads=2))
+    except OSError as exc:
+        for s_ in servers:
+            s_.stop()
         return _fail(args, f"cannot listen on {bind}:{port}: {exc}")
-    port = int(server.effective_port)  # type: ignore[union-attr]   # waitress gives text
+    scheme = "https" if tls is not None else "http"
     zc = None
     if not (is_loopback(bind) or args.no_mdns):
         try:
-            zc = advertise(bind, port)
+            zc = advertise(bind, port, scheme)
         except (OSError, ValueError, TypeError) as exc:   # the app works without mDNS
             log.warning("not advertising by mDNS: %s", exc)
-    log.info("companion app on http://%s:%s/", bind, port)
-    print(f"LISTENING {bind}:{port}", flush=True)
+    log.info("companion app on %s://%s:%s/", scheme, bind, port)
+    print(f"LISTENING {bind}:{port}" + (f" {scheme}" if tls is not None else ""), flush=True)
     print("READY", flush=True)
     stop = threading.Event()
     if os.environ.get("NOTIFY_SOCKET"):     # systemd Type=notify with WatchdogSec (provisioning)
         threading.Thread(target=_watchdog, args=(stop,), daemon=True).start()
+    for extra in servers[1:]:
+        serve_in_thread(extra)
+    import signal
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
     try:
-        server.run()
+        server.serve()
     except KeyboardInterrupt:
         pass
     finally:
@@ -138,7 +161,8 @@ def cmd_companion(args: argparse.Namespace) -> int:
         if zc is not None:
             zc.unregister_all_services()
             zc.close()
-        server.close()
+        for s_ in servers:
+            s_.stop()
     return 0
 
 

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HOME_BROKER_PORT = 8883
 HOME_BROKER_BIND = "0.0.0.0"
+COMPANION_HTTPS_PORT = 8443          # the phone app; 8080 (plain) only redirects and hands out the CA
+COMPANION_REDIRECT_PORT = 8080
 AUDIT_ROTATED = "provision_rotated"
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -175,7 +177,7 @@ def lan_ip() -> str | None:
 def server_names(extra: tuple[str, ...]) -> list[str]:
     """Names in the broker's (and companion's) certificate: hostname, vrmbox.local, LAN IP, loopback."""
     host = socket.gethostname()
-    names = [host, pki.MDNS_NAME, "localhost", "127.0.0.1", *extra]
+    names = [host, f"{host}.local", pki.MDNS_NAME, "localhost", "127.0.0.1", *extra]
     ip = lan_ip()
     if ip:
         names.append(ip)
@@ -467,6 +469,9 @@ def _config_values(opts: Options, lay: Layout, home: Mapping[str, object],
     conf_values["control.socket"] = lay.control_socket
     conf_values["control.button_socket"] = lay.button_socket
     conf_values["companion.secret_file"] = lay.companion_secret
+    conf_values.update({"companion.cert_file": lay.pem("companion"), "companion.key_file": lay.key("companion"),
+                        "companion.ca_file": lay.pem("ca"), "companion.port": COMPANION_HTTPS_PORT,
+                        "companion.redirect_port": COMPANION_REDIRECT_PORT})
     if opts.board is not None:
         conf_values["ui.profile"] = opts.board
     if lay.system:

@@ -1,9 +1,8 @@
-"""Schemathesis against the companion API, served for real (waitress on loopback) to a paired
+"""Schemathesis against the companion API, served for real (cheroot on loopback) to a paired
 session with its CSRF token, in front of a real daemon: no server error, and every answer matches
 the OpenAPI document (status code, content type, body schema)."""
 from __future__ import annotations
 
-import threading
 from collections import defaultdict
 
 import pytest
@@ -11,7 +10,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
-from waitress import create_server
+from companion_app.serve import bound_port, make_server, serve_in_thread
 
 from companion_app.openapi import document
 from test_companion_helpers import make_app, new_code, running_box
@@ -27,10 +26,9 @@ CHECKS = [checks.not_a_server_error, checks.status_code_conformance, checks.cont
 def served(tmp_path_factory):
     with running_box(tmp_path_factory.mktemp("companion-api")) as box:
         app = make_app(box["socket"])
-        server = create_server(app, host="127.0.0.1", port=0, threads=4)
-        t = threading.Thread(target=server.run, daemon=True)
-        t.start()
-        base = f"http://127.0.0.1:{server.effective_port}"
+        server = make_server(app, "127.0.0.1", 0, threads=4)
+        serve_in_thread(server)
+        base = f"http://127.0.0.1:{bound_port(server)}"
         session = requests.Session()
         token = session.get(base + "/api/v1/session", timeout=10).json()["csrf_token"]
         r = session.post(base + "/api/v1/pair", json={"code": new_code(box["data"]), "name": "fuzzer"},
@@ -40,7 +38,7 @@ def served(tmp_path_factory):
         try:
             yield {"base": base, "session": session, "token": token, "box": box}
         finally:
-            server.close()
+            server.stop()
 
 
 # The document is pure data (no app needed). The fuzzer must not unpair its own session or pair

@@ -1,5 +1,5 @@
 """The companion app in a real headless Chromium (Debian's, driven by Playwright; nothing is
-downloaded), served by `vrmbox companion` (waitress), against a real daemon, broker and vendor-kit
+downloaded), served by `vrmbox companion` (cheroot), against a real daemon, broker and vendor-kit
 processes: pair with the box's code, cast an intent, watch offers arrive without a reload, accept,
 confirm with the box's button, see the agreement and its audit entry, revoke, see the deletion
 receipt arrive. Phone-size screenshots of every main page are written as artifacts (and copied to

@@ -299,3 +299,15 @@ def test_example_and_docs_mention_every_key():
                 assert f"[{section}]" in example
         assert f"`{dotted}`" in docs, f"{dotted} not in docs/config.md"
 
+
+
+def test_the_box_face_shows_the_https_pairing_address(tmp_path):
+    from device.ui.app import companion_url_of
+    (tmp_path / "c.pem").write_text("x")
+    p = write(tmp_path, f"[companion]\nport = 8443\ncert_file = '{tmp_path}/c.pem'\n"
+                        f"key_file = '{tmp_path}/k.key'\n")
+    url = companion_url_of(load_config(p, env=ENV, reader=config.UI))   # the key is not the UI's
+    assert url is not None and re.fullmatch(r"https://[a-z0-9.-]+\.local:8443/pair", url), url
+    assert companion_url_of(load_config(env=ENV, reader=config.UI)) is None   # development: the launcher's
+    with pytest.raises(ConfigError, match="go together"):
+        load_config(write(tmp_path, "[companion]\ncert_file = 'c.pem'\n", "half.toml"), env=ENV)

@@ -61,6 +61,7 @@ _DU = frozenset({DAEMON, UI, CLI})
 _DC = frozenset({DAEMON, COMPANION, CLI})
 _C = frozenset({COMPANION, CLI})
 _U = frozenset({UI, CLI})
+_CU = frozenset({COMPANION, UI, CLI})
 
 
 def _broker_keys(section: str) -> tuple[Key, ...]:
@@ -207,7 +208,21 @@ KEYS: tuple[Key, ...] = (
     _k("companion.bind", c.string(64), DEFAULT_COMPANION_BIND,
        "Address the phone app listens on (0.0.0.0: every interface of the box).", _C, "string"),
     _k("companion.port", c.int_range(0, 65535), DEFAULT_COMPANION_PORT,
-       "Port the phone app listens on (0: any free one).", _C, "integer"),
+       "Port the phone app listens on (0: any free one); the box's pairing screen shows it.", _CU,
+       "integer"),
+    _k("companion.cert_file", c.path(), NO_DEFAULT,
+       "The phone app's TLS certificate: set, it is served over HTTPS only.", _CU, "path",
+       example="/etc/vrmbox/tls/companion.pem", file=True,
+       notes="Unset: plain HTTP (a development box on loopback). `vrmbox provision` sets it."),
+    _k("companion.key_file", c.path(), NO_DEFAULT,
+       "Private key of companion.cert_file, readable by the phone app's account only.",
+       frozenset({COMPANION}), "path", example="/etc/vrmbox/tls/companion.key", secret_file=True),
+    _k("companion.ca_file", c.path(), NO_DEFAULT,
+       "The box's CA certificate, handed to phones at http://BOX:redirect_port/ca.pem.", _C, "path",
+       example="/etc/vrmbox/tls/ca.pem", file=True),
+    _k("companion.redirect_port", c.int_range(0, 65535), 0,
+       "With HTTPS: a plain-HTTP port that only redirects to HTTPS and serves /ca.pem (0: none).",
+       _C, "integer"),
     _k("companion.secret_file", c.path(), NO_DEFAULT,
        "The phone app's own secret (signs its sessions), readable by its account only.",
        frozenset({COMPANION}), "path", example="/etc/vrmbox/secrets/companion_secret",

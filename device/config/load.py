@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .checks import ConfigError
-from .keys import CLI, READERS, SECTIONS, Key
+from .keys import CLI, KEYS, READERS, SECTIONS, Key
 from .model import (AgreementsConfig, BrokerConfig, CompanionConfig, Config, ControlConfig,
                     IntakeConfig, IntentsConfig, UiConfig)
 
@@ -165,8 +165,6 @@ def _broker(values: dict[str, Any], from_file: Mapping[str, Any], section: str, 
             continue
         if not tls:
             raise ConfigError(f"{section}.{key}", p, f"needs an mqtts:// {section}.url")
-        if reads(SECTIONS[section][key], reader) and not p.is_file():
-            raise ConfigError(f"{section}.{key}", p, "file not found")
     if b.key_file is not None and b.cert_file is None:
         raise ConfigError(f"{section}.key_file", b.key_file, f"needs {section}.cert_file")
     if b.reconnect_max < b.reconnect_min:
@@ -218,9 +216,19 @@ def load_config(path: Path | None = None, overrides: Mapping[str, object] | None
             raise ConfigError(key, p, f"is longer than {MAX_SOCKET_PATH} bytes (Unix socket limit)")
     if control.button == control.socket:
         raise ConfigError("control.button_socket", control.button, "must differ from control.socket")
+    companion = CompanionConfig(**_section("companion", raw["companion"], env))
+    if (companion.cert_file is None) != (companion.key_file is None):
+        raise ConfigError("companion.key_file" if companion.key_file is None else "companion.cert_file",
+                          None, "companion.cert_file and companion.key_file go together")
+    values = {"broker": broker, "home_broker": brokers["home_broker"], "companion": companion}
+    for k in KEYS:                        # the files this process needs must be there
+        holder = values.get(k.section)
+        p = getattr(holder, k.short, None) if holder is not None else None
+        if k.file and p is not None and reads(k, reader) and not Path(p).is_file():
+            raise ConfigError(k.name, p, "file not found")
     return Config(broker=broker, data_dir=data_dir, intake=intake, intents=intents,
                   agreements=agreements, control=control,
                   presets=top.get("presets", ()), log_level=top.get("log_level", "INFO"),
                   home_broker=brokers["home_broker"], ui=UiConfig(**_section("ui", raw["ui"], env)),
-                  companion=CompanionConfig(**_section("companion", raw["companion"], env)),
+                  companion=companion,
                   source=source, reader=reader)

@@ -89,6 +89,10 @@ class CompanionConfig:
     bind: str = _d("companion.bind")
     port: int = _d("companion.port")
     secret_file: Path | None = None          # None: the development secret in the data dir
+    cert_file: Path | None = None            # None: plain HTTP
+    key_file: Path | None = None
+    ca_file: Path | None = None
+    redirect_port: int = _d("companion.redirect_port")
 
 
 @dataclass(frozen=True)

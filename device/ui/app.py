@@ -9,6 +9,7 @@ person's consent.
 from __future__ import annotations
 
 import logging
+import socket
 import queue
 import threading
 import time
@@ -40,9 +41,12 @@ def button_socket_of(cfg: Any) -> Path:
 
 
 def companion_url_of(cfg: Any) -> str | None:
-    """The phone app's address if the config names one (the companion app's own section)."""
-    url = getattr(getattr(cfg, "companion", None), "url", None)
-    return str(url) if url else None
+    """The phone app's pairing address on an installed box (HTTPS, the name mDNS advertises and
+    its certificate holds); None on a development box, whose launcher knows the address."""
+    c = getattr(cfg, "companion", None)
+    if c is None or c.cert_file is None:
+        return None
+    return f"https://{socket.gethostname().lower()}.local:{c.port}/pair"
 
 
 def _is_down(exc: BaseException) -> bool:
