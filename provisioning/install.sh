@@ -101,7 +101,10 @@ uninstall() {
   say "stopping and removing the units"
   if have_systemd; then
     for u in "${UNITS[@]}"; do
-      if [ -e "$UNIT_DIR/$u" ] || [ "$DRY" -eq 1 ]; then run systemctl disable --now "$u"; fi
+      if [ -e "$UNIT_DIR/$u" ] || [ "$DRY" -eq 1 ]; then
+        run systemctl disable --now "$u"
+        run systemctl reset-failed "$u" 2>/dev/null || true     # forget a failed state
+      fi
     done
   else
     say "systemd is not running here: nothing to stop"
@@ -116,7 +119,6 @@ uninstall() {
   fi
   if have_systemd; then
     run systemctl daemon-reload
-    run systemctl reset-failed "${UNITS[@]}" || true
     run systemctl try-restart mosquitto.service
   fi
   if [ -e "$RUN_DIR" ] || [ "$DRY" -eq 1 ]; then run rm -rf "$RUN_DIR"; fi   # sockets of a killed daemon
