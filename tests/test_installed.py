@@ -42,9 +42,9 @@ UNITS = (*BOX_UNITS, "mosquitto.service")
 BOARD = "dummy"
 INSTALL_TIMEOUT_S = 900
 SETTLE_S = 60.0                             # a unit that is not active by then will not be
-# Ports the box takes on the shared network (the companion's and the broker's defaults); a
+# Ports the box takes on the shared network (the companion's HTTP and HTTPS, the broker's); a
 # leftover box from an interrupted run would hold them.
-HOST_PORTS = (8080, 8883)
+HOST_PORTS = (8080, 8443, 8883)
 PROFILE_EMAIL = "ann@example.org"
 SHARED = ["email"]
 
