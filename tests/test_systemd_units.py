@@ -168,3 +168,19 @@ def test_exposure_notices_a_weakened_unit(tmp_path):
     weak.write_text("\n".join(line for line in (d / "vrmbox.service").read_text().splitlines()
                               if not line.startswith(("SystemCall", "Protect", "Private", "Restrict"))))
     assert exposure(weak) > MAX_EXPOSURE
+
+
+@needs_systemd
+@pytest.mark.skipif(not DEBIAN_MOSQUITTO_UNIT.exists(), reason="Debian's mosquitto.service not installed")
+def test_the_home_broker_with_its_drop_in_is_exposed_at_most_2(tmp_path):
+    shutil.copy(DEBIAN_MOSQUITTO_UNIT, tmp_path / "mosquitto.service")
+    shutil.copytree(UNITS / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
+    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
+    p = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", "mosquitto.service"],
+                       capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
+    assert m, p.stdout + p.stderr
+    print(f"mosquitto.service (Debian's unit + vrmbox.conf): exposure {m.group(1)}")
+    assert float(m.group(1)) <= MAX_EXPOSURE
+    drop_in = (UNITS / "mosquitto.service.d" / "vrmbox.conf").read_text()
+    assert "\nUser=mosquitto\n" in drop_in and "\nExecStartPre=\n" in drop_in
