@@ -73,10 +73,15 @@ def test_verify_notices_a_broken_unit(tmp_path):
 
 @needs_systemd
 @pytest.mark.skipif(not DEBIAN_MOSQUITTO_UNIT.exists(), reason="Debian's mosquitto.service not installed")
-def test_mosquitto_drop_in_loads_onto_debians_unit(tmp_path):
+def debian_mosquitto_with_drop_in(tmp_path: Path) -> dict[str, str]:
+    """Debian's mosquitto.service and our drop-in in tmp_path; the environment that finds them."""
     shutil.copy(DEBIAN_MOSQUITTO_UNIT, tmp_path / "mosquitto.service")
     shutil.copytree(UNITS / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
-    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
+    return dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
+
+
+def test_mosquitto_drop_in_loads_onto_debians_unit(tmp_path):
+    env = debian_mosquitto_with_drop_in(tmp_path)
     p = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", "mosquitto.service"], cwd=tmp_path,
                        capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0 and p.stderr.strip() == "", p.stderr
@@ -173,9 +178,7 @@ def test_exposure_notices_a_weakened_unit(tmp_path):
 @needs_systemd
 @pytest.mark.skipif(not DEBIAN_MOSQUITTO_UNIT.exists(), reason="Debian's mosquitto.service not installed")
 def test_the_home_broker_with_its_drop_in_is_exposed_at_most_2(tmp_path):
-    shutil.copy(DEBIAN_MOSQUITTO_UNIT, tmp_path / "mosquitto.service")
-    shutil.copytree(UNITS / "mosquitto.service.d", tmp_path / "mosquitto.service.d")
-    env = dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
+    env = debian_mosquitto_with_drop_in(tmp_path)
     p = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--no-pager", "mosquitto.service"],
                        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", p.stdout)
