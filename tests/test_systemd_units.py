@@ -71,8 +71,6 @@ def test_verify_notices_a_broken_unit(tmp_path):
     assert "NoNewPrivilege" in p.stderr
 
 
-@needs_systemd
-@pytest.mark.skipif(not DEBIAN_MOSQUITTO_UNIT.exists(), reason="Debian's mosquitto.service not installed")
 def debian_mosquitto_with_drop_in(tmp_path: Path) -> dict[str, str]:
     """Debian's mosquitto.service and our drop-in in tmp_path; the environment that finds them."""
     shutil.copy(DEBIAN_MOSQUITTO_UNIT, tmp_path / "mosquitto.service")
@@ -80,6 +78,8 @@ def debian_mosquitto_with_drop_in(tmp_path: Path) -> dict[str, str]:
     return dict(os.environ, SYSTEMD_UNIT_PATH=f"{tmp_path}:")
 
 
+@needs_systemd
+@pytest.mark.skipif(not DEBIAN_MOSQUITTO_UNIT.exists(), reason="Debian's mosquitto.service not installed")
 def test_mosquitto_drop_in_loads_onto_debians_unit(tmp_path):
     env = debian_mosquitto_with_drop_in(tmp_path)
     p = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", "mosquitto.service"], cwd=tmp_path,
