@@ -331,7 +331,7 @@ def provision(opts: Options, env: Mapping[str, str] = os.environ, euid: int | No
     dirs = [(lay.etc, 0o755, None, None), (lay.secrets, 0o711, None, None), (lay.tls, 0o755, None, None),
             (lay.broker, 0o750, None, M), (lay.broker_data, 0o700, M, None)]
 
-    writes = _decide(items, conf_item, opts, lay, report)
+    writes = _decide(items, conf_item, opts, lay, report, conf_values)
     if opts.dry_run:
         return report
     _apply(writes, conf_item, dirs, lay, system, broker_user, opts, report)
@@ -376,7 +376,7 @@ def _store_exists(lay: Layout) -> bool:
 
 
 def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
-            report: Report) -> list[tuple[Item, bytes, str]]:
+            report: Report, conf_values: Mapping[str, object]) -> list[tuple[Item, bytes, str]]:
     """Which files to write (reading only what exists); each is recorded in report."""
     writes: list[tuple[Item, bytes, str]] = []
     for item in items:
@@ -394,18 +394,20 @@ def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
     new_conf = conf_item.make()
     if old_conf is None:
         writes.append((conf_item, new_conf, "created"))
-    elif opts.board is not None and _board_of(old_conf) != opts.board:
-        writes.append((conf_item, set_key(old_conf.decode(), "ui.profile", opts.board).encode(), "updated"))
-        report.notes.append(f"{lay.config}: ui.profile set to {opts.board}; the previous file is "
-                            f"{lay.config.name}.bak")
     elif old_conf != new_conf and opts.market is not None:
         writes.append((conf_item, new_conf, "updated"))
         report.notes.append(f"{lay.config}: rewritten for the market broker; the previous file is "
                             f"{lay.config.name}.bak")
     else:
-        report.kept.append(lay.config)
-        if old_conf != new_conf:
-            report.notes.append(f"{lay.config} was edited since provisioning; kept as it is")
+        text, changes = _upgraded_config(old_conf.decode(), conf_values, opts.board)
+        if changes:
+            writes.append((conf_item, text.encode(), "updated"))
+            report.notes.append(f"{lay.config}: {'; '.join(changes)}; everything else kept as it was; "
+                                f"the previous file is {lay.config.name}.bak")
+        else:
+            report.kept.append(lay.config)
+            if old_conf != new_conf:
+                report.notes.append(f"{lay.config} was edited since provisioning; kept as it is")
     for item, _new, kind in writes:
         getattr(report, kind).append(item.path)
     if not _store_exists(lay):
@@ -415,12 +417,28 @@ def _decide(items: list[Item], conf_item: Item, opts: Options, lay: Layout,
     return writes
 
 
-def _board_of(conf: bytes) -> str | None:
+def _upgraded_config(text: str, conf_values: Mapping[str, object], board: str | None) -> tuple[str, list[str]]:
+    """An existing config.toml with the board set and the keys provisioning manages that it lacks
+    (new in this version, e.g. the phone app's certificate) added; the person's edits stay."""
     try:
-        value = tomllib.loads(conf.decode()).get("ui", {}).get("profile")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return None
-    return value if isinstance(value, str) else None
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return text, []                      # not ours to repair: `vrmbox config check` says why
+
+    def has(dotted: str) -> bool:
+        section, _, key = dotted.rpartition(".")
+        table = data.get(section, {}) if section else data
+        return isinstance(table, dict) and key in table
+    changes = []
+    if board is not None and data.get("ui", {}).get("profile") != board:
+        text = set_key(text, "ui.profile", board)
+        changes.append(f"ui.profile set to {board}")
+    added = [k for k in conf_values if not has(k)]
+    for k in added:
+        text = set_key(text, k, conf_values[k])
+    if added:
+        changes.append(f"added {', '.join(added)} (new in this version)")
+    return text, changes
 
 
 def _apply(writes: list[tuple[Item, bytes, str]], conf_item: Item, dirs: list, lay: Layout,

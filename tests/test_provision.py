@@ -372,3 +372,26 @@ def test_set_key_edits_one_line_or_adds_it():
     assert tomllib.loads(set_key("", "ui.profile", "x"))["ui"]["profile"] == "x"
     other = set_key("[ui]\n[control]\n# profile = 1\n", "ui.profile", "x")
     assert tomllib.loads(other) == {"ui": {"profile": "x"}, "control": {}}
+
+
+def test_an_older_config_gets_the_keys_new_in_this_version(root):
+    """Upgrading: keys provisioning manages that an older config.toml lacks are added; the
+    person's edits stay, and the previous file is kept as config.toml.bak."""
+    port = free_port()
+    assert provision(root, port).returncode == 0
+    conf = layout(root).config
+    head, _, companion = conf.read_text().partition("\n[companion]\n")
+    companion = "\n".join(line for line in companion.splitlines()       # as an older version wrote it
+                           if not re.match(r"(cert_file|key_file|ca_file|redirect_port|port) = ", line))
+    old = f"{head}\n[companion]\n{companion}"
+    old = old.replace('log_level = "INFO"', 'log_level = "DEBUG"')
+    conf.write_text(old + "\n")
+    assert "cert_file" not in tomllib.loads(old)["companion"]
+    again = provision(root, port)
+    assert again.returncode == 0, again.stderr
+    data = tomllib.loads(conf.read_text())
+    assert data["companion"]["cert_file"].endswith("companion.pem") and data["companion"]["port"] == 8443
+    assert data["log_level"] == "DEBUG"
+    assert conf.with_name("config.toml.bak").read_text() == old + "\n"
+    assert "new in this version" in again.stdout
+    assert "nothing to do" in provision(root, port).stdout
