@@ -52,9 +52,10 @@ DROP_IN="$UNIT_DIR/mosquitto.service.d/vrmbox.conf"
 DATA_DIRS=(/etc/vrmbox /var/lib/vrmbox /var/lib/vrmbox-broker)
 RUN_DIR=/run/vrmbox
 PROFILES="$SRC/hardware/profiles"
-# Raspberry Pi OS's own builds of the board libraries: PyPI has no aarch64/armv7l wheels of
-# lgpio or spidev (sources only, needing swig and the C library), so the Pi's venv sees these.
-PI_PACKAGES=(python3-lgpio python3-spidev liblgpio1)
+# The OS's own builds where PyPI has no wheel for the Pi (spidev, sdnotify: sources only;
+# tests/test_pi_packages.py checks the list), and Raspberry Pi OS's lgpio, which Raspberry Pi
+# recommends over PyPI's; the Pi's venv sees them (--system-site-packages).
+PI_PACKAGES=(python3-lgpio python3-spidev python3-sdnotify liblgpio1)
 
 say() { echo "== $*"; }
 run() {                      # print a step; do it unless --dry-run
