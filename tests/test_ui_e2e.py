@@ -58,10 +58,10 @@ class Board:
         return self.factory.pin(PINS[role])
 
     def tap(self, role):
-        before = self.app.applied
+        before = self.app.keys_applied
         self.pin(role).drive_low()
         self.pin(role).drive_high()
-        wait_for(lambda: self.app.applied >= before + 2, timeout=10, what=f"tap {role} handled")
+        wait_for(lambda: self.app.keys_applied >= before + 2, timeout=10, what=f"tap {role} handled")
         return self.app.settle()
 
     def hold(self, role, until):
@@ -73,9 +73,11 @@ class Board:
             self.pin(role).drive_high()
 
     def hold_and_release(self, role):
-        before = self.app.applied
+        """Press until the press and the hold are both stepped (an offer arriving meanwhile is
+        an event too, and must not end the hold early), then release."""
+        before = self.app.keys_applied
         self.pin(role).drive_low()
-        wait_for(lambda: self.app.applied >= before + 2, timeout=10, what=f"long {role} handled")
+        wait_for(lambda: self.app.keys_applied >= before + 2, timeout=10, what=f"long {role} handled")
         self.pin(role).drive_high()
         return self.app.settle()
 

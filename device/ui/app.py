@@ -72,6 +72,7 @@ class App:
         self.stop_event = threading.Event()
         self.frames = 0
         self.applied = 0            # events stepped so far (tests and the bench wait on it)
+        self.keys_applied = 0       # of them, button events: data arriving meanwhile is not a key
         self.changed = threading.Condition()
         self._last_drawn: tuple[Any, ...] | None = None
 
@@ -203,6 +204,8 @@ class App:
         while event is not None:
             self._apply(event)
             self.applied += 1
+            if isinstance(event, Key):
+                self.keys_applied += 1
             try:
                 event = self.inbox.get_nowait()
             except queue.Empty:
