@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from vrm_protocol import (Countersignature, Message, Offer, ProtocolError, ReplayGuard, RevocationAck,
-                          VendorProfile, read_header, token_hash, topics, verify)
+                          VendorProfile, new_id, read_header, replay_key, token_hash, topics, verify)
 from vrm_protocol.codec import unverified_payload
 from vrm_protocol.didkey import did_from_kid as _did_from_kid
 from vrm_protocol.messages import body_to_dict
@@ -266,7 +266,7 @@ class Intake:
         if kind == "offers":
             with self._lock:
                 stored = self._offer_counts.get((intent, name), 0)
-            if stored >= self.max_offers and not self._maybe_stored(token):
+            if stored >= self.max_offers and not self._maybe_stored(token, intent, did):
                 return Rejection("too_many_offers", None, f"{name}: {self.max_offers} per intent")
         return Claim(topic, payload, kind, intent, name, did, _EXPECT[kind])
 
@@ -285,7 +285,10 @@ class Intake:
             if not self.limiter.allow("profile:" + claim.did, self.clock()):
                 return Rejection("rate_limited", None, "vendor profile flood")
             return Pre(topic, payload, "profile", None, None, msg)
-        if msg.id in self.replay:  # anyone can replay a vendor's message: never its budget
+        # Ids are kept per (intent, signer): another signer's copy of an id (squatting) or this
+        # vendor's message of another intent is no replay here (docs/protocol.md 11.3).
+        if replay_key(intent, msg.envelope.iss, msg.id) in self.replay:
+            # anyone can replay a vendor's message: never its budget
             if not self.limiter.allow(_bucket(RESEND_BUCKET + name, intent), self.clock()):
                 return Rejection("replay", None, f"message id {msg.id} seen before")
             return Pre(topic, payload, kind, intent, name, msg, seen=True)
@@ -297,14 +300,14 @@ class Intake:
             return Rejection("rate_limited", name)
         return Pre(topic, payload, kind, intent, name, msg)
 
-    def _maybe_stored(self, token: str) -> bool:
+    def _maybe_stored(self, token: str, intent: str, did: str) -> bool:
         """An offer over the cap may be a re-send of one stored (to be receipted again): only its
         unverified id is read here; the signature is checked before anything is answered."""
         try:
             mid = unverified_payload(token).get("id")
         except ProtocolError:
             return False
-        return isinstance(mid, str) and mid in self.replay
+        return isinstance(mid, str) and replay_key(intent, did, mid) in self.replay
 
     def _claim_profile(self, topic: str, payload: bytes, token: str, name: str, did: str,
                        first: bool) -> Claim | Pre | Rejection | None:
@@ -372,8 +375,12 @@ class Intake:
     def _message(self, pre: Pre, expect: type) -> Message:
         return pre.msg if pre.msg is not None else verify(pre.payload, now=self.clock(), expect=expect)
 
-    def _remember(self, msg: Any) -> None:
-        self.replay.check_and_remember(msg.id, msg.envelope.exp, self.clock())
+    def _key(self, pre: Pre, msg: Any) -> str:
+        """The message's replay key: its id within the inbox's intent and its signer."""
+        return replay_key(pre.intent, msg.envelope.iss, msg.id)
+
+    def _remember(self, pre: Pre, msg: Any) -> None:
+        self.replay.check_and_remember(self._key(pre, msg), msg.envelope.exp, self.clock())
 
     def _profile(self, pre: Pre) -> Outcome | Rejection:
         msg = self._message(pre, VendorProfile)  # retained: may repeat
@@ -393,11 +400,13 @@ class Intake:
 
     def _offer(self, pre: Pre) -> Outcome | Rejection:
         msg = self._message(pre, Offer)
-        if pre.seen or msg.id in self.replay:
-            rec = self.store.get_offer(msg.id)
-            if rec is not None and rec.token == msg.token:
-                # A QoS 1 redelivery of an offer already stored (e.g. killed before the ack).
-                return Outcome("duplicate", {"offer": msg.id})
+        iss = msg.envelope.iss
+        if pre.seen or self._key(pre, msg) in self.replay:
+            # A QoS 1 redelivery of an offer already stored (e.g. killed before the ack): only
+            # this intent's and this signer's offer with this very token.
+            rec = self.store.find_offer(pre.intent or "", pre.vendor or "", iss, msg.token)
+            if rec is not None:
+                return Outcome("duplicate", {"offer": rec.offer_id})
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         body: Offer = msg.body
         stored = self.store.count_offers(body.intent, body.vendor)
@@ -411,22 +420,42 @@ class Intake:
             # Accepting other terms is not accepting the person's (finding 9).
             return Rejection("terms_mismatch", pre.vendor, "the offer answers other terms")
         stored_body, received = body_to_dict(body), int(self.clock())
-        added = self.store.add_offer(msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token,
-                                     stored_body, received, exp=msg.envelope.exp)
-        self._remember(msg)
-        if not added:  # an id stored long ago (its replay entry pruned), now with another token
-            raise ProtocolError("replay", f"message id {msg.id} seen before")
+        handle = self._store_offer(msg, body, stored_body, received)
+        if isinstance(handle, Outcome):
+            return handle
+        self._remember(pre, msg)
         with self._lock:
             self._offer_counts[(body.intent, body.vendor)] = stored + 1
         # scored once and placed among the intent's offers (market.place_offer, leaderboard)
-        placed = self.market.place_offer(msg.id, category or "", OfferRecord(
-            msg.id, body.intent, body.vendor, msg.envelope.iss, msg.token, stored_body, "new", received, None))
-        return Outcome("offer", {"type": "offer", "offer": msg.id, "intent": body.intent,
+        placed = self.market.place_offer(handle, category or "", OfferRecord(
+            handle, body.intent, body.vendor, msg.envelope.iss, msg.token, stored_body, "new", received, None))
+        return Outcome("offer", {"type": "offer", "offer": handle, "intent": body.intent,
                                  "category": category,
                                  "vendor": body.vendor, "item": body.item.name, "price": body.price,
                                  "currency": body.currency, "eligible": bool(placed and placed.eligible),
                                  "score": placed.score if placed else None,
                                  "position": placed.position if placed else None})
+
+    def _store_offer(self, msg: Message, body: Offer, stored_body: dict[str, Any],
+                     received: int) -> str | Outcome:
+        """Store a verified offer; its handle on the box (the offer's id unless another intent's
+        or signer's offer already has that handle), or the duplicate it is."""
+        iss = msg.envelope.iss
+        if self.store.add_offer(msg.id, body.intent, body.vendor, iss, msg.token, stored_body,
+                                received, exp=msg.envelope.exp):
+            return msg.id
+        # The id is taken: an id stored long ago (its replay entry pruned), or another scope's.
+        rec = self.store.find_offer(body.intent, body.vendor, iss, msg.token)
+        if rec is not None:
+            return Outcome("duplicate", {"offer": rec.offer_id})
+        if self.store.has_offer_id(body.intent, body.vendor, iss, msg.id):
+            raise ProtocolError("replay", f"message id {msg.id} seen before")
+        for _ in range(8):   # a random handle: nobody can squat on one before it exists
+            handle = new_id()
+            if self.store.add_offer(handle, body.intent, body.vendor, iss, msg.token, stored_body,
+                                    received, exp=msg.envelope.exp, msg_id=msg.id):
+                return handle
+        raise StoreError("no free handle for an offer")
 
     def _intent_terms(self, intent_id: str) -> tuple[str | None, tuple[Any, Any]]:
         """(category, (terms id, sha256)) of an intent, cached: reading it from the store unseals
@@ -443,14 +472,14 @@ class Intake:
     def _agreement_reply(self, pre: Pre, expect: type) -> tuple[Any, Any] | Rejection:
         """A vendor's reply about one of our agreements: same intent, same vendor."""
         msg = self._message(pre, expect)
-        if pre.seen or msg.id in self.replay:
+        if pre.seen or self._key(pre, msg) in self.replay:
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         rec = self.store.get_agreement(msg.body.agreement)
         if rec is None or rec.intent_id != pre.intent or msg.body.intent != pre.intent:
             return Rejection("unknown_agreement", pre.vendor, msg.body.agreement)
         if rec.vendor != pre.vendor:
             return Rejection("vendor_mismatch", pre.vendor, f"{expect.TYPE} from another vendor")
-        self._remember(msg)
+        self._remember(pre, msg)
         return msg, rec
 
     def _countersignature(self, pre: Pre) -> Outcome | Rejection:

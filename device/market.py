@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from vrm_protocol import EncryptionKey, ProtocolError, Terms, new_id, topics
-from vrm_protocol.codec import MAX_LIFETIME
+from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
 from vrm_protocol.messages import parse_dataclass
 
 from . import agreements as agr
@@ -310,7 +310,9 @@ class Market:
         terms = parse_dataclass(Terms, intent.body["terms"])
         try:
             body = agr.agreement_body(
-                intent_id=intent.intent_id, offer_id=offer_id, offer_token=offer.token,
+                # the vendor's own id for it (the box's handle may differ: store.add_offer)
+                intent_id=intent.intent_id, offer_id=unverified_payload(offer.token).get("id", offer_id),
+                offer_token=offer.token,
                 vendor=offer.vendor, vendor_did=offer.vendor_did, terms=terms, fields=list(fields),
                 purpose=purpose or self.settings.default_purpose,
                 duration_days=int(duration_days or self.settings.default_duration_days))

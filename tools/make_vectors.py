@@ -201,6 +201,16 @@ def build() -> dict[str, Any]:
         return {**intent_payload, **over}
 
     reused_id = craft(mutated(description="the same id, other words"), box_header, box)
+    # an id is unique only within its intent and signer (docs/protocol.md 11.3)
+    offer_good = by_name["offer"]["token"]
+    other_header = {"alg": "EdDSA", "kid": other.kid, "typ": "vrm+jws"}
+    scope = [
+        ("same_intent_same_signer", craft({**offer_payload, "price": 1.0}, vendor_header, vendor), "replay"),
+        ("another_signer", craft({**offer_payload, "iss": other.did, "vendor": "other-bikes"},
+                                 other_header, other), None),
+        ("another_intent", craft({**offer_payload, "intent": "intent-0002-vector"}, vendor_header, vendor),
+         None),
+    ]
 
     invalid = [
         ("flipped_signature_bit", f"{h}.{p}.{b64u(bytes(sig))}", "bad_signature"),
@@ -279,6 +289,11 @@ def build() -> dict[str, Any]:
         "invalid": invalid_entries,
         "replay": {"tokens": [good, reused_id], "now": NOW, "reason": "replay",
                    "note": "two different tokens with one id: the first is accepted, the second refused"},
+        "replay_scope": {"first": offer_good, "now": NOW,
+                         "note": "after `first` (the vector offer), each token separately: an id is "
+                                 "unique only within its intent and its signer, so only a second token "
+                                 "with the same id, intent and signer is a replay (reason null: accepted)",
+                         "cases": [{"name": n, "token": t, "reason": r} for n, t, r in scope]},
         "redelivery": {"tokens": [good, good], "now": NOW, "reason": "replay",
                        "note": "the same token twice (a QoS 1 re-delivery): verify() refuses the second as "
                                "replay; a receiver MAY instead ignore it silently as a duplicate, but never "

@@ -354,8 +354,17 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     if envelope.exp < now - CLOCK_SKEW:
         raise ProtocolError("expired", "exp has passed")
     if replay is not None:
-        replay.check_and_remember(envelope.id, envelope.exp, now)
+        replay.check_and_remember(replay_key(getattr(body, "intent", None), envelope.iss, envelope.id),
+                                  envelope.exp, now)
     return built(Message, {"envelope": envelope, "body": body, "token": token})
+
+
+def replay_key(intent: str | None, signer: str, msg_id: str) -> str:
+    """What a receiver remembers against replays (docs/protocol.md section 11.3): a message id is
+    unique only within its signer and the intent it answers (none for a vendor profile, an
+    intent or its withdrawal). Scoped so that nobody can spend another signer's ids (squatting)
+    and a copy of one intent's message on another intent's inbox matches nothing there."""
+    return f"{intent or ''}/{signer}/{msg_id}"
 
 
 class ReplayGuard:

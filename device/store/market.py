@@ -11,7 +11,7 @@ import logging
 import sqlite3
 from typing import Any
 
-from vrm_protocol import Identity, new_id
+from vrm_protocol import Identity, new_id, replay_key
 from vrm_protocol.codec import b64url, b64url_decode, unverified_payload
 
 from ..audit import canonical_json
@@ -100,9 +100,13 @@ class MarketStore(StoreBase):
 
     # ---------------------------------------------------------------- offers
     def add_offer(self, offer_id: str, intent_id: str, vendor: str, vendor_did: str, token: str,
-                  body: dict[str, Any], received_at: int, exp: int | None = None) -> bool:
-        """Store a verified offer; False if this offer id is already stored (dedupe). `exp`: the
-        verified token's, when the caller has it (else it is read from the token again)."""
+                  body: dict[str, Any], received_at: int, exp: int | None = None,
+                  msg_id: str | None = None) -> bool:
+        """Store a verified offer; False if `offer_id` is already stored (dedupe). `offer_id` is
+        the box's handle for it: the offer's message id `msg_id` (the default), or another when
+        that id is already the handle of an offer of another intent or signer (an id is unique
+        only within its intent and signer, docs/protocol.md 11.3). `exp`: the verified token's,
+        when the caller has it (else it is read from the token again)."""
         check_json_value(body, "body")
         with self._tx():
             cur = self._conn.execute(
@@ -112,8 +116,17 @@ class MarketStore(StoreBase):
                  int(received_at)))
             if cur.rowcount != 1:
                 return False
-            self._remember_message(token, offer_id, int(received_at) + 86400, exp)
+            self._remember_message(replay_key(intent_id, vendor_did, msg_id or offer_id), token,
+                                   int(received_at) + 86400, exp)
         return True
+
+    def find_offer(self, intent_id: str, vendor: str, vendor_did: str, token: str) -> OfferRecord | None:
+        """The offer stored with exactly this token for this intent and signer (a re-send, a
+        QoS 1 re-delivery), through the (intent, vendor) index: never another intent's copy."""
+        row = self._conn.execute(
+            f"SELECT {self._OFFER_COLS} FROM offers WHERE intent_id=? AND vendor=? AND vendor_did=?"
+            " AND token=?", (intent_id, vendor, vendor_did, token)).fetchone()
+        return self._offer(row) if row else None
 
     def count_intent_offers(self, intent_id: str) -> int:
         """Offers stored for an intent, whatever their status (indexed)."""
@@ -127,20 +140,37 @@ class MarketStore(StoreBase):
         another connection to store.db (SQLite's data_version). For caches of open offers."""
         return (self._offer_changes, int(self._conn.execute("PRAGMA data_version").fetchone()[0]))
 
-    def seen_message(self, msg_id: str) -> bool:
-        """Whether a message id is kept against replays (the seen_messages primary key)."""
-        return self._conn.execute("SELECT 1 FROM seen_messages WHERE id=?", (msg_id,)).fetchone() is not None
+    def seen_message(self, key: str) -> bool:
+        """Whether a message is kept against replays: `key` is its vrm_protocol.replay_key
+        (intent, signer, id), the seen_messages primary key."""
+        return self._conn.execute("SELECT 1 FROM seen_messages WHERE id=?", (key,)).fetchone() is not None
 
     def count_offers(self, intent_id: str, vendor: str) -> int:
         return int(self._conn.execute("SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?",
                                       (intent_id, vendor)).fetchone()[0])
 
-    def _remember_message(self, token: str, msg_id: str | None, fallback_exp: int,
+    def _remember_message(self, key: str | None, token: str, fallback_exp: int,
                           exp: int | None = None) -> None:
-        mid = msg_id or _token_id(token)
-        if mid:
+        if key:
             self._conn.execute("INSERT OR IGNORE INTO seen_messages(id, exp) VALUES (?,?)",
-                               (mid, exp if exp is not None else _token_exp(token, fallback_exp)))
+                               (key, exp if exp is not None else _token_exp(token, fallback_exp)))
+
+    def _remember_reply(self, agreement_id: str, token: str) -> None:
+        """A vendor's verified reply about an agreement, kept against replays under the
+        agreement's intent and the reply's signer."""
+        row = self._conn.execute("SELECT intent_id FROM agreements WHERE agreement_id=?",
+                                 (agreement_id,)).fetchone()
+        payload = unverified_payload(token)
+        mid, iss = _token_id(token), payload.get("iss")
+        if row and mid and isinstance(iss, str):
+            self._remember_message(replay_key(row[0], iss, mid), token, self.now() + 86400)
+
+    def has_offer_id(self, intent_id: str, vendor: str, vendor_did: str, msg_id: str) -> bool:
+        """Whether this intent's offers from this signer include one with message id `msg_id`,
+        whatever its handle (read from the stored tokens: at most the per-intent cap of rows)."""
+        return any(_token_id(r[0]) == msg_id for r in self._conn.execute(
+            "SELECT token FROM offers WHERE intent_id=? AND vendor=? AND vendor_did=?",
+            (intent_id, vendor, vendor_did)))
 
     _OFFER_COLS = "offer_id, intent_id, vendor, vendor_did, token, body, status, received_at, snooze_until"
 
@@ -185,7 +215,7 @@ class MarketStore(StoreBase):
             self.audit.append(event, data)
 
     def seen_message_ids(self, since: int) -> list[tuple[str, int]]:
-        """(message id, exp) still unexpired at `since`, to seed a ReplayGuard after restart."""
+        """(replay key, exp) still unexpired at `since`, to seed a ReplayGuard after restart."""
         return [(r[0], r[1]) for r in self._conn.execute(
             "SELECT id, exp FROM seen_messages WHERE exp >= ? ORDER BY exp", (int(since),))]
 
@@ -276,7 +306,7 @@ class MarketStore(StoreBase):
             vendor = self._agreement_vendor(agreement_id)
             self._conn.execute("UPDATE agreements SET countersignature=?, status='active', updated_at=?"
                                " WHERE agreement_id=?", (token, self.now(), agreement_id))
-            self._remember_message(token, None, self.now() + 86400)
+            self._remember_reply(agreement_id, token)
             self.audit.append("agreement_countersigned", {"agreement": agreement_id, "vendor": vendor})
 
     def add_disclosure(self, agreement_id: str, fields: list[str], token: str) -> None:
@@ -321,7 +351,7 @@ class MarketStore(StoreBase):
                                                               agreement_id))
             if cur.rowcount != 1:
                 raise StoreError(f"agreement {agreement_id} was not revoked")
-            self._remember_message(token, None, self.now() + 86400)
+            self._remember_reply(agreement_id, token)
             self.audit.append("deletion_acknowledged" if deleted else "revocation_acknowledged",
                               {"agreement": agreement_id, "vendor": vendor, "deleted": bool(deleted)})
 
