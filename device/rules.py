@@ -30,6 +30,7 @@ MAX_AMOUNT = 1e12           # largest money amount
 MAX_WEIGHT = 100.0          # |weight| bound
 MAX_VALIDITY_S = 366 * 86400
 MAX_DAYS = 3650
+MAX_DEPTH = 32              # deepest nesting of objects and lists (the protocol's JSON bound)
 
 OPS = ("eq", "ne", "lt", "le", "gt", "ge", "in", "not_in", "exists")
 PREFERENCES = ("high", "low", "equals")
@@ -75,7 +76,9 @@ def fmt_number(x: float) -> str:
     return f"{x:.4f}".rstrip("0").rstrip(".")
 
 
-def _show(value: Any, limit: int = 60) -> str:
+def _show(value: Any, limit: int = 60, depth: int = 0) -> str:
+    """A short rendering for messages; nesting past 3 levels is shown as [...] (so a value nested
+    thousands deep costs no recursion)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -83,12 +86,34 @@ def _show(value: Any, limit: int = 60) -> str:
     if isinstance(value, str):
         return repr(value if len(value) <= limit else value[:limit] + "...")
     if isinstance(value, (list, tuple)):
-        inner = ", ".join(_show(v, 30) for v in list(value)[:8])
+        if depth >= 3:
+            return "[...]" if value else "[]"
+        inner = ", ".join(_show(v, 30, depth + 1) for v in list(value)[:8])
         return f"[{inner}{', ...' if len(value) > 8 else ''}]"
     if value is None:
         return "null"
+    if isinstance(value, dict):
+        return "{...}" if value else "{}"
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def nesting_exceeds(value: object, limit: int = MAX_DEPTH) -> bool:
+    """Whether objects and lists in `value` nest deeper than `limit` (the outermost object is
+    level 1). Iterative: rules nested thousands deep are refused, not a RecursionError."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        v, level = stack.pop()
+        if isinstance(v, dict):
+            children: Any = v.values()
+        elif isinstance(v, (list, tuple)):
+            children = v
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((c, level + 1) for c in children)
+    return False
 
 
 # ------------------------------------------------------------------------------- facts
@@ -367,6 +392,8 @@ def validate_rules(data: object) -> dict[str, Any]:
 
     Raises RulesError naming the first bad entry. Absent filters stay absent (= not applied).
     """
+    if nesting_exceeds(data):   # before anything walks the value recursively
+        raise RulesError("", data, f"nested deeper than {MAX_DEPTH} levels")
     _obj(data, "", ("version", "filters", "weights", "brands"))
     assert isinstance(data, dict)
     version = data.get("version", VERSION)

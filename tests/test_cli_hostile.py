@@ -77,7 +77,13 @@ def test_read_only_commands_need_an_existing_box(tmp_path):
 
 @pytest.mark.parametrize("name,text,expect", [
     ("deep.json", '{"version": 1, "filters": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}", "nested too deeply"),
-    ("deep500.json", '{"version": 1, "filters": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}", "unknown key"),
+    # issue 19 finding 8: a depth limit (32, checked without recursion) comes before the keys
+    ("deep500.json", '{"version": 1, "filters": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
+     "nested deeper than 32"),
+    ("deep_value.json", '{"filters":{"attributes":[{"path":"price","op":"eq","value":'
+     + "[" * 500 + "0" + "]" * 500 + "}]}}", "nested deeper than 32"),
+    ("deep_value989.json", '{"filters":{"attributes":[{"path":"price","op":"eq","value":'
+     + "[" * 989 + "0" + "]" * 989 + "}]}}", "nested"),   # the CLI's own parser: "nested too deeply"
     ("dup.json", '{"version": 1, "version": 1}', "appears twice"),
 ])
 def test_hostile_rules_files_give_one_clear_message(tmp_path, name, text, expect):
@@ -101,3 +107,4 @@ def test_a_config_nested_5000_deep_is_refused_cleanly(tmp_path):
     for args in (["status"], ["rules", "show"], ["run"]):
         r = vrmbox(*args, config=deep)
         assert r.returncode != 0 and "nested too deeply" in r.stderr and "Traceback" not in r.stderr, args
+

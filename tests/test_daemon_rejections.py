@@ -155,3 +155,41 @@ def test_flood_from_one_vendor_while_two_vendor_kits_answer(box, broker):
             w.stop()
         c.loop_stop()
         c.disconnect()
+
+
+
+# ---------------------------------------------------------------- issue 19, findings 8 and 10
+def _raw_request(sock_path, line: bytes) -> dict:
+    """One request line straight onto the daemon's control socket, as any local client could."""
+    import socket as _socket
+
+    with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+        s.settimeout(20)
+        s.connect(str(sock_path))
+        s.sendall(line + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    return json.loads(buf)
+
+
+def test_rules_nested_deep_get_a_clear_error_from_the_daemon(box):
+    """Finding 8: rules nested 400-989 deep were "internal error" from the daemon."""
+    sock = box["data"] / "control.sock"
+    wait_for(lambda: sock.exists(), 20)
+    for depth in (40, 500, 900):
+        deep = "0"
+        for _ in range(depth):
+            deep = f"[{deep}]"
+        rules = '{"filters":{"attributes":[{"path":"price","op":"eq","value":' + deep + '}]}}'
+        reply = _raw_request(sock, b'{"op":"rules_set","args":{"rules":' + rules.encode() + b"}}")
+        assert reply["ok"] is False and "nested deeper than 32" in reply["error"], (depth, reply)
+        path = box["tmp"] / f"deep{depth}.json"
+        path.write_text(rules)
+        r = vrmbox("rules", "set", str(path), data_dir=box["data"], check=False)
+        assert r.returncode == 1 and "nested deeper than 32" in r.stderr, r.stderr
+        assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+    assert box["proc"].proc.poll() is None                                       # still running

@@ -339,3 +339,30 @@ def test_reputation_grace_for_fresh_revocations():
     assert reputation_from(a, [], now=NOW) == {}
     assert reputation_from(a, [], now=NOW + 2 * 86400) == {"v": pytest.approx(-2 / 3)}
     assert reputation_from(a, []) == {"v": pytest.approx(-2 / 3)}
+
+
+# ------------------------------------------------------------------ issue 19, finding 8
+@pytest.mark.parametrize("depth", [33, 400, 989, 5000, 100_000])
+def test_rules_nested_deep_are_refused_with_a_clear_error_not_a_recursion_error(depth):
+    value: object = 0
+    for _ in range(depth):
+        value = [value]
+    data = {"filters": {"attributes": [{"path": "price", "op": "eq", "value": value}]}}
+    with pytest.raises(RulesError) as exc:
+        validate_rules(data)
+    assert "nested deeper than 32 levels" in str(exc.value) and len(str(exc.value)) < 200
+
+
+def test_the_depth_limit_lets_every_valid_shape_through_and_counts_the_root_as_one():
+    assert not rules.nesting_exceeds([[0]], 2) and rules.nesting_exceeds([[[0]]], 2)
+    assert not rules.nesting_exceeds({"a": {"b": 1}}, 2) and rules.nesting_exceeds({"a": {"b": []}}, 2)
+    validate_rules(json.loads(json.dumps(default_rules())))
+
+
+def test_an_error_about_a_deep_value_is_shown_short():
+    value: object = "x"
+    for _ in range(20):
+        value = [value]
+    with pytest.raises(RulesError) as exc:
+        validate_rules({"filters": {"attributes": [{"path": "price", "op": "eq", "value": value}]}})
+    assert "[[[[...]]]]" in str(exc.value) and "must be a string" in str(exc.value)
