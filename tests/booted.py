@@ -6,8 +6,9 @@ clean clone exactly as the README says.
   /var/cache/vrmbox-tests/ (key: suite, mirror, packages, HARNESS_VERSION), built in a temporary
   folder next to it and renamed into place, so an interrupted build never leaves a half cache.
 * `Machine`: a copy of that root per test module, booted with `systemd-nspawn -b`; commands run in
-  it through `nsenter` with a clean environment; `poweroff()` and `boot()` again; `close()` always
-  stops it and deletes its folder.
+  it through `nsenter` with a clean environment (`run()`, or `start()` for one that runs in the
+  background in a session of its own, whose process group can be signalled as a terminal's
+  Ctrl-C would); `poweroff()` and `boot()` again; `close()` always stops it and deletes its folder.
 * `clone_into()`: `git clone --no-local` of this repository into the machine, at HEAD.
 
 Every wait polls for its condition with a deadline; no sleep decides anything.
@@ -301,6 +302,7 @@ class Machine:
         self.nspawn: subprocess.Popen | None = None
         self.init_pid: int | None = None
         self.boots = 0
+        self.started = 0                      # commands start()ed, for their log files
         started = time.monotonic()
         p = subprocess.run(["cp", "-a", "--reflink=auto", str(base), str(self.root)],
                            capture_output=True, text=True, timeout=600)
@@ -347,7 +349,11 @@ class Machine:
             state = p.stdout.strip()
             if state in ("running", "degraded"):
                 break
-            if state in ("maintenance", "stopping", "offline") and "Failed to connect" not in p.stderr:
+            # `offline` (and nothing on stderr) is also what systemctl answers before PID 1 has made
+            # /run/systemd/system, at the very start of a boot: not yet an answer
+            early = state == "offline" and self.run(["test", "-d", "/run/systemd/system"], check=False,
+                                                    timeout=10).returncode != 0
+            if state in ("maintenance", "stopping", "offline") and not early and "Failed to connect" not in p.stderr:
                 raise MachineError(f"{self.name}: the system is {state!r} after boot:\n"
                                    f"{self.run(['systemctl', '--failed', '--no-pager'], check=False).stdout}")
             self._before(deadline, f"the system to finish booting (is-system-running: {state!r} {p.stderr.strip()!r})")
@@ -449,6 +455,50 @@ class Machine:
                                f"--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}")
         return p
 
+    def start(self, cmd: Sequence[str], cwd: str | None = None, env: dict[str, str] | None = None,
+              timeout: float = 900.0) -> "Background":
+        """Start a command in the machine without waiting for it: as root, in a new session (its
+        process group is the command and its children, as a shell's foreground job is), its
+        stdout and stderr together collected on the host. `timeout` bounds it inside."""
+        self._check_alive(f"before starting {cmd!r}")
+        self.started += 1
+        pid_file = f"/run/booted-bg-{self.started}.pid"
+        log = self.dir / f"bg-{self.started}.log"
+        inner = ["env", "-i", f"PATH={PATH_INSIDE}", "HOME=/root", "LANG=C.UTF-8", "TERM=dumb"]
+        if cwd:
+            inner[1:1] = ["-C", cwd]
+        inner += [f"{k}={v}" for k, v in (env or {}).items()]
+        # `timeout` makes itself a process group leader, so `setsid` (its child) is not one and
+        # starts the new session in place; `exec` keeps that pid for the command: pid = pgid.
+        full = ["nsenter", "-t", str(self.init_pid), "-m", "-u", "-i", "-p", "--", *inner,
+                "timeout", "--kill-after=5", f"{timeout:.0f}", "setsid", "-w", "sh", "-c",
+                f'echo $$ > {pid_file} && exec "$@"', "sh", *cmd]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        return Background(self, list(cmd), proc, log, pid_file, timeout)
+
+    def journal_cursor(self) -> str:
+        """The journal's current end, for `journal(after=...)`."""
+        out = self.run(["journalctl", "--no-pager", "-q", "-n", "1", "--show-cursor"], timeout=30).stdout
+        m = re.search(r"^-- cursor: (\S+)", out, re.M)
+        if not m:
+            raise MachineError(f"no cursor in journalctl's answer: {out!r}")
+        return m.group(1)
+
+    def journal_entries(self, unit: str, after: str) -> list[dict[str, str]]:
+        """The unit's journal entries after the cursor `after`, as journalctl's JSON objects."""
+        p = self.run(["journalctl", "--no-pager", "-u", unit, f"--after-cursor={after}", "-o", "json",
+                      "--output-fields=MESSAGE,_PID,SYSLOG_IDENTIFIER,_SYSTEMD_INVOCATION_ID,"
+                      "INVOCATION_ID,UNIT,_SYSTEMD_UNIT"], timeout=60)
+        entries = []
+        for line in p.stdout.splitlines():
+            e = json.loads(line)
+            if isinstance(e.get("MESSAGE"), list):       # not UTF-8: journalctl gives bytes
+                e["MESSAGE"] = bytes(e["MESSAGE"]).decode("utf-8", "replace")
+            entries.append(e)
+        return entries
+
     def journal(self, unit: str | None = None, lines: int = 80, this_boot: bool = True) -> str:
         argv = ["journalctl", "--no-pager", "-o", "short-precise", "-n", str(lines)]
         if this_boot:
@@ -477,6 +527,60 @@ class Machine:
                 raise MachineError(f"{self.name}: timed out after {timeout:.0f} s waiting for {what}")
             self._check_alive(f"while waiting for {what}")
             time.sleep(every)
+
+
+@dataclass
+class Background:
+    """A command `Machine.start()`ed: its output so far, its process group inside, its end."""
+    machine: Machine
+    cmd: list[str]
+    proc: subprocess.Popen
+    log: Path
+    pid_file: str
+    timeout: float
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def pgid(self, timeout: float = 30.0) -> int:
+        """The command's pid inside the machine, which is also its process group's id."""
+        def read() -> int | None:
+            p = self.machine.run(["cat", self.pid_file], check=False, timeout=10)
+            return int(p.stdout) if p.returncode == 0 and p.stdout.strip().isdigit() else None
+        return int(self.machine.wait(read, f"{shlex.join(self.cmd)} to start", timeout=timeout, every=0.05))
+
+    def signal_group(self, sig: str = "INT") -> None:
+        """`kill -s SIG -- -PGID` inside (the shell's kill: procps' takes no `--` after `-s`):
+        what a terminal does to its foreground job on Ctrl-C."""
+        self.machine.run(["sh", "-c", f"kill -s {shlex.quote(sig)} -- -{self.pgid()}"], timeout=10)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Its exit code (the command's, passed on by nsenter)."""
+        limit = self.timeout + 20 if timeout is None else timeout
+        try:
+            return self.proc.wait(timeout=limit)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise MachineError(f"{shlex.join(self.cmd)} did not end within {limit:.0f} s; killed\n"
+                               f"{self.output()[-4000:]}") from None
+
+    def stop(self) -> None:
+        """End it if it still runs: SIGKILL to its process group inside, then to nsenter."""
+        if self.proc.poll() is not None:
+            return
+        if self.machine.running():
+            try:
+                self.signal_group("KILL")
+            except MachineError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
 @contextmanager
