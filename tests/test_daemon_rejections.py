@@ -193,3 +193,18 @@ def test_rules_nested_deep_get_a_clear_error_from_the_daemon(box):
         assert r.returncode == 1 and "nested deeper than 32" in r.stderr, r.stderr
         assert "internal error" not in r.stderr and "Traceback" not in r.stderr
     assert box["proc"].proc.poll() is None                                       # still running
+
+
+def test_the_control_socket_refuses_a_name_given_twice(box):
+    """Finding 10: `{"op":"status","op":"erase"}` ran erase (held for the press); refused now."""
+    sock = box["data"] / "control.sock"
+    wait_for(lambda: sock.exists(), 20)
+    reply = _raw_request(sock, b'{"op":"status","op":"erase"}')
+    assert reply == {"ok": False, "error": 'request is not strict JSON: the name "op" appears twice'}, reply
+    reply = _raw_request(sock, b'{"op":"rules_set","args":{"rules":{}},"args":{"rules":{}}}')
+    assert reply["ok"] is False and "appears twice" in reply["error"], reply
+    reply = _raw_request(sock, b'{"op":"rules_set","args":{"rules":{"version":1,"version":1}}}')
+    assert reply["ok"] is False and '"version" appears twice' in reply["error"], reply
+    assert "erase" not in vrmbox("pending", "--json", data_dir=box["data"]).stdout   # nothing held
+    assert _raw_request(sock, b'{"op":"status"}')["ok"] is True
+    assert box["proc"].proc.poll() is None

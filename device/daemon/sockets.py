@@ -1,6 +1,7 @@
 """The daemon's side of the local interface: Unix sockets speaking JSON lines.
 
-Request: one line `{"op": "...", "args": {...}}`. Reply: one line `{"ok": true, "result": ...}`
+Request: one line `{"op": "...", "args": {...}}`, strict JSON (a name given twice anywhere is
+refused). Reply: one line `{"ok": true, "result": ...}`
 or `{"ok": false, "error": "..."}`. `{"op": "subscribe"}` instead streams one event per line
 until the client hangs up. Each connection's role comes from the kernel's peer credentials and
 the config's allow-lists (access.py); what a role may do comes from ops.OPS.
@@ -38,12 +39,30 @@ REQUEST_TIMEOUT_S = 5     # for the request line: a slow client cannot hold a sl
 Submit = Callable[[str, dict[str, Any], str], Future]
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Strict JSON: a name given twice (`{"op": "status", "op": "erase"}`) is refused, never
+    resolved to whichever came last."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def parse_request(line: bytes) -> tuple[str, dict[str, Any]]:
     """A request line as (op, args), or MarketError: what any local client can send (pure)."""
     if len(line) > MAX_REQUEST:
         raise MarketError("request too large")
     try:
-        req = json.loads(line)
+        req = json.loads(line, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise MarketError(f"request is not strict JSON: the name {json.dumps(str(exc)[:64])}"
+                          " appears twice") from exc
     except (ValueError, RecursionError) as exc:
         raise MarketError("request is not JSON") from exc
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
