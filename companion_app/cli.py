@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from companion_app.security import SECRET_FILE
-from device.cli.common import EXPECTED
+from device.cli.common import EXIT_CONFIG, EXPECTED
 from device.textsafe import printable
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def _config(args: argparse.Namespace) -> Any:
     return config(args, reader=COMPANION)
 
 
-def _fail(args: argparse.Namespace, message: str) -> int:
+def _fail(args: argparse.Namespace, message: str, code: int = 1) -> int:
     from device.cli.common import fail
-    return fail(args, message)
+    return fail(args, message, code)
 
 
 def _operate(args: argparse.Namespace, op: str, op_args: dict[str, Any]) -> Any:
@@ -100,7 +100,7 @@ def cmd_companion(args: argparse.Namespace) -> int:
     try:
         cfg = _config(args)
     except EXPECTED as exc:
-        return _fail(args, str(exc))
+        return _fail(args, str(exc), EXIT_CONFIG)
     c = cfg.companion
     bind = args.bind or c.bind
     port = c.port if args.port is None else args.port
@@ -114,15 +114,17 @@ def cmd_companion(args: argparse.Namespace) -> int:
             secret = read_secret_file("companion.secret_file", provisioned)
             if len(secret) < 32:
                 return _fail(args, f"config key 'companion.secret_file' = '{provisioned}': holds fewer "
-                                   "than 32 characters (sudo vrmbox provision --rotate makes a new one)")
+                                   "than 32 characters (sudo vrmbox provision --rotate makes a new one)",
+                             EXIT_CONFIG)
             conf["SECRET_KEY"] = secret.encode()
         if tls is not None:             # its key: read by this process, now, as for every secret
             read_secret_file("companion.key_file", tls.key_file)
         ca_pem = Path(c.ca_file).read_bytes() if tls is not None and c.ca_file is not None else None
     except ConfigError as exc:
-        return _fail(args, str(exc))
+        return _fail(args, str(exc), EXIT_CONFIG)
     except OSError as exc:
-        return _fail(args, f"config key 'companion.ca_file' = '{c.ca_file}': cannot be read ({exc.strerror})")
+        return _fail(args, f"config key 'companion.ca_file' = '{c.ca_file}': cannot be read ({exc.strerror})",
+                     EXIT_CONFIG)
     app = create_app(conf)
     servers = []
     try:

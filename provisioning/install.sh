@@ -12,7 +12,7 @@
 #   --uninstall  remove units, accounts, sockets and the program; keep /etc/vrmbox and the data
 #   --purge      with --uninstall: also delete /etc/vrmbox, /var/lib/vrmbox, /var/lib/vrmbox-broker
 #   PROVISION-ARGS go to `vrmbox provision`, e.g. -- --market mqtts://market.example:8883 ...
-set -euo pipefail
+set -Eeuo pipefail         # -E: the ERR trap reaches functions too
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PREFIX=/opt/vrmbox
@@ -46,6 +46,8 @@ BOX_USER=vrmbox UI_USER=vrmbox-ui COMPANION_USER=vrmbox-companion
 HW_GROUPS=(gpio i2c spi)
 VENV="$PREFIX/venv"
 MARK="$VENV/.vrmbox-tree-sha256"      # written last: a venv without it is not finished
+BROKER_MARK="$PREFIX/.broker-config-sha256"   # what Mosquitto was last (re)started with
+BROKER_CONF=/etc/vrmbox/broker/mosquitto.conf
 UNIT_DIR=/etc/systemd/system
 UNITS=(vrmbox.service vrmbox-ui.service vrmbox-companion.service)
 DROP_IN="$UNIT_DIR/mosquitto.service.d/vrmbox.conf"
@@ -101,12 +103,17 @@ uninstall() {
   STEP="uninstall"
   say "stopping and removing the units"
   if have_systemd; then
-    for u in "${UNITS[@]}"; do
-      if [ -e "$UNIT_DIR/$u" ] || [ "$DRY" -eq 1 ]; then
-        run systemctl disable --now "$u"
-        run systemctl reset-failed "$u" 2>/dev/null || true     # forget a failed state
-      fi
+    # One transaction, the face and the phone app first: stopped one at a time, a unit still
+    # restarting (a companion in a restart loop) would start the daemon again through Wants=,
+    # and its account could not be removed.
+    local present=()
+    for u in vrmbox-companion.service vrmbox-ui.service vrmbox.service; do
+      if [ -e "$UNIT_DIR/$u" ] || [ "$DRY" -eq 1 ]; then present+=("$u"); fi
     done
+    if [ ${#present[@]} -gt 0 ]; then
+      run systemctl disable --now "${present[@]}"
+      run systemctl reset-failed "${present[@]}" 2>/dev/null || true     # forget a failed state
+    fi
   else
     say "systemd is not running here: nothing to stop"
   fi
@@ -128,7 +135,7 @@ uninstall() {
     if id -u "$u" >/dev/null 2>&1 || [ "$DRY" -eq 1 ]; then run userdel "$u"; fi
   done
   say "removing the program"
-  run rm -rf "$VENV" "$PREFIX/src" "$PREFIX/src.new"
+  run rm -rf "$VENV" "$PREFIX/src" "$PREFIX/src.new" "$BROKER_MARK"
   if [ -d "$PREFIX" ] || [ "$DRY" -eq 1 ]; then run rmdir --ignore-fail-on-non-empty "$PREFIX"; fi
   if [ "$PURGE" -eq 1 ]; then
     say "purging configuration, keys and data"
@@ -269,6 +276,15 @@ BOARD_ARGS=()
 if [ -n "$BOARD" ]; then BOARD_ARGS=(--board "$BOARD"); fi
 run "$VENV/bin/vrmbox" provision "${BOARD_ARGS[@]}" "${PROVISION_ARGS[@]}"
 
+broker_sum() {               # the broker's config as Mosquitto reads it, one checksum
+  local files=("$DROP_IN" "$BROKER_CONF")
+  if [ -r "$BROKER_CONF" ]; then
+    while read -r f; do files+=("$f"); done < <(awk \
+      '$1 ~ /^(cafile|certfile|keyfile|password_file|acl_file)$/ {print $2}' "$BROKER_CONF")
+  fi
+  { cat "${files[@]}" 2>/dev/null || true; } | sha256sum | cut -d' ' -f1   # a missing file: "changed"
+}
+
 STEP="7/7 start"
 say "$STEP"
 CHOSEN="$BOARD"
@@ -281,7 +297,16 @@ if have_systemd; then
   START=(mosquitto.service vrmbox.service vrmbox-companion.service)
   if [ -n "$CHOSEN" ]; then START+=(vrmbox-ui.service); fi
   run systemctl enable "${START[@]}"
-  run systemctl restart mosquitto.service
+  # Mosquitto is restarted only for a config it has not loaded yet (its drop-in, its config and
+  # every file that names), so a second run leaves the broker and its clients' sessions alone.
+  BROKER_SUM="$(broker_sum)"
+  if [ "$DRY" -eq 1 ] || [ "$(cat "$BROKER_MARK" 2>/dev/null)" != "$BROKER_SUM" ] \
+      || ! systemctl is-active --quiet mosquitto.service; then
+    run systemctl restart mosquitto.service
+    if [ "$DRY" -eq 0 ]; then echo "$BROKER_SUM" > "$BROKER_MARK"; fi
+  else
+    say "the broker runs this config already"
+  fi
   if [ "$UPGRADED" -eq 1 ]; then
     say "a new version: restarting the box's services (the store is migrated when the daemon opens it)"
     run systemctl restart "${START[@]:1}"

@@ -433,7 +433,7 @@ def _upgraded_config(text: str, conf_values: Mapping[str, object], board: str | 
     if board is not None and data.get("ui", {}).get("profile") != board:
         text = set_key(text, "ui.profile", board)
         changes.append(f"ui.profile set to {board}")
-    added = [k for k in conf_values if not has(k)]
+    added = [k for k in conf_values if not has(k) and k != "ui.profile"]    # the board: above
     for k in added:
         text = set_key(text, k, conf_values[k])
     if added:

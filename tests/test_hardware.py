@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from device.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
 from hardware.buttons import ButtonsError, make_buttons
 from hardware.display import DisplayError, make_display
 from hardware.profile import (PROFILE_DIR, ProfileError, list_profiles, load_profile, logical_role,
@@ -187,10 +188,10 @@ def test_vrmbox_ui_on_missing_hardware_exits_with_one_message(tmp_path):
     if Path("/dev/i2c-1").exists():
         pytest.skip("this machine has an I2C bus")
     out = vrmbox("ui", "--display", "ssd1306", "--profile", "adafruit-oled-bonnet", "--data-dir", str(tmp_path))
-    assert out.returncode == 3 and out.stderr.startswith("error: display ssd1306")
+    assert out.returncode == EXIT_UNAVAILABLE and out.stderr.startswith("error: display ssd1306")
     assert "Traceback" not in out.stderr
     out = vrmbox("ui", "--profile", "nonexistent", "--data-dir", str(tmp_path))
-    assert out.returncode == 2 and "not found" in out.stderr
+    assert out.returncode == EXIT_CONFIG and "not found" in out.stderr
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from device.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
 from provisioning import accounts
 from provisioning.launch import ROOT
 from provisioning.layout import RUNTIME_DIR_NAME, layout_for
@@ -98,6 +99,8 @@ def test_each_unit_runs_as_its_account_with_the_promised_hardening(name):
     assert s["User"] == [user]
     assert s["ExecStart"] == [f"{INSTALLED_VENV}/bin/vrmbox {command}"]
     assert s["Type"] == ["notify"] and s["WatchdogSec"] and s["Restart"] == ["on-failure"]
+    # what restarting cannot fix stops the unit, with the statuses the commands exit with
+    assert s["RestartPreventExitStatus"] == [f"{EXIT_CONFIG} {EXIT_UNAVAILABLE}"]
     for key, value in (("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"), ("ProtectHome", "yes"),
                        ("PrivateTmp", "yes"), ("CapabilityBoundingSet", "")):
         assert s.get(key) == [value], key

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -27,6 +28,13 @@ from ..textsafe import printable
 log = logging.getLogger(__name__)
 
 STORE_FILE = "store.db"
+
+# How a service (daemon, face, phone app) exits when restarting cannot help: sysexits.h, which
+# systemd names in `systemctl status` (78/CONFIG, 69/UNAVAILABLE). The units list both in
+# RestartPreventExitStatus=, so the unit stops as failed and its status keeps the one-line reason
+# instead of losing it in a restart loop (tests/test_systemd_units.py checks they agree).
+EXIT_CONFIG = os.EX_CONFIG             # a bad config, profile or secret
+EXIT_UNAVAILABLE = os.EX_UNAVAILABLE   # the board or a package it needs is missing
 
 
 class CliError(RuntimeError):

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..client import call, subscribe
+from ..config import ConfigError
 from ..market import MarketError
-from .common import EXPECTED, common, config, fail, guarded, out, run_op
+from ..textsafe import for_terminal as shown
+from .common import EXIT_CONFIG, EXPECTED, common, config, fail, guarded, out, run_op
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +37,36 @@ def _attrs(pairs: list[str]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ text renderers
+# Vendor text (names, items, currencies, reasons) goes through device.textsafe.for_terminal:
+# bidi and control characters shown as <U+202E> escapes, so a line reads in the order it was
+# written (common.out's printable is the net under it, for everything else).
 def _offers_text(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "no offers"
     lines = []
     for i, r in enumerate(rows, 1):
         flag = "" if r["eligible"] else "  (filtered out)"
-        lines.append(f"{i:>2}. {r['score']:6.3f}  {r['vendor']}: {r['item']} — {r['price']} {r['currency']}"
-                     f"  [{r['offer']}]{flag}")
+        lines.append(f"{i:>2}. {r['score']:6.3f}  {shown(r['vendor'])}: {shown(r['item'])} — "
+                     f"{shown(r['price'])} {shown(r['currency'])}  [{shown(r['offer'])}]{flag}")
         ex = r["explanation"]
         for name, c in ex.get("contributions", {}).items():
-            lines.append(f"      {name:<16} {c:+.3f}")
+            lines.append(f"      {shown(name):<16} {c:+.3f}")
         for why in ex.get("failed", []):
-            lines.append(f"      failed: {why}")
+            lines.append(f"      failed: {shown(why)}")
     return "\n".join(lines)
 
 
 def _pending_text(r: dict[str, Any]) -> str:
-    lines = [f"agreement {a['agreement']}: send {', '.join(a['fields'])} to {a['vendor']} "
+    lines = [f"agreement {a['agreement']}: send {', '.join(a['fields'])} to {shown(a['vendor'])} "
              f"({a['requested_by']})" for a in r["agreements"]]
-    lines += [f"request {h['request']}: {h['what']} ({h['requested_by']})" for h in r["requests"]]
+    lines += [f"request {h['request']}: {shown(h['what'])} ({h['requested_by']})" for h in r["requests"]]
     return "\n".join(lines) or "nothing waits for a press on the box"
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     if not rows:
         return "(none)"
-    return "\n".join("  ".join(str(r.get(c, "")) for c in cols) for r in rows)
+    return "\n".join("  ".join(shown(r.get(c, "")) for c in cols) for r in rows)
 
 
 # ------------------------------------------------------------------ commands
@@ -70,12 +75,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = config(args, reader=DAEMON)
     except EXPECTED as exc:
-        return fail(args, str(exc))
+        return fail(args, str(exc), EXIT_CONFIG)
     from ..daemon import AlreadyRunning, Daemon
     from ..daemon.access import AccessConfigError
     try:
         daemon = Daemon(cfg)
-    except (AlreadyRunning, AccessConfigError, *EXPECTED) as exc:
+    except (AccessConfigError, ConfigError) as exc:
+        return fail(args, f"cannot start: {exc}", EXIT_CONFIG)
+    except (AlreadyRunning, *EXPECTED) as exc:
         return fail(args, f"cannot start: {exc}")
     return daemon.run()
 

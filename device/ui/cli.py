@@ -45,6 +45,7 @@ def _fail(args: argparse.Namespace, message: str, code: int) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    from device.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
     from device.config import UI, ConfigError, load_config
     from hardware.buttons import ButtonsError, make_buttons
     from hardware.display import HARDWARE_KINDS, DisplayError, make_display
@@ -64,7 +65,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         else:
             profile = emulated_profile()
     except (ConfigError, ProfileError) as exc:
-        return _fail(args, str(exc), 2)
+        return _fail(args, str(exc), EXIT_CONFIG)
     kind = args.display or profile.display.driver
     buttons = keys = None
     try:
@@ -72,7 +73,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         if kind in HARDWARE_KINDS:
             buttons = make_buttons(profile)
     except (DisplayError, ButtonsError) as exc:
-        return _fail(args, str(exc), 3)
+        return _fail(args, str(exc), EXIT_UNAVAILABLE)
     pump = None
     app_box: dict[str, Any] = {}
 
