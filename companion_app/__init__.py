@@ -18,6 +18,9 @@ from typing import Any
 
 from flask import Flask
 from flask_wtf.csrf import CSRFProtect
+from markupsafe import Markup, escape
+
+from device.textsafe import for_page
 
 from . import security
 from .box import Box
@@ -42,6 +45,24 @@ def _isotime(ts: Any) -> str:
         return datetime.fromtimestamp(int(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     except (TypeError, ValueError, OverflowError, OSError):
         return "?"
+
+
+def _shown(value: Any) -> Any:
+    """Jinja's finalize hook: every `{{ ... }}` that is text (not already markup) goes through
+    device.textsafe.for_page before it is escaped, so no template can forget it: vendor text
+    (names, items, currencies, reasons, refusals) shows bidi and invisible format characters as
+    `<U+202E>` escapes and cannot reorder what is around it."""
+    if isinstance(value, str) and not hasattr(value, "__html__"):
+        return for_page(value)
+    return value
+
+
+def _verbatim(value: Any) -> Markup:
+    """`|verbatim`: a form control's value sent back exactly as the person typed it (an
+    <input value>, a <textarea>, a hidden field carrying a preview to its cast), HTML-escaped
+    but not rewritten by for_page, so a second submit sends the same text. Never for text a
+    vendor wrote."""
+    return escape("" if value is None else value)
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -79,7 +100,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from . import (agreements, api, audit, auth, dashboard, intents, mydata, rules, settings,
                    vendors)
     auth.install_gate(app)
+    app.jinja_env.finalize = _shown
     app.add_template_filter(_isotime, "isotime")
+    app.add_template_filter(_verbatim, "verbatim")
     for bp in (auth.bp, dashboard.bp, intents.bp, rules.bp, vendors.bp, mydata.bp, agreements.bp,
                audit.bp, settings.bp, api.bp):
         app.register_blueprint(bp)

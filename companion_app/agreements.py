@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from .inputs import form_errors
 from .pages import change, read
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,14 @@ def _companion_only() -> bool:
 @bp.route("/")
 def index() -> Any:
     return render_template("agreements.html", sections=sections(read("agreements", {}, []) or []),
-                           companion_only=_companion_only(), highlight=request.args.get("highlight"))
+                           companion_only=_companion_only(), highlight=request.args.get("highlight"),
+                           errors={})
 
 
 @bp.route("/fragment")
 def fragment() -> Any:
     return render_template("_agreements.html", sections=sections(read("agreements", {}, []) or []),
-                           companion_only=_companion_only(), highlight=None)
+                           companion_only=_companion_only(), highlight=None, errors={})
 
 
 @bp.route("/<agreement_id>/confirm", methods=["POST"])
@@ -61,6 +63,11 @@ def cancel(agreement_id: str) -> Any:
 
 @bp.route("/<agreement_id>/revoke", methods=["POST"])
 def revoke(agreement_id: str) -> Any:
+    if errors := form_errors(request.form, ("reason",)):
+        shown = {f"reason_{agreement_id}": errors.get("reason") or errors["_form"], "_form": errors.get("_form", "")}
+        return render_template("agreements.html", sections=sections(read("agreements", {}, []) or []),
+                               companion_only=_companion_only(), highlight=agreement_id,
+                               errors=shown), 400
     reason = (request.form.get("reason") or "").strip()[:MAX_REASON] or None
     change("revoke", {"agreement": agreement_id, "reason": reason},
            done="Revoked: the vendor has been asked to delete your data.")

@@ -22,6 +22,7 @@ from device.records import VENDOR_STATUSES
 from . import schemas as S
 from .auth import attempt_pairing
 from .box import BoxDown, BoxRefused
+from .inputs import control_message, json_control
 from .pages import box, held_message, reads
 from .readcache import CACHED_OPS
 from .security import current_phone
@@ -150,6 +151,14 @@ def _check(schema: dict[str, Any] | None, value: Any, where: str) -> str | None:
     return None
 
 
+def _controls(body: Any) -> Any:
+    """A 400 naming the field when any string of a JSON body holds a control character."""
+    if (hit := json_control(body)) is not None:
+        where, ch = hit
+        return error(400, f"{where}: {control_message(ch)}", "bad_request", field=where)
+    return None
+
+
 def _view(ep: Endpoint) -> Callable[..., Any]:
     def view(**params: str) -> Any:
         for name, value in params.items():
@@ -166,6 +175,8 @@ def _view(ep: Endpoint) -> Callable[..., Any]:
                 body = {}
             if not isinstance(body, dict):
                 return error(400, "the request body must be a JSON object", "bad_request")
+            if (refused := _controls(body)) is not None:
+                return refused
             if (msg := _check(ep.body, body, "body")) is not None:
                 return error(400, msg, "bad_request")
         phone = g.get("phone")
@@ -231,6 +242,8 @@ def pair() -> Any:
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         return error(400, "the request body must be a JSON object", "bad_request")
+    if (refused := _controls(body)) is not None:
+        return refused
     if (msg := _check(S.PAIR, body, "body")) is not None:
         return error(400, msg, "bad_request")
     status, result, headers = attempt_pairing(body["code"], body.get("name", ""))

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 from flask import (Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
 from flask_wtf.csrf import CSRFError, generate_csrf
 
 from .box import DOWN_MESSAGE, BoxDown, BoxRefused
+from .inputs import control_char, control_message, form_errors, summary
 from .pages import box
-from .security import SESSION_KEY, current_phone, host_of
+from .security import SESSION_KEY, current_phone, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def install_gate(app: Flask) -> None:
             generate_csrf()                    # once per session, on its first page
         if request.method in CHANGING:
             origin = request.headers.get("Origin")
-            if origin and origin != "null" and host_of(urlsplit(origin).netloc) != host_of(request.host):
+            if origin and origin != "null" and not same_origin(origin, request.scheme, request.host):
                 return _refuse(403, "cross-origin request refused", "bad_origin")
             csrf.protect()
         return None
@@ -105,6 +105,10 @@ def attempt_pairing(code: str, name: str) -> tuple[int, dict[str, Any], dict[str
     if wait:
         return 429, {"error": f"too many wrong codes from this device: wait {wait} s",
                      "code": "locked", "retry_after": wait}, {"Retry-After": str(wait)}
+    for field, value in (("code", code), ("name", name)):
+        if isinstance(value, str) and (ch := control_char(value)) is not None:
+            return 400, {"error": f"the {field} {control_message(ch)}", "code": "bad_request",
+                         "field": field}, {}
     name = (name or "").strip() or "phone"
     if len(name) > MAX_NAME:
         return 400, {"error": f"a phone name is at most {MAX_NAME} characters", "code": "bad_name",
@@ -143,6 +147,10 @@ def pair() -> Any:
         if not box().running():
             g.box_down = True
         return render_template("pair.html", error=None, name="")
+    if errors := form_errors(request.form, ("code", "name")):
+        return Response(render_template("pair.html", error=summary(errors), field=None,
+                                        name=request.form.get("name", "")[:MAX_NAME]),
+                        status=400, mimetype="text/html")
     status, body, headers = attempt_pairing(request.form.get("code", ""), request.form.get("name", ""))
     if status == 200:
         return redirect(url_for("dashboard.index"))

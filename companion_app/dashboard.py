@@ -10,6 +10,7 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
                    session, stream_with_context, url_for)
 
 from .box import BoxDown
+from .inputs import form_errors, summary
 from .mydata import profile_rows
 from .pages import back, box, cached_page, change, read, reads
 from .security import SESSION_KEY
@@ -95,6 +96,10 @@ def accept(offer_id: str) -> Any:
         except ValueError:
             errors["duration_days"] = "a whole number of days, 1 to 3650"
             days = 0
+        bad = form_errors(request.form, ("purpose", "duration_days"))
+        if "fields_typed" in bad:              # shown under the one "fields" slot of the page
+            bad["fields"] = bad.pop("fields_typed")
+        errors.update(bad)
         if not errors:
             ok, result = change("offer_accept", {"offer": offer_id, "fields": fields,
                                                  "purpose": purpose or None, "duration_days": days},
@@ -107,20 +112,31 @@ def accept(offer_id: str) -> Any:
                            preview=preview, errors=errors, form=form), status
 
 
+def refused(errors: dict[str, str]) -> Any:
+    """A form post without a page of its own to show field errors on: an error page, 400."""
+    return render_template("error.html", status=400, message=summary(errors)), 400
+
+
 @bp.route("/offers/<offer_id>/decline", methods=["POST"])
 def decline(offer_id: str) -> Any:
+    target = back(url_for(".index"))          # decided before anything changes
+    if errors := form_errors(request.form):
+        return refused(errors)
     change("offer_decline", {"offer": offer_id}, done="Declined.")
-    return redirect(back(url_for(".index")))
+    return redirect(target)
 
 
 @bp.route("/offers/<offer_id>/snooze", methods=["POST"])
 def snooze(offer_id: str) -> Any:
-    seconds = request.form.get("seconds", "86400")
+    target = back(url_for(".index"))
+    if errors := form_errors(request.form, ("seconds",)):
+        return refused(errors)
+    seconds = request.form["seconds"]
     if seconds not in SNOOZE_CHOICES:
         return render_template("error.html", status=400, message="choose how long to snooze"), 400
     change("offer_snooze", {"offer": offer_id, "seconds": int(seconds)},
            done=f"Snoozed for {SNOOZE_CHOICES[seconds]}.")
-    return redirect(back(url_for(".index")))
+    return redirect(target)
 
 
 def _sse(event: str, data: Any) -> str:

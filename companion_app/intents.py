@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
+from .inputs import form_errors, summary
 from .pages import change, read
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,23 @@ def parse_form(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
     return intent, errors
 
 
+def posted(form: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """parse_form, and errors for missing fields and control characters too: the form always
+    sends category, description and ttl_days; an attribute row is both of its fields or neither
+    (a row left out is an empty row, a half row is a broken form)."""
+    intent, errors = parse_form(form)
+    required = ["category", "description", "ttl_days"]
+    for i in range(ROWS):
+        pair = (f"attr_name_{i}", f"attr_value_{i}")
+        if any(n in form for n in pair):
+            required += pair
+    bad = form_errors(form, required)
+    for i in range(ROWS):                  # a tick box's error shows under its row
+        if f"attr_reveal_{i}" in bad:
+            bad[f"attr_name_{i}"] = bad.pop(f"attr_reveal_{i}")
+    return intent, {**errors, **bad}
+
+
 def wire_preview(intent: dict[str, Any]) -> str:
     """What vendors will read, as JSON: the signed body's person-chosen part (the box adds a
     fresh random id, your terms' id and hash, and signs it with a key made for this intent)."""
@@ -113,7 +131,7 @@ def index() -> Any:
 
 @bp.route("/preview", methods=["POST"])
 def preview() -> Any:
-    intent, errors = parse_form(request.form)
+    intent, errors = posted(request.form)
     if errors:
         return render_template("intents.html", intents=read("intents", {}, []) or [],
                                presets=read("presets", {}, []) or [], templates=TEMPLATES,
@@ -125,7 +143,7 @@ def preview() -> Any:
 
 @bp.route("/", methods=["POST"])
 def create() -> Any:
-    intent, errors = parse_form(request.form)
+    intent, errors = posted(request.form)
     if errors:
         return render_template("intents.html", intents=read("intents", {}, []) or [],
                                presets=read("presets", {}, []) or [], templates=TEMPLATES,
@@ -137,6 +155,8 @@ def create() -> Any:
 
 @bp.route("/preset", methods=["POST"])
 def preset() -> Any:
+    if errors := form_errors(request.form, ("name",)):
+        return render_template("error.html", status=400, message=summary(errors)), 400
     name = request.form.get("name", "")
     if not name or len(name) > 100:
         return render_template("error.html", status=400, message="choose a preset"), 400

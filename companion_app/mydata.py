@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from .inputs import form_errors
 from .pages import change, read
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ def _text(form: Any, name: str, errors: dict[str, str], required: bool = False,
     return value or None
 
 
+def _refusals(errors: dict[str, str], *required: str) -> dict[str, str]:
+    """`errors` with those of inputs.form_errors on top: missing fields, control characters."""
+    errors.update(form_errors(request.form, required))
+    return errors
+
+
 @bp.route("/")
 def index() -> Any:
     return _page()
@@ -61,7 +68,7 @@ def profile_set() -> Any:
     value = _text(request.form, "value", errors, required=True)
     if name and not _FIELD.match(name):
         errors["name"] = "a field name is letters, digits, '_', '.' or '-' (e.g. email)"
-    if errors:
+    if _refusals(errors, "name", "value"):
         return _page(errors, request.form, 400)
     change("profile_set", {"name": name, "value": value}, done=f"{name} saved.")
     return redirect(url_for(".index"))
@@ -71,7 +78,9 @@ def profile_set() -> Any:
 def profile_annotate(name: str) -> Any:
     errors: dict[str, str] = {}
     note = _text(request.form, "annotation", errors, limit=500)
-    if errors:
+    if _refusals(errors, "annotation"):
+        if "annotation" in errors:             # shown next to that field's own note box
+            errors[f"annotation_{name}"] = errors.pop("annotation")
         return _page(errors, request.form, 400)
     change("profile_annotate", {"name": name, "annotation": note}, done=f"Note on {name} saved.")
     return redirect(url_for(".index"))
@@ -101,7 +110,7 @@ def stuff_add() -> Any:
                 raise ValueError
         except ValueError:
             errors["price"] = f"{price!r} is not a price"
-    if errors:
+    if _refusals(errors, "stuff_name", "supplier", "purchase_date", "price"):
         return _page(errors, request.form, 400)
     args.update({k: v for k, v in (("supplier", supplier), ("purchase_date", date)) if v})
     change("stuff_add", args, done=f"{args['name']} added to my stuff.")
@@ -116,7 +125,7 @@ def supplier_add() -> Any:
         errors["vendor"] = "a vendor id is lower-case letters, digits, '-', '.', '_'"
     name = _text(request.form, "supplier_name", errors, required=True, limit=200)
     notes = _text(request.form, "notes", errors)
-    if errors:
+    if _refusals(errors, "vendor", "supplier_name", "notes"):
         return _page(errors, request.form, 400)
     change("supplier_add", {"vendor": vendor, "name": name, "notes": notes}, done=f"{name} added.")
     return redirect(url_for(".index"))
@@ -134,7 +143,7 @@ def review_add() -> Any:
             errors["rating"] = "a rating is 1 to 5 stars"
         else:
             args["rating"] = int(rating)
-    if errors:
+    if _refusals(errors, "review_vendor", "rating", "text"):
         return _page(errors, request.form, 400)
     change("review_add", args, done="Review saved.")
     return redirect(url_for(".index"))
@@ -146,7 +155,7 @@ def claims_import() -> Any:
     token = _text(request.form, "token", errors, required=True, limit=MAX_TOKEN)
     if token and token.count(".") != 2:
         errors["token"] = "a verified claim is a signed token (three parts separated by '.')"
-    if errors:
+    if _refusals(errors, "token"):
         return _page(errors, request.form, 400)
     change("claims_import", {"token": token}, done="Claim verified and imported.")
     return redirect(url_for(".index"))

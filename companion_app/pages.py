@@ -7,11 +7,13 @@ down), and the person must see the same words for each on every page.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from flask import current_app, flash, g, request, session
+from flask import Response, abort, current_app, flash, g, render_template, request, session
 
 from .box import DOWN_MESSAGE, HELD, Box, BoxDown, BoxRefused
+from .inputs import form_errors, summary
 from .readcache import ReadCache
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,12 @@ def held_message(result: Any) -> str | None:
 
 
 def change(op: str, args: dict[str, Any] | None = None, done: str | None = None) -> tuple[bool, Any]:
-    """A change asked of the box; (True, result) when the box took it (done or held)."""
+    """A change asked of the box; (True, result) when the box took it (done or held). Never
+    when the request holds a control character in any field (inputs.py: each page checks its
+    own fields first, to say so next to the field; this is the net under them)."""
+    if bad := form_errors(request.form):
+        abort(Response(render_template("error.html", status=400, message=summary(bad)), status=400,
+                       mimetype="text/html"))
     try:
         result = box().call(op, args)
     except BoxDown:
@@ -78,9 +85,20 @@ def change(op: str, args: dict[str, Any] | None = None, done: str | None = None)
     return True, result
 
 
+# A path on this site and nothing else: one leading slash, then only URL characters (no
+# backslash, no control character or space, no '#'), no '//' anywhere. Browsers drop a tab or a
+# line break inside a URL, so "/<TAB>/evil.example" would become "//evil.example", another site.
+SAME_SITE_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,299}")
+
+
+def safe_next(value: Any) -> str | None:
+    """`value` when it is a strict same-origin path (SAME_SITE_PATH), else None."""
+    if isinstance(value, str) and SAME_SITE_PATH.fullmatch(value) and "//" not in value:
+        return value
+    return None
+
+
 def back(default: str) -> str:
-    """Where to go after a form: the form's own `next` when it is a path on this site."""
-    nxt = request.form.get("next", "")
-    if nxt.startswith("/") and not nxt.startswith("//") and "\\" not in nxt and len(nxt) < 300:
-        return nxt
-    return default
+    """Where to go after a form: the form's own `next` when it is a strict same-origin path,
+    else `default`. Ask for it before the change, so a bad `next` can never fail after it."""
+    return safe_next(request.form.get("next", "")) or default

@@ -12,6 +12,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from device.rules import RulesError, default_rules, validate_rules
 
 from .box import BoxError
+from .inputs import form_errors
 from .pages import box, change, read
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,18 @@ WEIGHTS = ("price", "known_supplier", "reputation", "delivery", "brands_liked", 
 LISTS = {"currencies": "filters", "regions": "filters", "vendors_allow": "filters",
          "vendors_block": "filters", "categories": "filters"}
 MAX_JSON = 20_000
+TERMS = "require_terms_accepted"
+# Every field the rules form sends (the terms checkbox has a hidden "off" before it, so an
+# unticked box is told apart from a missing one): a post without one of them changes nothing.
+REQUIRED = ("max_price_amount", "max_price_currency", *LISTS, "max_delivery_days", TERMS,
+            "attr_filters", *(f"w_{n}" for n in WEIGHTS), "attr_weights", "brands_liked",
+            "brands_disliked")
+
+
+def ticked(form: Any, name: str) -> bool:
+    """A checkbox with a hidden "off" before it: ticked when any value sent is not "off"."""
+    values = form.getlist(name) if hasattr(form, "getlist") else [form.get(name)]
+    return any(v and v != "off" for v in values)
 
 
 def _list(text: str, upper: bool = False) -> list[str]:
@@ -50,7 +63,7 @@ def rules_from_form(form: Any) -> tuple[dict[str, Any] | None, dict[str, str]]:
             filters["max_delivery_days"] = int(days)
         except ValueError:
             errors["max_delivery_days"] = "a whole number of days"
-    filters["require_terms_accepted"] = bool(form.get("require_terms_accepted"))
+    filters["require_terms_accepted"] = ticked(form, TERMS)
     weights: dict[str, Any] = {}
     for name in WEIGHTS:
         text = (form.get(f"w_{name}") or "0").strip()
@@ -120,6 +133,26 @@ def form_from_rules(rules: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def shown(form: Any) -> dict[str, str]:
+    """A posted form as the page shows it again (first value of each field, the checkbox as
+    "on" or "")."""
+    out = {k: form.get(k, "") for k in form}
+    out[TERMS] = "on" if ticked(form, TERMS) else ""
+    return out
+
+
+def posted() -> tuple[dict[str, Any] | None, dict[str, str]]:
+    """The posted rules, validated; errors also for missing fields and control characters."""
+    rules, errors = check(request.form)
+    errors = {**errors, **form_errors(request.form, REQUIRED)}
+    return (None, errors) if errors else (rules, {})
+
+
+def _refused(errors: dict[str, str]) -> Any:
+    return render_template("rules.html", form=shown(request.form), errors=errors, preview=None,
+                           weights=WEIGHTS), 400
+
+
 @bp.route("/")
 def index() -> Any:
     rules = read("rules", {}, None) or default_rules()
@@ -129,24 +162,22 @@ def index() -> Any:
 
 @bp.route("/preview", methods=["POST"])
 def preview() -> Any:
-    rules, errors = check(request.form)
+    rules, errors = posted()
     if errors:
-        return render_template("rules.html", form=request.form, errors=errors, preview=None,
-                               weights=WEIGHTS), 400
+        return _refused(errors)
     try:   # the box re-ranks its stored offers under the candidate rules without saving them
         ranked = box().call("rules_preview", {"rules": rules})
     except BoxError:
         ranked = None
-    return render_template("rules.html", form=request.form, errors={}, weights=WEIGHTS,
+    return render_template("rules.html", form=shown(request.form), errors={}, weights=WEIGHTS,
                            preview={"ranked": ranked, "available": ranked is not None,
                                     "current": read("offers", {"all": True}, []) or []})
 
 
 @bp.route("/", methods=["POST"])
 def save() -> Any:
-    rules, errors = check(request.form)
+    rules, errors = posted()
     if errors:
-        return render_template("rules.html", form=request.form, errors=errors, preview=None,
-                               weights=WEIGHTS), 400
+        return _refused(errors)
     ok, _ = change("rules_set", {"rules": rules}, done="Rules saved: offers are ranked by them now.")
     return redirect(url_for("dashboard.index") if ok else url_for(".index"))

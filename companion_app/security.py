@@ -6,7 +6,8 @@
 * Sessions: a paired phone's cookie carries its session secret (signed with SECRET_KEY); every
   request's secret is checked with the daemon (`phone_session`), cached for at most
   SESSION_CACHE_S, so unpairing (from the phone or the box) ends the session at once.
-* CSRF: Flask-WTF's token on every state-changing request; the API sends it in `X-CSRFToken`.
+* CSRF: Flask-WTF's token on every state-changing request; the API sends it in `X-CSRFToken`;
+  a foreign Origin (scheme, host and port compared: `same_origin`) is refused before it.
 * SECRET_KEY from the box's secrets file, generated (0600) on first run, never from code.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
 from flask import Flask, Response, g, request, session
 
@@ -89,6 +91,30 @@ def host_of(header: str) -> str:
     if h.startswith("["):
         return h[1:h.index("]")] if "]" in h else h
     return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an origin or URL, the port filled in from the scheme; None when
+    it is not an http(s) origin with a host and a valid port."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
+
+
+def same_origin(origin: str, scheme: str, host: str) -> bool:
+    """Whether a request's Origin header is this app's own origin: scheme, host AND port the
+    same as the request's (a page on another port of the box is another site)."""
+    mine = origin_of(f"{scheme}://{host}")
+    return mine is not None and origin_of(origin) == mine
 
 
 class Sessions:

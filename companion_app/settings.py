@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, redirect, render_template
 
 from device.market import COMPANION_ONLY_SETTING
 
+from .inputs import form_errors
 from .pages import change, read
 from .security import SESSION_KEY
 
@@ -47,6 +48,8 @@ def unpair(phone_id: str) -> Any:
 
 @bp.route("/companion-only", methods=["POST"])
 def companion_only() -> Any:
+    if errors := form_errors(request.form, ("value",)):
+        return _page({"companion_only": errors.get("value") or errors["_form"], **errors}, 400)
     value = request.form.get("value")
     if value not in ("on", "off"):
         return _page({"companion_only": "choose on or off"}, 400)
@@ -67,6 +70,8 @@ def export() -> Any:
 
 @bp.route("/erase", methods=["POST"])
 def erase() -> Any:
+    if errors := form_errors(request.form, ("word",)):
+        return _page(errors, 400)
     if request.form.get("word", "").strip() != ERASE_WORD:
         return _page({"word": f"type {ERASE_WORD} to erase everything"}, 400)
     change("erase", {})

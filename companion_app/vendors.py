@@ -9,6 +9,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 
 from device.records import VENDOR_STATUSES
 
+from .inputs import form_errors, summary
 from .pages import change, read
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,8 @@ def index() -> Any:
 
 @bp.route("/<vendor>/status", methods=["POST"])
 def status(vendor: str) -> Any:
+    if errors := form_errors(request.form, ("status",)):
+        return render_template("error.html", status=400, message=summary(errors)), 400
     value = request.form.get("status", "")
     if value not in STATUSES:
         return render_template("error.html", status=400,
@@ -36,6 +39,8 @@ def status(vendor: str) -> Any:
 
 @bp.route("/<vendor>/accept-key", methods=["POST"])
 def accept_key(vendor: str) -> Any:
+    if errors := form_errors(request.form, ("did",)):
+        return render_template("error.html", status=400, message=summary(errors)), 400
     did = request.form.get("did", "")
     if not did.startswith("did:key:") or len(did) > 200:
         return render_template("error.html", status=400, message="that is not a vendor key (did:key:...)"), 400

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
+from device.textsafe import for_terminal as shown
+from device.textsafe import json_for_terminal
 from provisioning.launch import ROOT, Broker, Proc, free_port, python_module
 from vendor_kit.catalogue import Catalogue, CatalogueError
 
@@ -243,8 +245,9 @@ def summary_text(s: dict[str, Any]) -> str:
     lines = [f"vrmbox demo: stopped ({s.get('stopped_by')}) after {s.get('ran_s', 0):.0f} s",
              f"  offers ranked     {s.get('offers_ranked', '?')}  (received {s.get('offers_received', '?')}, "
              f"filtered out by your rules {s.get('offers_filtered_out', '?')})"]
-    for o in s.get("top_offers", [])[:3]:
-        lines.append(f"      {o['vendor']}: {o['item']} {o['price']} {o['currency']}  score {o['score']:.3f}")
+    for o in s.get("top_offers", [])[:3]:   # vendor text: escapes for bidi and control characters
+        lines.append(f"      {shown(o['vendor'])}: {shown(o['item'])} {shown(o['price'])} "
+                     f"{shown(o['currency'])}  score {o['score']:.3f}")
     rejected = s.get("rejected", {})
     lines.append("  rejected          " + (", ".join(f"{k} {v}" for k, v in rejected.items()) or "none"))
     lines.append(f"  agreements        {s.get('agreements', '?')}"
@@ -274,26 +277,28 @@ class Tally:
 
 
 def event_line(event: dict[str, Any], tally: Tally) -> str | None:
-    """Update the tally with one daemon event; the text to show, or None for events not shown."""
+    """Update the tally with one daemon event; the text to show, or None for events not shown.
+    Every value from the event is vendor text, shown through device.textsafe.for_terminal
+    (bidi and control characters as <U+202E> escapes, one line)."""
     kind = event.get("type")
+    v = {k: shown(event.get(k)) for k in ("vendor", "item", "price", "currency", "category", "reason")}
     if kind == "offer":
         tally.offers += 1
-        where = (f"#{event['position']} for {event.get('category')}" if event.get("eligible")
-                 else f"filtered out ({event.get('category')})")
-        text = (f"offer    {event.get('vendor')}: {event.get('item')} {event.get('price')} "
-                f"{event.get('currency')}  {where}")
+        where = (f"#{shown(event['position'])} for {v['category']}" if event.get("eligible")
+                 else f"filtered out ({v['category']})")
+        text = f"offer    {v['vendor']}: {v['item']} {v['price']} {v['currency']}  {where}"
     elif kind == "rejected":
         reason = str(event.get("reason"))
         tally.rejected[reason] = tally.rejected.get(reason, 0) + 1
-        text = f"REFUSED  {reason}" + (f" (in the name of {event['vendor']})" if event.get("vendor") else "")
+        text = f"REFUSED  {v['reason']}" + (f" (in the name of {v['vendor']})" if event.get("vendor") else "")
     elif kind == "agreement_active":
         tally.agreements += 1
-        text = f"agreement with {event.get('vendor')} is active: data sent encrypted to that vendor only"
+        text = f"agreement with {v['vendor']} is active: data sent encrypted to that vendor only"
     elif kind in ("vendor_new", "vendor_key_changed"):
-        text = f"vendor   {event.get('vendor')} " + ("introduced itself (key pinned)" if kind == "vendor_new"
-                                                    else "published a NEW key: flagged, not accepted")
+        text = f"vendor   {v['vendor']} " + ("introduced itself (key pinned)" if kind == "vendor_new"
+                                            else "published a NEW key: flagged, not accepted")
     elif kind == "revocation_acknowledged":
-        text = f"revoked  {event.get('vendor')} confirmed deletion"
+        text = f"revoked  {v['vendor']} confirmed deletion"
     else:
         return None
     return text
@@ -823,7 +828,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _emit(args: argparse.Namespace, summary: dict[str, Any], demo: Demo | None) -> int:
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False, sort_keys=True, default=str), flush=True)
+        # the same JSON, with bidi and control characters in vendor text written as \u escapes
+        print(json_for_terminal(summary, sort_keys=True, default=str), flush=True)
     elif "error" in summary:
         print(f"error: {summary['error']}", file=sys.stderr)
     else:

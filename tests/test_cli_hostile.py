@@ -108,3 +108,15 @@ def test_a_config_nested_5000_deep_is_refused_cleanly(tmp_path):
         r = vrmbox(*args, config=deep)
         assert r.returncode != 0 and "nested too deeply" in r.stderr and "Traceback" not in r.stderr, args
 
+
+@pytest.mark.parametrize("flag", ["--limit", "--offset"])
+@pytest.mark.parametrize("value", [str(10**30), "-1", "1e3", "many"])
+def test_audit_show_refuses_a_number_out_of_range_clearly(tmp_path, flag, value):
+    """Issue 19, finding 10: `audit show --limit 10**30` was an OverflowError traceback."""
+    data = tmp_path / "box"
+    Box(data).store.close()
+    r = vrmbox("audit", "show", flag, value, "--data-dir", str(data))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert f"argument {flag}: must be a whole number from 0 to 1000000000" in r.stderr, r.stderr
+    ok = vrmbox("audit", "show", flag, "1000000000", "--data-dir", str(data))
+    assert ok.returncode == 0 and "Traceback" not in ok.stderr, ok.stderr

@@ -22,7 +22,8 @@ from companion_app.rules import field_for
 from companion_app.throttle import FREE_TRIES, Throttle, backoff_s
 from device import pairing
 from processes import vrmbox, wait_for
-from test_companion_helpers import api_token, csrf_from, make_app, new_code, page_token, pair, running_box
+from test_companion_helpers import (api_token, csrf_from, make_app, new_code, page_token, pair, rules_form,
+                                   running_box)
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]   # a real daemon and broker
 CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -363,9 +364,9 @@ def test_bad_rules_refused_with_a_message(client, box, form, field):
 
 
 def test_rules_round_trip(client, box):
-    r = client.post("/rules/", data={"csrf_token": page_token(client, "/rules/"), "max_price_amount": "800",
-                                     "max_price_currency": "EUR", "require_terms_accepted": "on",
-                                     "w_price": "1", "w_delivery": "0.5", "brands_liked": "Brompton"})
+    r = client.post("/rules/", data={"csrf_token": page_token(client, "/rules/"), **rules_form(
+        max_price_amount="800", max_price_currency="EUR", require_terms_accepted=["off", "on"],
+        w_price="1", w_delivery="0.5", brands_liked="Brompton")})
     assert r.status_code == 302
     rules = Box(box["socket"]).call("rules")
     assert rules["filters"]["max_price"] == {"amount": 800.0, "currency": "EUR"}
@@ -488,8 +489,8 @@ def test_pages_render_with_a_banner_when_the_daemon_is_down(tmp_path):
     for path in ("/", "/intents/", "/agreements/", "/settings/", "/mydata/", "/audit/", "/vendors/"):
         r = c.get(path)
         assert r.status_code == 200 and 'id="box-down"' in r.get_data(as_text=True), path
-    r = c.post("/intents/", data={"csrf_token": page_token(c, "/intents/"), "category": "bikes", "ttl_days": "7"},
-               follow_redirects=True)
+    r = c.post("/intents/", data={"csrf_token": page_token(c, "/intents/"), "category": "bikes", "description": "",
+                                  "ttl_days": "7"}, follow_redirects=True)
     assert "Not done: the box daemon is not running" in r.get_data(as_text=True)
     r = c.get("/api/v1/intents")
     assert r.status_code == 503 and r.get_json()["code"] == "box_down"
@@ -546,3 +547,43 @@ def test_companion_only_waits_for_the_box_then_the_phone_may_confirm(client, box
     r = client.post("/settings/companion-only", data={"csrf_token": page_token(client), "value": "off"},
                     follow_redirects=True)
     assert 'id="companion-only">off<' in r.get_data(as_text=True)   # turning it off is not held
+
+
+# ------------------------------------------------------------------ issue 18, item 5: against the real daemon
+# (tests/test_companion_textsafe.py has the full matrix, in the fast lane, against a fake box)
+def test_a_nul_in_an_email_value_is_refused_next_to_the_field(client, box):
+    before = Box(box["socket"]).call("profile")
+    r = client.post("/mydata/profile", data={"csrf_token": page_token(client, "/mydata/"), "name": "email",
+                                             "value": "ann@example.org\x00evil"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and 'id="value-error"' in page and "&lt;U+0000&gt;" in page
+    r = client.put("/api/v1/profile/email", json={"value": "ann@example.org\x00"},
+                   headers={"X-CSRFToken": api_token(client)})
+    assert r.status_code == 400 and r.get_json()["field"] == "value"
+    assert Box(box["socket"]).call("profile") == before
+
+
+def test_an_empty_rules_post_changes_nothing_and_says_what_is_missing(client, box):
+    before = snapshot(box)
+    r = client.post("/rules/", data={"csrf_token": page_token(client, "/rules/")})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and "missing from the form" in page and "w_price" in page
+    assert snapshot(box) == before
+
+
+@pytest.mark.parametrize("nxt", ["/\t/evil.example", "/\n/evil.example", "//evil.example", "/\\evil.example"])
+def test_next_never_leaves_the_site_nor_fails_after_a_change(client, box, nxt):
+    before = snapshot(box)
+    r = client.post("/offers/abc/decline", data={"csrf_token": page_token(client), "next": nxt})
+    assert r.status_code in (302, 400), r.status_code
+    assert "evil" not in r.headers.get("Location", "")
+    assert snapshot(box) == before
+
+
+def test_origin_on_another_port_or_scheme_is_refused(client, box):
+    before = snapshot(box)
+    for origin in ("http://localhost:8081", "https://localhost"):
+        r = client.post("/settings/companion-only", data={"csrf_token": page_token(client), "value": "on"},
+                        headers={"Origin": origin})
+        assert r.status_code == 403, origin
+    assert snapshot(box) == before

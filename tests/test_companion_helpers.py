@@ -77,6 +77,18 @@ def page_token(client: Any, path: str = "/settings/") -> str:
     return csrf_from(client.get(path).get_data(as_text=True))
 
 
+def rules_form(**fields: Any) -> dict[str, Any]:
+    """Every field the /rules/ form sends, as a browser sends it with nothing typed (the terms
+    checkbox unticked: only its hidden "off"); `fields` override."""
+    form: dict[str, Any] = {
+        "max_price_amount": "", "max_price_currency": "EUR", "currencies": "", "regions": "",
+        "max_delivery_days": "", "vendors_allow": "", "vendors_block": "", "categories": "",
+        "require_terms_accepted": "off", "attr_filters": "", "w_price": "1", "w_known_supplier": "0",
+        "w_reputation": "0", "w_delivery": "0", "w_brands_liked": "0", "w_brands_disliked": "0",
+        "attr_weights": "", "brands_liked": "", "brands_disliked": ""}
+    return {**form, **fields}
+
+
 def test_mdns_advertises_with_the_port_waitress_reports():
     """waitress reports its port as text; zeroconf wants a number (this crashed the installed
     companion, whose tests used to run with --no-mdns only). Loopback only: nothing leaves."""

@@ -22,6 +22,7 @@ from .. import erase as erase_mod
 from .. import portability
 from ..client import ControlError, call
 from ..store import Store
+from ..textsafe import for_terminal as shown
 from .common import common, config, fail, guarded, open_store, out, run_op, running_daemon
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,21 @@ def cmd_audit_verify(args: argparse.Namespace, store: Store) -> int:
     return 0 if r.ok else 1
 
 
+MAX_AUDIT_COUNT = 10**9   # far above any log; SQLite's LIMIT/OFFSET take 64-bit integers only
+
+
+def _audit_count(text: str) -> int:
+    """--offset/--limit: a whole number in range, or argparse's clear error (never an
+    OverflowError from SQLite for 10**30)."""
+    try:
+        n = int(text.strip()) if len(text) <= 20 else None
+    except ValueError:
+        n = None
+    if n is None or not 0 <= n <= MAX_AUDIT_COUNT:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {MAX_AUDIT_COUNT}")
+    return n
+
+
 @_with_store
 def cmd_audit_show(args: argparse.Namespace, store: Store) -> int:
     entries = store.audit.entries(args.offset, args.limit)
@@ -204,7 +220,8 @@ def cmd_claims_import(args: argparse.Namespace) -> int:
     except (OSError, UnicodeDecodeError) as exc:
         return fail(args, f"cannot read {args.file}: {exc}")
     return run_op(args, "claims_import", {"token": token},
-                  lambda r: f"imported claim {r['id']} from {r['issuer']}: {', '.join(r['types'])}")
+                  lambda r: f"imported claim {r['id']} from {shown(r['issuer'])}: "
+                            f"{', '.join(shown(t) for t in r['types'])}")
 
 
 # ------------------------------------------------------------------ registration
@@ -238,8 +255,8 @@ def register(subparsers: Any) -> None:
     p = audit.add_parser("verify", parents=[c], help="check every hash and signature")
     p.set_defaults(func=cmd_audit_verify)
     p = audit.add_parser("show", parents=[c], help="page through entries")
-    p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--offset", type=_audit_count, default=0)
+    p.add_argument("--limit", type=_audit_count, default=50)
     p.set_defaults(func=cmd_audit_show)
 
     prof = subparsers.add_parser("profile", help="your profile fields").add_subparsers(
@@ -313,7 +330,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_claims_import)
     p = cl.add_parser("list", parents=[c])
     p.set_defaults(func=lambda a: run_op(a, "claims", {}, lambda rows: "\n".join(
-        f"{c['id']}  {c['issuer']}  {','.join(c['types'])}  until {c['valid_until']}" for c in rows)
+        f"{c['id']}  {shown(c['issuer'])}  {','.join(shown(t) for t in c['types'])}  until {c['valid_until']}"
+        for c in rows)
         or "(no claims)"))
     p = cl.add_parser("trust", parents=[c], help="trust an issuer did:key")
     p.add_argument("did")
