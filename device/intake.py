@@ -417,7 +417,7 @@ class Intake:
         category, terms = self._intent_terms(body.intent)
         answered = body.terms_response
         if (answered.id, answered.sha256) != terms:
-            # Accepting other terms is not accepting the person's (finding 9).
+            # Accepting other terms is not accepting the person's.
             return Rejection("terms_mismatch", pre.vendor, "the offer answers other terms")
         stored_body, received = body_to_dict(body), int(self.clock())
         handle = self._store_offer(msg, body, stored_body, received)

@@ -146,7 +146,7 @@ def test_the_box_and_vendors_can_do_their_jobs(clients):
 
 
 def test_no_vendor_reads_the_boxs_availability(clients):
-    """The status topic would tie a box's intents together after a restart (issue 9, finding 1)."""
+    """The status topic would tie a box's intents together after a restart."""
     make, box, vendor = clients
     b, acme = box(), vendor("acme")
     acme.subscribe(topics.availability("+"))

@@ -77,7 +77,7 @@ def test_read_only_commands_need_an_existing_box(tmp_path):
 
 @pytest.mark.parametrize("name,text,expect", [
     ("deep.json", '{"version": 1, "filters": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}", "nested too deeply"),
-    # issue 19 finding 8: a depth limit (32, checked without recursion) comes before the keys
+    # a depth limit (32, checked without recursion) comes before the keys
     ("deep500.json", '{"version": 1, "filters": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
      "nested deeper than 32"),
     ("deep_value.json", '{"filters":{"attributes":[{"path":"price","op":"eq","value":'
@@ -112,7 +112,7 @@ def test_a_config_nested_5000_deep_is_refused_cleanly(tmp_path):
 @pytest.mark.parametrize("flag", ["--limit", "--offset"])
 @pytest.mark.parametrize("value", [str(10**30), "-1", "1e3", "many"])
 def test_audit_show_refuses_a_number_out_of_range_clearly(tmp_path, flag, value):
-    """Issue 19, finding 10: `audit show --limit 10**30` was an OverflowError traceback."""
+    """`audit show --limit 10**30` must not be an OverflowError traceback."""
     data = tmp_path / "box"
     Box(data).store.close()
     r = vrmbox("audit", "show", flag, value, "--data-dir", str(data))

@@ -549,7 +549,7 @@ def test_companion_only_waits_for_the_box_then_the_phone_may_confirm(client, box
     assert 'id="companion-only">off<' in r.get_data(as_text=True)   # turning it off is not held
 
 
-# ------------------------------------------------------------------ issue 18, item 5: against the real daemon
+# ------------------------------------------------------------------ text safety, against the real daemon
 # (tests/test_companion_textsafe.py has the full matrix, in the fast lane, against a fake box)
 def test_a_nul_in_an_email_value_is_refused_next_to_the_field(client, box):
     before = Box(box["socket"]).call("profile")

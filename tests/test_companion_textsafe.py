@@ -1,4 +1,4 @@
-"""Text safety in the phone app (issue 18, item 5), in the fast lane: the app against a fake box
+"""Text safety in the phone app, in the fast lane: the app against a fake box
 that answers like the daemon and records every operation asked of it, so "nothing changed" means
 "no changing operation was asked".
 

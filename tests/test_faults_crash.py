@@ -1,4 +1,4 @@
-"""Crashes during a 5,000-offer stream (issue 13, item 9): real vendor-kit processes, a real
+"""Crashes during a 5,000-offer stream: real vendor-kit processes, a real
 Mosquitto with the project's own config and persistence (autosave every second: a SIGKILL loses
 what it acknowledged since), the real daemon. Whatever is killed, every offer the vendors sent is
 stored exactly once in the end, because the box receipts what it stored and the vendors re-send

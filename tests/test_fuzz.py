@@ -1,4 +1,4 @@
-"""Fuzzing every parser that takes network or file input (issue 13 item 9; docs/testing.md lists them).
+"""Fuzzing every parser that takes network or file input (docs/testing.md lists them).
 
 Each target gets 10,000 hypothesis cases per run. A case is drawn from one integer: it picks a
 real seed (signed messages of every type, real config, rules, profile, export and backup files)

@@ -1,7 +1,7 @@
-"""Issue 9 against the intake on a real on-disk store: a forger can only spend its own budget,
+"""Attacks on the intake, on a real on-disk store: a forger can only spend its own budget,
 floods are shed cheaply (shared bucket for strangers, LRU limiter, a cap on pinned vendors, no
 full cache refresh per profile, cheapest checks first), and the offers and inputs the spec
-refuses are refused (findings 8-11). Each test fails on the code before the fix."""
+refuses are refused. Each test fails on the code before the fix."""
 from __future__ import annotations
 
 import base64
@@ -52,7 +52,7 @@ def forged_with_kid_of(v: TestVendor, intent_token: str) -> str:
     return f"{h}.{p}.{s}"
 
 
-# ---------------------------------------------------------------------------- finding 6
+# ---------------------------------------------------------------------------- forgeries with a vendor's kid
 def test_forgeries_carrying_a_vendors_kid_cost_it_neither_budget_nor_reputation(box, intent):
     acme = pin(box, "acme")
     for _ in range(30):   # more than acme's burst of 20
@@ -207,7 +207,7 @@ def test_the_offer_cap_comes_before_the_signature_check(tmp_path):
     box.store.close()
 
 
-# ---------------------------------------------------------------------------- findings 8-11
+# ---------------------------------------------------------------------------- offers the spec refuses
 def test_an_offer_whose_signature_expires_before_valid_until_is_refused(box, intent):
     acme = pin(box, "acme")
     short = sign(acme.identity, acme.offer_body(intent.token, valid_s=3 * 86400), now=time.time(), ttl=20)

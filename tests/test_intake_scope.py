@@ -1,4 +1,4 @@
-"""Issue 19, findings 1 and 2: an offer id is unique only within its intent and its signer.
+"""An offer id is unique only within its intent and its signer.
 
 1. A vendor re-sending its own offer stored for I1 to I2's inbox is not a duplicate (no receipt
    names it under I2), and a new offer for I2 reusing I1's offer id is treated as on a box that

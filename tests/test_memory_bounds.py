@@ -1,4 +1,4 @@
-"""The box's memory does not grow with what it has stored (issue 13 item 7).
+"""The box's memory does not grow with what it has stored.
 
 The replay guard keeps recent message ids in memory (bounded) and finds older ones in the
 store's indexed seen_messages, so start-up seeds nothing; the intake's leaderboards hold a

@@ -1,4 +1,4 @@
-"""Protocol v2 (issue 9, findings 4, 5, 17 and bounded nesting): what the box sends a vendor after a
+"""Protocol v2: what the box sends a vendor after a
 confirmation is sealed to that vendor, the agreement is signed when the person confirms, disclosure
 sizes fall into a few buckets, every JSON parser of network input has a depth limit, and the
 intent carries the terms text a vendor accepts."""
@@ -146,7 +146,7 @@ def test_a_jwe_with_a_deeply_nested_header_is_bad_encryption_not_a_crash():
     assert exc.value.reason == "bad_encryption"
 
 
-# ---------------------------------------------------------------------------- finding 17: the terms
+# ---------------------------------------------------------------------------- the terms
 def test_the_default_intent_carries_the_terms_text_it_hashes(world):
     token = world["store"].get_intent(world["intent"]).token
     terms = verify(token, now=world["clock"][0], expect=Intent).body.terms

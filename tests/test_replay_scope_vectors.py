@@ -1,4 +1,4 @@
-"""The `replay_scope` vectors (issue 19, docs/protocol.md 11.3): an id is unique only within its
+"""The `replay_scope` vectors (docs/protocol.md 11.3): an id is unique only within its
 intent and its signer, for the reference verifier and for the box's intake alike."""
 from __future__ import annotations
 

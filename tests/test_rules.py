@@ -341,7 +341,7 @@ def test_reputation_grace_for_fresh_revocations():
     assert reputation_from(a, []) == {"v": pytest.approx(-2 / 3)}
 
 
-# ------------------------------------------------------------------ issue 19, finding 8
+# ------------------------------------------------------------------ rules nested too deep
 @pytest.mark.parametrize("depth", [33, 400, 989, 5000, 100_000])
 def test_rules_nested_deep_are_refused_with_a_clear_error_not_a_recursion_error(depth):
     value: object = 0

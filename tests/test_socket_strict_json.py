@@ -1,4 +1,4 @@
-"""Issue 19, finding 10: the control sockets take strict JSON only (a name given twice is
+"""The control sockets take strict JSON only (a name given twice is
 refused, never resolved to the last one). The daemon itself: tests/test_daemon_rejections.py."""
 from __future__ import annotations
 

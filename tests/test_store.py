@@ -259,7 +259,7 @@ def test_intents_offers_agreements_round_trip(store, clock):
     assert store.get_offer("offer-0001").snooze_until == NOW + 60
     assert store.list_offers(intent_id="intent-0001", status="snoozed")[0].offer_id == "offer-0001"
     seen = dict(store.seen_message_ids(NOW))
-    # kept per (intent, signer, id): issue 19, docs/protocol.md 11.3
+    # kept per (intent, signer, id): docs/protocol.md 11.3
     signer = verify(ids["offer_token"], now=NOW).envelope.iss
     assert seen[replay_key("intent-0001", signer, "offer-0001")] == NOW + 86400
     assert store.seen_message_ids(NOW + 10 * 86400) == []

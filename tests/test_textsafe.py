@@ -1,4 +1,4 @@
-"""Text safety on the faces with room for it (issue 18, item 5): device/textsafe.py, the one rule
+"""Text safety on the faces with room for it: device/textsafe.py, the one rule
 for vendor text, and how the CLI's listings and the demo's terminal lines show it. Bidi and
 invisible format characters (Unicode Cf) and control characters (Cc) in vendor text become
 visible escapes (<U+202E>); ordinary text in every script stays as it is. The phone app's pages:

@@ -473,7 +473,7 @@ def test_store_agreement_twice_returns_first_countersignature_and_one_agreement_
         first = led.store_agreement(agreement, int(NOW))
         again = core.countersign(make_agreement(box, offer, vendor), vendor, offer, NOW)  # same offer, new token
         assert led.store_agreement(agreement, int(NOW)) == first
-        with pytest.raises(ProtocolError, match="already has an agreement"):   # review item 4
+        with pytest.raises(ProtocolError, match="already has an agreement"):
             led.store_agreement(again, int(NOW))
         assert len(led.list_agreements()) == 1
         other = core.countersign(make_agreement(box, answer.offers[1], vendor), vendor, answer.offers[1], NOW)

@@ -1,4 +1,4 @@
-"""What a subscriber to `#` sees during a real agreement (issue 9, findings 4 and 5), over the real
+"""What a subscriber to `#` sees during a real agreement , over the real
 broker with the box daemon and a vendor-kit worker as processes: the agreement and the revocation
 are sealed to the vendor, no personal value, field name choice, purpose or reason is readable,
 the disclosure's size is a padding bucket, and two intents share no key."""

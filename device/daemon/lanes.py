@@ -1,7 +1,7 @@
 """Fair lanes: messages waiting for their signature check, one lane per claimed sender.
 
-Why: a flood of forgeries must cost the flood its own place in line, not the genuine vendors'
-(issue 13 item 6). Each message waits in the lane of the pinned vendor whose key it names (read
+Why: a flood of forgeries must cost the flood its own place in line, not the genuine vendors'.
+Each message waits in the lane of the pinned vendor whose key it names (read
 cheaply from its header, before verification); every message naming no pinned key shares ONE
 lane (UNKNOWN). `take` serves the vendor lanes round-robin, one message each a round, and the
 shared unknown lane one message at the end of each round: all strangers together get the place
