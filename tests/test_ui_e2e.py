@@ -19,6 +19,7 @@ from gpiozero.pins.mock import MockFactory
 
 from device.ui.app import DAEMON_DOWN, App
 from hardware.buttons import make_buttons
+from device.ui.screens import scroll_end
 from hardware.display import make_display
 from hardware.profile import emulated_profile, parse_profile
 from processes import Proc, box_config, daemon, vendor, vrm_vendor, vrmbox, wait_for
@@ -83,6 +84,12 @@ class Board:
 
     def go_home(self):
         return self.hold_and_release("back")
+
+    def read_to_end(self):
+        """Scroll the consent text down to its last line, as a hold needs before it may send."""
+        while self.app.state.scroll < scroll_end(self.app.state, *self.app.state.size):
+            self.tap("down")
+        return self.app.state
 
     def close(self):
         self.app.stop()
@@ -159,6 +166,10 @@ def test_buttons_cast_an_intent_and_a_long_press_on_accept_sends_exactly_the_agr
         board.tap("back")
         board.tap("select")
         app.wait_for(lambda s: s.screen == "accept" and s.data.preview is not None)
+        # a hold before the text was read to its end (the recipient, the duration) sends nothing
+        board.hold_and_release("select")
+        assert app.state.sent == () and "read it all" in (app.state.notice or "")
+        board.read_to_end()
         # THE press: held past hold_time on the accept screen
         s = board.hold("select", lambda s: any(x.startswith("confirm:") for x in s.sent))
         agreement = s.sent[0].split(":", 1)[1]
@@ -191,10 +202,12 @@ def test_a_pending_agreement_from_elsewhere_needs_a_long_press_on_the_box(system
         board.hold_and_release("select")                          # a long press on status: nothing
         assert app.state.screen == "status" and app.state.sent == ()
         assert board.tap("select").screen == "pending"          # status: SELECT goes to what waits
-        board.tap("down")                                         # only one: stays on it
+        board.read_to_end()
+        assert board.tap("down").cursor == 0                      # only one: stays on it
         assert board.tap("select").screen == "ask"              # a short press offers to refuse
         assert board.tap("back").screen == "pending"
         assert app.state.sent == () and _agreements(data)[0]["status"] == "pending_confirmation"
+        board.read_to_end()
         s = board.hold("select", lambda s: f"confirm:{agreement}" in s.sent)
         wait_for(lambda: _disclosures(vdir), timeout=30, what="vendor stored the disclosure")
         assert _disclosures(vdir)[0]["fields"] == {"email": "ann@example.org"}

@@ -9,7 +9,7 @@ import pytest
 
 from device.ui.navigation import initial, step
 from device.ui.samples import states
-from device.ui.screens import frame
+from device.ui.screens import frame, scroll_end
 from device.ui.state import (CONSENT_OPS, MENU, READS, BoxEvent, Connection, Done, Failed, Key, Loaded,
                              Refresh, Request)
 
@@ -33,6 +33,11 @@ def hold(role):
 
 def base():
     return states()["status"]
+
+
+def read_all(state):
+    """Scroll the consent text to its end, as the person must before a hold may send."""
+    return run(state, *[e for _ in range(scroll_end(state, *state.size)) for e in press("down")])[0]
 
 
 def test_connecting_reads_everything_and_losing_the_daemon_says_so():
@@ -106,7 +111,7 @@ def test_a_long_press_off_the_accept_and_pending_screens_releases_nothing(name):
 
 
 def test_a_long_press_on_accept_accepts_then_confirms_exactly_the_preview():
-    s = states()["accept"]
+    s = read_all(states()["accept"])
     s, reqs = run(s, *hold("select"))
     assert reqs == [Request("offer_accept", {"offer": "offer-1", "fields": ["email", "postal_address"],
                                              "purpose": "deliver the bike", "duration_days": 30}, "consent")]
@@ -118,7 +123,7 @@ def test_a_long_press_on_accept_accepts_then_confirms_exactly_the_preview():
 
 
 def test_a_failed_confirm_after_accept_cancels_the_agreement():
-    s, reqs = run(states()["accept"], *hold("select"))
+    s, reqs = run(read_all(states()["accept"]), *hold("select"))
     s, reqs = run(s, Done(reqs[0], {"agreement": "agr-9"}))
     s, reqs = run(s, Failed(reqs[0], "agreement agr-9 (or its offer) expired"))
     assert reqs == [Request("cancel", {"agreement": "agr-9"}, "cleanup")] and s.sent == ()
@@ -151,16 +156,16 @@ def test_no_preview_no_consent():
 
 def test_pending_agreements_confirm_and_requests_approve_on_a_long_press_only():
     s = states()["pending"]
-    _, reqs = run(s, *hold("select"))
+    _, reqs = run(read_all(s), *hold("select"))
     assert reqs == [Request("confirm", {"agreement": "agr-1"}, "consent")]
-    s2, reqs = run(s, *press("down"), *hold("select"))
-    assert reqs == [Request("approve", {"request": "req-1"}, "consent")]
+    s2, reqs = run(read_all(s), *press("down"), *hold("select"))     # past its end: the next item
+    assert s2.cursor == 1 and reqs == [Request("approve", {"request": "req-1"}, "consent")]
     # a short press asks to refuse; yes sends cancel / deny (nothing released)
     t, reqs = run(s, *press("select"))
     assert t.screen == "ask" and reqs == []
     t, reqs = run(t, *press("select"))
     assert reqs == [Request("cancel", {"agreement": "agr-1"}, "pending")] and t.screen == "pending"
-    t, reqs = run(s, *press("down"), *press("select"), *press("select"))
+    t, reqs = run(read_all(s), *press("down"), *press("select"), *press("select"))
     assert reqs == [Request("deny", {"request": "req-1"}, "pending")]
     t, reqs = run(s, *press("select"), *press("back"))
     assert t.screen == "pending" and reqs == []

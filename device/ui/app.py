@@ -67,7 +67,7 @@ class App:
         self.notify, self.watchdog_s = notify, watchdog_s
         self.inbox: queue.Queue[Event] = queue.Queue()
         self.outbox: queue.Queue[Request | None] = queue.Queue()
-        self.state = replace(initial(), pair_url=pair_url)
+        self.state = replace(initial(), pair_url=pair_url, size=(int(device.width), int(device.height)))
         self.power = pw.start(clock(), **(power_kw or {}))
         self.stop_event = threading.Event()
         self.frames = 0

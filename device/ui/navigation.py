@@ -3,8 +3,10 @@
 The consent rule lives here: a request that releases data (`offer_accept` followed by
 `confirm`, a pending `confirm`, an `approve`) is only ever produced by a *long* SELECT on the
 accept or pending screen, and only if SELECT went down on that same screen for that same
-agreement/offer (a screen that changed under a held button releases nothing). Every other key
-on every other screen, and any short press, produces no such request.
+agreement/offer (a screen that changed under a held button releases nothing), and only once
+the person has scrolled the consent text to its end, so that what goes to whom has been on the
+screen (at 128x32 a row shows one line at a time). Every other key on every other screen, and
+any short press, produces no such request.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Mapping
 
+from .screens import scroll_end
 from .state import (EVENT_READS, MENU, OFFER_ACTIONS, READS, SNOOZE_S, Ask, BoxEvent, Connection,
                     Data, Done, Event, Failed, Key, Loaded, Refresh, Request, State, pending_items,
                     target_of)
@@ -55,13 +58,20 @@ def _target(state: State) -> str | None:
 
 
 def _move(state: State, delta: int) -> State:
-    if state.screen in ("detail", "accept"):
+    if state.screen == "detail":
         return replace(state, scroll=max(0, state.scroll + delta))
+    if state.screen == "accept":
+        return replace(state, scroll=max(0, min(scroll_end(state, *state.size), state.scroll + delta)))
     n = _rows(state)
     if n == 0:
         return state
     if state.screen == "pending":
-        return replace(state, cursor=max(0, min(n - 1, state.cursor + delta)), scroll=0)
+        # the selected item's text scrolls first; past its end (or its start) the next item
+        if 0 <= state.scroll + delta <= scroll_end(state, *state.size):
+            return replace(state, scroll=state.scroll + delta)
+        if not 0 <= state.cursor + delta < n:
+            return state                  # the first or last item: nowhere to go
+        return replace(state, cursor=state.cursor + delta, scroll=0)
     return replace(state, cursor=(state.cursor + delta) % n)
 
 
@@ -154,10 +164,13 @@ def _long_select(state: State) -> Step:
         return replace(state, notice="screen changed: press and hold again"), []
     if state.busy:
         return replace(state, notice="busy, try again"), []
+    preview = state.data.preview
+    if state.screen == "accept" and (not preview or preview.get("offer") != target):
+        return replace(state, notice="not ready: no agreement preview"), []
+    if state.scroll < scroll_end(state, *state.size):
+        return replace(state, notice="read it all first: v"), []
     if state.screen == "accept":
-        preview = state.data.preview
-        if not preview or preview.get("offer") != target:
-            return replace(state, notice="not ready: no agreement preview"), []
+        assert preview is not None
         args: dict[str, Any] = {"offer": target, "fields": list(preview.get("fields") or [])}
         for k in ("purpose", "duration_days"):
             if preview.get(k) is not None:
@@ -204,6 +217,8 @@ def _loaded(state: State, ev: Loaded) -> State:
         d = replace(d, **{ev.op: rows(r)})
     elif ev.op == "pending":
         d = replace(d, pending=pending_items(r))
+    elif ev.op == "pairing_status":
+        d = replace(d, pairing=r if isinstance(r, Mapping) else {})
     elif ev.op == "pair_code":
         d = replace(d, pair=r if isinstance(r, Mapping) else None)
     elif ev.op == "accept_preview":
@@ -212,6 +227,8 @@ def _loaded(state: State, ev: Loaded) -> State:
         d = replace(d, preview=r)
     d = replace(d, loaded=d.loaded | {ev.op})
     new = replace(state, data=d)
+    if new.screen == "pending" and target_of(new.pending_item()) != target_of(state.pending_item()):
+        new = replace(new, scroll=0)      # another item under the cursor: read it from its start
     n = _rows(new)
     if new.screen in ("matches", "pending", "intents", "agreements") and new.cursor >= max(n, 1):
         new = replace(new, cursor=max(0, n - 1))

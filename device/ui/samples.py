@@ -66,7 +66,10 @@ def states(hostile: bool = False) -> dict[str, State]:
         "detail_scrolled": replace(base, screen="detail", offer="offer-1", scroll=4),
         "actions": replace(base, screen="actions", offer="offer-1"),
         "accept": replace(base, screen="accept", offer="offer-1"),
+        # scrolled to the end of what is sent: only now may a hold send it
+        "accept_end": replace(base, screen="accept", offer="offer-1", scroll=99),
         "pending": replace(base, screen="pending"),
+        "pending_end": replace(base, screen="pending", scroll=99),
         "pending_request": replace(base, screen="pending", cursor=1),
         "intents": replace(base, screen="intents", cursor=2),
         "ask": replace(base, screen="ask", ask=Ask("Withdraw bikes?", Request("intent_withdraw", {"intent": "intent-1"}), "intents")),
@@ -76,6 +79,12 @@ def states(hostile: bool = False) -> dict[str, State]:
                                  data=replace(base.data, pair=None, unavailable=frozenset({"pair_code"}))),
         "pair_unavailable": replace(base, screen="pair",
                                     data=replace(base.data, pair=None, unavailable=frozenset({"pair_code"}))),
+        "status_pairing_locked": replace(base, data=replace(base.data, pairing={
+            "code": "active", "expires_at": NOW + 200, "failures": 7, "max_failures": 30,
+            "clients_locked": 1, "client_max_failures": 5, "last_failure_at": NOW - 20})),
+        "status_pairing_spent": replace(base, data=replace(base.data, pending=(), pairing={
+            "code": "spent", "expires_at": NOW + 200, "failures": 30, "max_failures": 30,
+            "clients_locked": 6, "client_max_failures": 5, "last_failure_at": NOW - 5})),
         "broker_down": replace(base, data=replace(base.data, status={**base.data.status, "connected": False})),
         "offline": replace(base, connected=False, connection_detail="box daemon not running, retrying"),
         "notice": replace(base, screen="matches", notice="snoozed for a day"),

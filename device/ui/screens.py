@@ -130,25 +130,42 @@ def _wrapped(c: Canvas, *parts: str) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ the screens
+def pairing_alert(p: Mapping[str, Any], rows: int) -> list[str]:
+    """Wrong pairing codes against the live code, for the status screen: strangers' guesses and
+    lockouts are seen on the box itself (nothing when the code is clean or gone). A fresh code
+    from the pair screen ends them (device/pairing.py)."""
+    code, wrong = p.get("code"), p.get("failures")
+    locked = p.get("clients_locked") if isinstance(p.get("clients_locked"), int) else 0
+    if code == "spent":
+        return ["! pair code spent,", "  Pair phone again"] if rows >= 5 else ["! pair code spent"]
+    if code != "active" or not isinstance(wrong, int) or isinstance(wrong, bool) or wrong <= 0:
+        return []
+    if rows < 5:                          # 128x32: one row
+        return [f"! pair {wrong} wrong" + (f" {locked} lock" if locked else "")]
+    return [f"! pairing: {wrong} wrong"] + ([f"  {locked} device{'s' if locked != 1 else ''} locked"]
+                                          if locked else [])
+
+
 def status(s: State, c: Canvas) -> None:
     st = s.data.status
     pend = len(s.data.pending)
+    alert = pairing_alert(s.data.pairing, c.rows)
     c.header("VRM box", "ok" if st.get("connected") else "!")
     live = st.get("live_intents")
     live = live if isinstance(live, int) else sum(1 for i in s.data.intents if i.get("status") == "active")
     rejected = st.get("rejected_total")
     broker = ["broker connected"] if st.get("connected") else ["broker unreachable,", " retrying"]
-    lines = ([f"! {pend} waits: SELECT"] if pend else []) + broker + [
+    lines = ([f"! {pend} waits: SELECT"] if pend else []) + alert + broker + [
         f"intents: {live} live", f"new matches: {s.new_matches()}",
         f"last offer: {ago(st.get('last_offer_at'), c.now)}",
         f"rejected: {rejected if isinstance(rejected, int) else '?'}"]
     if c.rows < 5:                         # 128x32: the same facts, two to a row
         net = "net ok" if st.get("connected") else "broker down"
-        lines = ([f"! {pend} waits: SELECT"] if pend else []) + [
+        lines = ([f"! {pend} waits: SELECT"] if pend else []) + alert + [
             f"{net} {live} live {s.new_matches()} new",
             f"last {ago(st.get('last_offer_at'), c.now)} rej {rejected if isinstance(rejected, int) else '?'}"]
     for i, line in enumerate(lines[:c.rows]):
-        c.line(i, line, inverted=i == 0 and bool(pend))
+        c.line(i, line, inverted=line.startswith("!"))
 
 
 def menu(s: State, c: Canvas) -> None:
@@ -219,16 +236,21 @@ def actions(s: State, c: Canvas) -> None:
     _list(c, [(label, "") for _, label in OFFER_ACTIONS], s.cursor % len(OFFER_ACTIONS))
 
 
+READ_ALL = "v read all, then hold"
+
+
 def accept(s: State, c: Canvas) -> None:
     p = s.data.preview
     days = (p or {}).get("duration_days")
-    c.header(f"Send for {days} days?" if isinstance(days, int) else "Accept: send?")
     if p is None:
+        c.header("Accept: send?")
         c.line(0, "not available on this box" if "accept_preview" in s.data.unavailable else "loading...")
         c.footer("BACK: nothing is sent")
         return
+    # the recipient stays in the header, whatever is scrolled below it
+    c.header(f"to {clean(p.get('vendor'), 120)}", f"{days} days" if isinstance(days, int) else "")
     _scrolled(c, consent_lines(c, "Send", p), s.scroll)
-    c.footer(s.notice or "hold SELECT to send")
+    c.footer(s.notice or ("hold SELECT to send" if read_to_end(s, c.width, c.height) else READ_ALL))
 
 
 def consent_lines(c: Canvas, lead: str, item: Mapping[str, Any]) -> list[str]:
@@ -251,14 +273,41 @@ def pending_lines(c: Canvas, item: Mapping[str, Any]) -> list[str]:
 
 def pending(s: State, c: Canvas) -> None:
     items = s.data.pending
-    c.header("Waiting for you", f"{min(s.cursor + 1, len(items))}/{len(items)}" if items else "")
     item = s.pending_item()
+    count = f"{min(s.cursor + 1, len(items))}/{len(items)}" if items else ""
+    if item is not None and item.get("kind") == "agreement":
+        c.header(f"to {clean(item.get('vendor'), 120)}", count)      # the recipient always seen
+    else:
+        c.header("Waiting for you", count)
     if item is None:
         c.line(0, "nothing waits" if "pending" in s.data.loaded else
                "not available" if "pending" in s.data.unavailable else "loading...")
         return
     _scrolled(c, pending_lines(c, item), s.scroll)
-    c.footer(s.notice or "hold SELECT / tap: no")
+    c.footer(s.notice or ("hold SELECT / tap: no" if read_to_end(s, c.width, c.height) else READ_ALL))
+
+
+def consent_text(s: State, c: Canvas) -> list[str] | None:
+    """The lines the accept or pending screen scrolls through; None when it shows none."""
+    if s.screen == "accept":
+        return consent_lines(c, "Send", s.data.preview) if s.data.preview is not None else None
+    if s.screen == "pending":
+        item = s.pending_item()
+        return pending_lines(c, item) if item is not None else None
+    return None
+
+
+def scroll_end(s: State, width: int, height: int) -> int:
+    """The scroll at which the consent text's last line is on screen (0 when it all fits).
+    Navigation asks this before a long press may release anything: what goes to whom has
+    then been on the screen, at 128x32 too, where a row shows one line at a time."""
+    c = Canvas(ImageDraw.Draw(Image.new("1", (1, 1))), width, height, 0.0)
+    lines = consent_text(s, c)
+    return max(0, len(lines) - max(1, c.rows - 1)) if lines else 0
+
+
+def read_to_end(s: State, width: int, height: int) -> bool:
+    return s.scroll >= scroll_end(s, width, height)
 
 
 def intents(s: State, c: Canvas) -> None:

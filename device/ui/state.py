@@ -14,14 +14,14 @@ from typing import Any, Mapping
 log = logging.getLogger(__name__)
 
 # The reads the UI keeps fresh (button.sock operations, see docs/architecture.md).
-READS = ("status", "offers", "intents", "agreements", "presets", "pending")
+READS = ("status", "offers", "intents", "agreements", "presets", "pending", "pairing_status")
 # Which reads an event from the box's `subscribe` stream makes stale.
 EVENT_READS: Mapping[str, tuple[str, ...]] = {
     "offer": ("offers", "status"),
     "rejected": ("status",),
     "agreement_active": ("agreements",),
     "revocation_acknowledged": ("agreements",),
-    "changed": ("offers", "intents", "agreements", "pending", "status"),
+    "changed": ("offers", "intents", "agreements", "pending", "status", "pairing_status"),
     "pending": ("pending",),
 }
 MENU: tuple[tuple[str, str], ...] = (
@@ -106,6 +106,7 @@ class Data:
     presets: tuple[Mapping[str, Any], ...] = ()
     pending: tuple[Mapping[str, Any], ...] = ()   # agreements and requests, each with "kind"
     pair: Mapping[str, Any] | None = None
+    pairing: Mapping[str, Any] = field(default_factory=dict)   # pairing_status: wrong codes, lockouts
     preview: Mapping[str, Any] | None = None       # accept_preview for State.offer
     loaded: frozenset[str] = frozenset()
     unavailable: frozenset[str] = frozenset()     # ops this button.sock does not offer
@@ -135,6 +136,7 @@ class State:
     data: Data = field(default_factory=Data)
     sent: tuple[str, ...] = ()     # consent ops sent (op:target), for the record and tests
     pair_url: str | None = None    # the companion's URL from the config, when pair_code is missing
+    size: tuple[int, int] = (128, 64)   # the display's: how far a consent text must be scrolled
 
     def offer_row(self, offer_id: str | None) -> Mapping[str, Any] | None:
         return next((o for o in self.data.offers if o.get("offer") == offer_id), None)
