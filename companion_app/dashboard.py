@@ -12,12 +12,14 @@ from flask import (Blueprint, Response, abort, current_app, g, redirect, render_
 from .box import BoxDown
 from .inputs import form_errors, summary
 from .mydata import profile_rows
-from .pages import back, box, cached_page, change, read, reads
+from .pages import (back, box, cached_page, change, filter_words, install_display, read, reads,
+                    score_scale)
 from .security import SESSION_KEY
 
 log = logging.getLogger(__name__)
 
 bp = Blueprint("dashboard", __name__)
+install_display(bp)            # dashboard's blueprint is always registered: the helpers go with it
 
 TOP_PER_INTENT = 10
 SNOOZE_CHOICES = {"3600": "1 hour", "86400": "1 day", "604800": "1 week"}
@@ -39,10 +41,50 @@ def group_offers(intents: list[dict[str, Any]], offers: list[dict[str, Any]],
     return out
 
 
+# Why an offer received for an intent is not among those shown, in the order they are listed.
+NOT_SHOWN = (("hidden", "hidden by your rules"), ("expired", "expired"), ("snoozed", "snoozed"),
+             ("declined", "declined"), ("accepted", "accepted"), ("other", "closed"))
+
+
+def tally(received: int, shown: set[str], offers: list[dict[str, Any]]) -> list[tuple[str, str, int]]:
+    """How the offers received for one intent that are not shown divide up: (key, words, n)
+    for each reason with n > 0, so "received" = shown + these (pure). `offers`: all of the
+    intent's offers (`offers` with all), `shown`: the ids on the dashboard."""
+    counts = dict.fromkeys((k for k, _ in NOT_SHOWN), 0)
+    for o in offers:
+        if o.get("offer") in shown:
+            continue
+        status = o.get("status")
+        failed = (o.get("explanation") or {}).get("failed") or []
+        if any(str(f).startswith("not_expired") for f in failed):
+            counts["expired"] += 1
+        elif status in ("new", "snoozed") and not o.get("eligible", True):
+            counts["hidden"] += 1
+        elif status in counts:
+            counts[str(status)] += 1
+        else:
+            counts["other"] += 1
+    rest = received - len(shown) - sum(counts.values())
+    if rest > 0:                                # received but not listed: say so, not hide it
+        counts["other"] += rest
+    return [(k, words, counts[k]) for k, words in NOT_SHOWN if counts[k]]
+
+
 def dashboard_data() -> list[dict[str, Any]]:
     intents = read("intents", {"status": "active"}, [])
     offers = read("offers", {}, [])
-    return group_offers(intents or [], offers or [])
+    groups = group_offers(intents or [], offers or [])
+    scale = score_scale(read("rules", {}, None))
+    for grp in groups:
+        shown = len(grp["ranked"]) + grp["more"]
+        received = grp.get("offers") if isinstance(grp.get("offers"), int) else shown
+        grp["received"], grp["shown"], grp["scale"], grp["not_shown"] = received, shown, scale, []
+        if received != shown:                   # only then: ask for the intent's other offers
+            everything = read("offers", {"intent": grp["intent"], "all": True}, None)
+            if isinstance(everything, list):
+                ids = {o["offer"] for o in (offers or []) if o.get("intent") == grp["intent"]}
+                grp["not_shown"] = tally(received, ids, everything)
+    return groups
 
 
 @bp.route("/")
@@ -63,11 +105,38 @@ def _offer(offer_id: str) -> dict[str, Any] | None:
     return None
 
 
+def not_acceptable(offer: dict[str, Any] | None) -> str | None:
+    """Why this offer cannot be accepted, in words, or None: one that fails the person's rules
+    or that they already acted on gets no Accept button and no form."""
+    if offer is None:
+        return None
+    if not offer.get("eligible", True):
+        why = [filter_words(f, False) for f in (offer.get("explanation") or {}).get("failed") or []]
+        return "It does not pass your rules" + (f": {'; '.join(why)}." if why else ".")
+    if offer.get("status") not in (None, "new", "snoozed"):
+        return f"You have already {offer.get('status')} it."
+    return None
+
+
+def _intent_of(offer: dict[str, Any] | None) -> dict[str, Any] | None:
+    if offer is None:
+        return None
+    for i in read("intents", {}, []) or []:
+        if i.get("intent") == offer.get("intent"):
+            return i
+    return None
+
+
 @bp.route("/offers/<offer_id>/accept", methods=["GET", "POST"])
 def accept(offer_id: str) -> Any:
     offer = _offer(offer_id)
     if offer is None and not g.get("box_down"):
         abort(404)
+    refusal = not_acceptable(offer)
+    if refusal:
+        return render_template("accept.html", offer=offer, offer_id=offer_id, field_names=[],
+                               preview={}, errors={}, form={}, refusal=refusal,
+                               intent=_intent_of(offer)), 400 if request.method == "POST" else 200
     field_names = sorted(p["name"] for p in profile_rows(read("profile", {}, None)) if "name" in p)
     preview = read("accept_preview", {"offer": offer_id}, None) if offer else None
     preview = preview if isinstance(preview, dict) else {}
@@ -103,13 +172,15 @@ def accept(offer_id: str) -> Any:
         if not errors:
             ok, result = change("offer_accept", {"offer": offer_id, "fields": fields,
                                                  "purpose": purpose or None, "duration_days": days},
-                                done="Accepted and signed. Nothing is sent until you press the "
-                                     "button on the box.")
+                                # what happens next is said on the agreement itself, which
+                                # follows its state live; a flash would outlive it
+                                done="Accepted and signed on the box.")
             if ok:
                 return redirect(url_for("agreements.index", highlight=result.get("agreement")))
     status = 400 if errors else 200
     return render_template("accept.html", offer=offer, offer_id=offer_id, field_names=field_names,
-                           preview=preview, errors=errors, form=form), status
+                           preview=preview, errors=errors, form=form, refusal=None,
+                           intent=_intent_of(offer)), status
 
 
 def refused(errors: dict[str, str]) -> Any:

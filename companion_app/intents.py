@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, abort, redirect, render_template, request, url_for
 
 from .inputs import form_errors, summary
-from .pages import change, read
+from .pages import change, read, score_scale
 
 log = logging.getLogger(__name__)
 
@@ -176,4 +176,5 @@ def show(intent_id: str) -> Any:
     if not intents:
         abort(404)
     offers = read("offers", {"intent": intent_id, "all": True}, []) or []
-    return render_template("intent.html", intent=intents[0], offers=offers)
+    return render_template("intent.html", intent=intents[0], offers=offers,
+                           scale=score_scale(read("rules", {}, None)))

@@ -13,7 +13,7 @@ from device.rules import RulesError, default_rules, validate_rules
 
 from .box import BoxError
 from .inputs import form_errors
-from .pages import box, change, read
+from .pages import box, change, read, score_scale
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,9 @@ def preview() -> Any:
         ranked = None
     return render_template("rules.html", form=shown(request.form), errors={}, weights=WEIGHTS,
                            preview={"ranked": ranked, "available": ranked is not None,
-                                    "current": read("offers", {"all": True}, []) or []})
+                                    "current": read("offers", {"all": True}, []) or [],
+                                    "scale": score_scale(rules),
+                                    "current_scale": score_scale(read("rules", {}, None))})
 
 
 @bp.route("/", methods=["POST"])

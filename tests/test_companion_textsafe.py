@@ -156,7 +156,7 @@ def test_no_page_carries_a_bidi_or_invisible_character(client):
 def test_rlo_in_an_offer_reads_in_logical_order_next_to_its_price(client):
     html = client.get("/").get_data(as_text=True)
     assert "Invoice &lt;U+202E&gt;fdp.exe" in html            # the escape, not "exe.pdf"
-    assert "900.5 EUR" in html and "&lt;U+202E&gt;EUR" not in html.split('data-offer="o1"')[1][:600]
+    assert "900.50 EUR" in html and "&lt;U+202E&gt;EUR" not in html.split('data-offer="o1"')[1][:600]
     assert "&lt;U+202E&gt;" in client.get("/intents/i1").get_data(as_text=True)   # beta's currency
 
 
