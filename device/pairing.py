@@ -5,12 +5,25 @@ must never be able to mint its own codes; the daemon (the box's own user) owns b
 the list of phones, and the app asks it through control.sock for every request (docs/companion.md).
 
 Everything lives in two sealed settings of the store (no schema change):
-  companion.pairing    {"hash", "expires", "failures", "locked_until"}   the current code
+  companion.pairing    {"hash", "expires", "failures", "clients", "last_failure"}   the current code
   companion.phones     {phone_id: {"name", "created", "last_seen", "secret_hash"}}
 A code is 10 random decimal digits (33 bits), single-use, valid for 5 minutes, stored only as a
-SHA-256 hash and compared in constant time. Wrong codes are counted globally (whoever asks):
-after MAX_FAILURES the box refuses every code for a back-off that doubles with each further
-failure. The app adds its own per-client throttle on top.
+SHA-256 hash and compared in constant time.
+
+Wrong guesses are limited per code, never across codes, so that strangers cannot close pairing:
+  * per client (the phone app passes the remote address): MAX_CLIENT_FAILURES = 5 wrong codes,
+    then that client may not try this code again (the right code included);
+  * in total: MAX_CODE_FAILURES = 30 wrong codes from anyone, then the code is spent and no
+    guess is checked any more (the box's status screen and `vrmbox status` say so).
+A code made on the box (its button, `vrmbox pair`) starts with no failures and no locked
+client: whatever strangers did to the one before, the owner's fresh code works. A lockout
+therefore lasts at most one code's five minutes, and nothing a stranger does persists.
+Why this is still safe: at most 30 guesses are ever checked against one code, so one code falls
+to guessing with probability at most 30 / 10**10 = 3e-9; a box that mints 10,000 codes in its
+life (one a day for 27 years) at most 3e-5. Codes exist only when the person asks for one, and
+a guess when none is live (or after expiry) is answered without being checked. Spending a code
+takes 6 addresses (30 / 5), and costs the owner a press for a fresh one, shown on the box. The
+app adds its own per-client throttle (back-off) on top.
 """
 from __future__ import annotations
 
@@ -28,9 +41,9 @@ log = logging.getLogger(__name__)
 
 CODE_DIGITS = 10                      # 10 ** 10 ~ 2 ** 33.2
 CODE_TTL_S = 300
-MAX_FAILURES = 5                      # wrong codes before the first lockout
-LOCKOUT_BASE_S = 30                   # doubled for each wrong code after that
-LOCKOUT_MAX_S = 3600
+MAX_CLIENT_FAILURES = 5               # wrong codes one client may send against one code
+MAX_CODE_FAILURES = 30                # wrong codes one code may take in total (see above)
+MAX_CLIENT_ID = 100                   # a client is named by its address: short, printable
 LAST_SEEN_RESOLUTION_S = 600          # last-seen is written at most this often (each write is audited)
 MAX_PHONES = 20
 MAX_NAME = 64
@@ -48,7 +61,7 @@ class PairingError(ValueError):
 class Refusal:
     """Why a code was not accepted, and how long to wait before the next try (0: now)."""
 
-    reason: str                       # no_code | expired | wrong_code | locked | bad_code
+    reason: str                       # no_code | expired | wrong_code | locked | spent
     retry_after: int
     message: str
 
@@ -73,24 +86,100 @@ def format_code(code: str) -> str:
     return f"{code[:5]} {code[5:]}"
 
 
-def lockout_s(failures: int) -> int:
-    """Seconds of lockout after `failures` wrong codes in a row (pure, for tests and docs)."""
-    if failures < MAX_FAILURES:
-        return 0
-    return min(LOCKOUT_MAX_S, LOCKOUT_BASE_S * 2 ** (failures - MAX_FAILURES))
-
-
 def new_code(store: Store) -> dict[str, Any]:
     """Mint a fresh code (the previous one stops working). Only the box's face and its own
-    user may call this; the failure count carries over so a new code does not reset a lockout."""
+    user may call this. It starts with no failures and no locked client: a fresh code is the
+    owner's way out of any lockout strangers caused (the bound per code is in the docstring)."""
     code = "".join(secrets.choice("0123456789") for _ in range(CODE_DIGITS))
     now = store.now()
-    old = store.get_setting(CODE_SETTING) or {}
+    old = _code_state(store)
+    if old.get("failures"):
+        log.info("a fresh pairing code ends the lockout of the last one (%d wrong codes)",
+                 int(old["failures"]))
     store.set_setting(CODE_SETTING, {"hash": _hash(code), "expires": now + CODE_TTL_S,
-                                     "failures": int(old.get("failures", 0)),
-                                     "locked_until": int(old.get("locked_until", 0))})
+                                     "failures": 0, "clients": {}, "last_failure": None})
     log.info("pairing code minted, valid for %d s", CODE_TTL_S)
     return {"code": code, "display": format_code(code), "expires_at": now + CODE_TTL_S}
+
+
+def _code_state(store: Store) -> dict[str, Any]:
+    value = store.get_setting(CODE_SETTING) or {}
+    return value if isinstance(value, dict) else {}
+
+
+def client_key(client: str | None) -> str:
+    """The name a client's failures are counted under: its address as the app saw it, or
+    "local" for the box's own user (no address). PairingError for anything else."""
+    if client is None:
+        return "local"
+    if not isinstance(client, str) or not 0 < len(client.strip()) <= MAX_CLIENT_ID \
+            or not client.isprintable():
+        raise PairingError(f"a client is named by 1-{MAX_CLIENT_ID} printable characters "
+                           f"(its address), not {str(client)[:40]!r}")
+    return client.strip()
+
+
+def check_code(store: Store, code: Any, client: str | None = None) -> Refusal | None:
+    """None when `code` is the live code and this client may still try it; else why not.
+    A wrong code is counted (per client and for the code) and audited, in one commit."""
+    who = client_key(client)
+    now = store.now()
+    state = _code_state(store)
+    stored = state.get("hash")
+    if not isinstance(stored, str):
+        return Refusal("no_code", 0, "no pairing code is active: make one on the box")
+    expires = int(state.get("expires", 0))
+    if expires <= now:      # nothing to guess any more: not checked, not counted
+        return Refusal("expired", 0, "that code has expired: make a new one on the box")
+    failures = int(state.get("failures", 0))
+    clients = state.get("clients") if isinstance(state.get("clients"), dict) else {}
+    if failures >= MAX_CODE_FAILURES:
+        log.warning("pairing refused: the code is spent (client %s)", who)
+        return Refusal("spent", 0, "too many wrong codes were tried against this code, so it no "
+                                   "longer works: make a fresh one on the box")
+    if int(clients.get(who, 0)) >= MAX_CLIENT_FAILURES:
+        log.warning("pairing refused: client %s tried too many wrong codes", who)
+        return Refusal("locked", expires - now, "too many wrong codes from this device: make a "
+                                                "fresh code on the box, or wait for this one to end")
+    digits = normalise_code(code) if isinstance(code, str) else None
+    if digits is not None and hmac.compare_digest(_hash(digits), stored):
+        return None
+    failures += 1
+    mine = int(clients.get(who, 0)) + 1
+    clients = {**clients, who: mine}
+    with store.transaction():
+        store.set_setting(CODE_SETTING, {**state, "failures": failures, "clients": clients,
+                                         "last_failure": now})
+        store.record_event("pairing_failed", {"client": who, "failures": failures,
+                                              "client_failures": mine})
+    log.warning("wrong pairing code from client %s (%d from it, %d in all)", who, mine, failures)
+    if failures >= MAX_CODE_FAILURES:
+        return Refusal("wrong_code", 0, "that is not the code shown on the box, and this code "
+                                        "now no longer works: make a fresh one on the box")
+    if mine >= MAX_CLIENT_FAILURES:
+        return Refusal("wrong_code", expires - now, "that is not the code shown on the box; this "
+                                                    "device may not try this code again")
+    return Refusal("wrong_code", 0, "that is not the code shown on the box")
+
+
+def lockout(store: Store) -> dict[str, Any]:
+    """What the box shows about the current code's wrong guesses (status screen, `vrmbox
+    status`): state none | active | spent | expired, how many wrong, how many clients locked."""
+    state = _code_state(store)
+    now = store.now()
+    clients = state.get("clients") if isinstance(state.get("clients"), dict) else {}
+    failures = int(state.get("failures", 0)) if isinstance(state.get("hash"), str) else 0
+    if not isinstance(state.get("hash"), str):
+        code = "none"
+    elif int(state.get("expires", 0)) <= now:
+        code = "expired"
+    else:
+        code = "spent" if failures >= MAX_CODE_FAILURES else "active"
+    live = code in ("active", "spent")
+    return {"code": code, "expires_at": state.get("expires") if live else None,
+            "failures": failures, "max_failures": MAX_CODE_FAILURES,
+            "clients_locked": sum(1 for n in clients.values() if int(n) >= MAX_CLIENT_FAILURES),
+            "client_max_failures": MAX_CLIENT_FAILURES, "last_failure_at": state.get("last_failure")}
 
 
 def _phones(store: Store) -> dict[str, dict[str, Any]]:
@@ -105,31 +194,9 @@ def complete(store: Store, code: str, name: str, client: str | None = None) -> d
         raise PairingError(f"a phone name is 1-{MAX_NAME} printable characters")
     name = name.strip()
     now = store.now()
-    state = store.get_setting(CODE_SETTING) or {}
-    locked = int(state.get("locked_until", 0))
-    if locked > now:
-        refusal = Refusal("locked", locked - now, "too many wrong codes; wait before trying again")
-        log.warning("pairing refused while locked out (client %s)", client or "?")
+    refusal = check_code(store, code, client)
+    if refusal is not None:
         return refusal.to_dict()
-    digits = normalise_code(code) if isinstance(code, str) else None
-    stored = state.get("hash")
-    ok = (digits is not None and isinstance(stored, str)
-          and hmac.compare_digest(_hash(digits), stored))
-    if not ok:
-        if stored is None:
-            refusal = Refusal("no_code", 0, "no pairing code is active: make one on the box")
-        else:
-            failures = int(state.get("failures", 0)) + 1
-            wait = lockout_s(failures)
-            store.set_setting(CODE_SETTING, {**state, "failures": failures, "locked_until": now + wait})
-            store.record_event("pairing_failed", {"failures": failures, "locked_s": wait})
-            refusal = Refusal("wrong_code", wait, "that is not the code shown on the box")
-        log.warning("wrong pairing code from client %s (%s)", client or "?", refusal.reason)
-        return refusal.to_dict()
-    if int(state.get("expires", 0)) <= now:
-        with store.transaction():
-            store.set_setting(CODE_SETTING, {"failures": 0, "locked_until": 0})
-        return Refusal("expired", 0, "that code has expired: make a new one on the box").to_dict()
     phones = _phones(store)
     if len(phones) >= MAX_PHONES:
         raise PairingError(f"at most {MAX_PHONES} phones can be paired; unpair one first")
@@ -137,7 +204,7 @@ def complete(store: Store, code: str, name: str, client: str | None = None) -> d
     secret = secrets.token_urlsafe(32)
     phones[phone_id] = {"name": name, "created": now, "last_seen": now, "secret_hash": _hash(secret)}
     with store.transaction():   # the code is used up in the same commit that pairs the phone
-        store.set_setting(CODE_SETTING, {"failures": 0, "locked_until": 0})
+        store.set_setting(CODE_SETTING, {})
         store.set_setting(PHONES_SETTING, phones)
         store.record_event("phone_paired", {"phone": phone_id, "name": name})
     log.info("phone %s (%s) paired", phone_id, name)

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..client import call, subscribe
+from ..client import ControlError, call, subscribe
 from ..config import ConfigError
 from ..market import MarketError
 from ..textsafe import for_terminal as shown
@@ -97,12 +97,34 @@ def face_status(cfg: Any) -> str:
     return "no board set (`vrmbox ui` uses the default profile or --display)"
 
 
+def pairing_text(p: Any) -> str:
+    """The pairing code's lockout in words: wrong codes so far, clients locked, spent."""
+    if not isinstance(p, dict):
+        return "unknown"
+    code = p.get("code")
+    if code in ("none", "expired"):
+        return "no code active (`vrmbox pair` makes one)"
+    wrong = f"{p.get('failures', 0)} of {p.get('max_failures', '?')} wrong codes"
+    locked = int(p.get("clients_locked") or 0)
+    if code == "spent":
+        return f"code spent by {wrong}: make a fresh one (`vrmbox pair`, or the box's pair screen)"
+    text = f"code active, {wrong}"
+    if locked:
+        text += f", {locked} device{'s' if locked != 1 else ''} locked out of it"
+    return text + (" (a fresh code starts clean)" if p.get("failures") else "")
+
+
 @guarded
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = config(args)
     result = dict(call(cfg.control.socket, "status"))
+    try:   # a daemon from before this operation existed still answers status
+        result["pairing"] = call(cfg.control.socket, "pairing_status")
+    except ControlError as exc:
+        log.info("no pairing status: %s", exc)
     result["face"] = face_status(cfg)
-    out(args, result, "\n".join(f"{k}: {v}" for k, v in result.items()))
+    text = {**result, "pairing": pairing_text(result["pairing"])} if "pairing" in result else result
+    out(args, result, "\n".join(f"{k}: {v}" for k, v in text.items()))
     return 0
 
 

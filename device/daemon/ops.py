@@ -146,6 +146,8 @@ OPS: dict[str, Op] = {
                                                           _opt(a, "client", str))),
     "phone_session": _read(lambda m, a: pairing.session(m.store, _need(a, "secret", str)), PHONE),
     "phones": _read(lambda m, a: pairing.list_phones(m.store)),
+    # wrong pairing codes against the current one: the box's status screen and `vrmbox status`
+    "pairing_status": _read(lambda m, a: pairing.lockout(m.store)),
     "phone_unpair": _write(lambda m, a: pairing.unpair(m.store, _need(a, "phone", str)), ALL),
 }
 
