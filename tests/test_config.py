@@ -311,3 +311,15 @@ def test_the_box_face_shows_the_https_pairing_address(tmp_path):
     assert companion_url_of(load_config(env=ENV, reader=config.UI)) is None   # development: the launcher's
     with pytest.raises(ConfigError, match="go together"):
         load_config(write(tmp_path, "[companion]\ncert_file = 'c.pem'\n", "half.toml"), env=ENV)
+
+
+def test_a_retired_key_is_skipped_with_a_warning_so_an_upgraded_box_starts(tmp_path, caplog):
+    f = tmp_path / "c.toml"
+    f.write_text("[intents]\nrepublish_window_s = 60\nrepublish_every_s = 120\n")
+    with caplog.at_level(logging.WARNING, logger="device.config.load"):
+        cfg = load_config(f, env={})
+    assert cfg.intents.republish_every_s == 120
+    assert "intents.republish_window_s is not read any more" in caplog.text
+    f.write_text("[intents]\nrepublish_windw_s = 60\n")             # a typo is still an error
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(f, env={})

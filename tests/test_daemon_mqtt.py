@@ -28,7 +28,7 @@ per_vendor_per_minute = 100000
 per_vendor_burst = 1000
 max_offers_per_vendor_intent = 1000
 [intents]
-republish_window_s = 2
+republish_every_s = 2
 """
 
 
@@ -256,7 +256,7 @@ def test_sigkill_of_the_daemon_loses_no_offer_and_stores_none_twice(box, broker)
         assert s.audit.verify().ok
 
 
-def test_live_intents_are_published_again_after_a_reconnect(box, broker):
+def test_an_intent_the_broker_lost_comes_back_on_its_own_schedule(box, broker):
     intent_id = cast(box)
     seen: list[mqtt.MQTTMessage] = []
     c = client(broker, "eraser")

@@ -119,7 +119,7 @@ class World:
 def world(tmp_path, brokers, monkeypatch):
     box_config(tmp_path, monkeypatch, "[intake]\nper_vendor_per_minute = 100000\nper_vendor_burst = 1000\n"
                                       f"max_offers_per_vendor_intent = {ITEMS + 10}\n"
-                                      "[intents]\nrepublish_window_s = 2\n")
+                                      "[intents]\nrepublish_every_s = 2\n")
     broker = brokers("faults")            # the project's mosquitto.conf: persistence, autosave 1 s
     w = World(tmp_path, broker)
     try:

@@ -1,12 +1,11 @@
 """What a stranger on the market broker can learn from the box's connection (issue: linkable
 intents, a hijackable session): no availability status there, a secret random client id, intents
-re-published one by one at random moments, a refused message not retried in a loop, and a
+re-published on their own clocks (tests/test_wire_timing.py), a refused message not retried in a loop, and a
 watchdog fed only while the worker works. Real Mosquitto brokers; the daemon as a process
 where the wire is the point, in-process where its parts are."""
 from __future__ import annotations
 
 import json
-import random
 import socket
 import time
 import uuid
@@ -19,7 +18,6 @@ from broker import Broker
 from device.config import load_config
 from device.daemon import Daemon
 from device.daemon.home import STATUS_EXPIRY_S
-from device.daemon.schedule import MIN_GAP_S, republish_times
 from processes import box_config, daemon, vrmbox, wait_for
 from vrm_protocol import topics
 
@@ -135,45 +133,6 @@ def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, br
         secret = s.get_setting("mqtt_client_id")
     assert secret and all(secret not in x for x in seen)
     watch.close()
-
-
-def test_republish_times_are_spread_apart_in_random_order():
-    ids = [f"i{n}" for n in range(10)]
-    orders = set()
-    for seed in range(20):
-        at = republish_times(ids, 1000.0, 60, random.Random(seed))
-        times = sorted(at.values())
-        assert set(at) == set(ids)
-        assert all(1000.0 < t <= 1060.0 for t in times)
-        assert all(b - a >= MIN_GAP_S - 1e-9 for a, b in zip(times, times[1:]))
-        orders.add(tuple(sorted(ids, key=at.get)))
-    assert len(orders) > 15                               # not one fixed order
-    crowded = republish_times([f"i{n}" for n in range(100)], 0.0, 60, random.Random(1))
-    t = sorted(crowded.values())
-    assert all(b - a >= MIN_GAP_S - 1e-9 for a, b in zip(t, t[1:]))   # widened, never crammed
-
-
-def test_after_a_restart_intents_come_back_one_at_a_time(tmp_path, broker, monkeypatch):
-    box_config(tmp_path, monkeypatch, "[intents]\nrepublish_window_s = 4\n")
-    data = tmp_path / "box"
-    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
-    ids = [json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
-           for _ in range(3)]
-    proc.stop()
-    wiper = Watcher(broker, topics.intents("bikes"))          # the broker loses the retained copies
-    wait_for(lambda: len(wiper.topics(f"{topics.PREFIX}/intents/")) == 3, what="three retained intents")
-    for i in ids:
-        wiper.c.publish(topics.intent("bikes", i), b"", qos=1, retain=True).wait_for_publish(5)
-    wiper.close()
-    watch = Watcher(broker, topics.intents("bikes"))
-    proc = daemon(data, broker.url, tmp_path / "daemon2.log").start()
-    try:
-        wait_for(lambda: len(watch.topics(f"{topics.PREFIX}/intents/")) == 3, timeout=60, what="all three again")
-        arrivals = sorted(when for t, p, _, when in watch.got if p)
-        assert all(b - a >= 0.3 for a, b in zip(arrivals, arrivals[1:])), arrivals   # never a burst
-    finally:
-        proc.stop()
-        watch.close()
 
 
 def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monkeypatch):

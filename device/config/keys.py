@@ -167,10 +167,12 @@ KEYS: tuple[Key, ...] = (
     _k("intents.terms_uri", c.string(optional=True), NO_DEFAULT,
        "Public URL of the terms text (optional).", _D, "string",
        example="https://example.org/terms/vrm-basic-1"),
-    _k("intents.republish_window_s", c.int_range(1, 3600), 60,
-       "After a reconnect, each live intent is re-published at its own random time in this window.",
-       _D, "integer", notes="1..3600 s, at least a second apart, so a restart does not publish all "
-                            "of a person's intents together."),
+    _k("intents.republish_every_s", c.int_range(1, 604800), 900,
+       "Mean seconds between re-publishes of each live intent, on its own random clock.",
+       _D, "integer", notes="1..604800. Each intent's moments are its own (exponential gaps), "
+                            "whether or not the box is connected, so a reconnect publishes "
+                            "nothing that ties a person's intents together; the re-publishes "
+                            "bring an intent back to a broker that lost its retained copy."),
     _k("agreements.countersign_timeout_s", c.int_range(10, 86400), 300,
        "Seconds to wait for the vendor's countersignature (nothing is disclosed before it).", _D,
        "integer"),
@@ -233,6 +235,10 @@ KEYS: tuple[Key, ...] = (
 # Sections present only when given: their keys are shown commented out in config.toml.
 OPTIONAL_SECTIONS = {"home_broker": "The box's own broker on the LAN (local topics: availability, "
                                     "the remote). Same keys as [broker]; absent: none."}
+# Keys an older version read and this one does not: skipped with a warning, so an upgraded box
+# still starts with the config it had, and says what to do.
+RETIRED = {"intents.republish_window_s": "intents are no longer re-published after a reconnect; "
+                                         "intents.republish_every_s sets their own schedule"}
 BY_NAME = {k.name: k for k in KEYS}
 SECTIONS: dict[str, dict[str, Key]] = {}
 for _key in KEYS:

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .checks import ConfigError
-from .keys import CLI, KEYS, READERS, SECTIONS, Key
+from .keys import CLI, KEYS, READERS, RETIRED, SECTIONS, Key
 from .model import (AgreementsConfig, BrokerConfig, CompanionConfig, Config, ControlConfig,
                     IntakeConfig, IntentsConfig, UiConfig)
 
@@ -94,6 +94,10 @@ def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
             if not isinstance(value, dict):
                 raise ConfigError(name, value, "must be a table")
             for key, v in value.items():
+                if f"{name}.{key}" in RETIRED:
+                    log.warning("%s: %s.%s is not read any more (%s); remove it", path, name, key,
+                                RETIRED[f"{name}.{key}"])
+                    continue
                 if key not in SECTIONS[name]:
                     raise ConfigError(f"{name}.{key}", v, "unknown key")
                 raw[name][key] = v

@@ -50,7 +50,7 @@ class IntentsConfig:
     terms_id: str = _d("intents.terms_id")
     terms_text: str = _d("intents.terms_text")
     terms_uri: str | None = None
-    republish_window_s: int = _d("intents.republish_window_s")
+    republish_every_s: int = _d("intents.republish_every_s")
 
 
 @dataclass(frozen=True)

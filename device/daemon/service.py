@@ -49,7 +49,7 @@ from .held import HeldError, HeldRequests
 from .home import HomeLink
 from .lanes import UNKNOWN, Lanes
 from .verify_pool import InProcess, VerifyPool, make_verifier
-from .schedule import republish_times
+from . import schedule
 from .notify import notify
 from .sockets import ControlServer
 
@@ -82,8 +82,6 @@ ASKERS = {"companion": "the phone app", "owner": "the box's own user", "button":
 EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
 BATCH_MAX = 64      # messages stored in one transaction (group commit)
-RECEIPT_WINDOW_S = 0.2   # under load, receipts of several commits share one signature...
-RECEIPT_GATHER_MAX = 256  # ...up to this many offers (an idle box receipts at once)
 STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 VERIFY_BATCH = 32       # messages handed to one verify process at a time (the hand-off is small next to them)
 
@@ -109,8 +107,6 @@ class Daemon:
         self._last_prune = 0.0
         self._retries: collections.deque[Any] = collections.deque()   # run one by one, first
         self._held: collections.deque[_Inbound] = collections.deque()   # unacked while storage fails
-        self._unreceipted: list[receipts.Stored] = []   # committed, receipt not yet signed
-        self._unreceipted_since = 0.0
         self._hold_max = cfg.intake.max_queue
         self._storage: str | None = None          # None: writable; else FULL / FAILING
         self._storage_retry_at = 0.0
@@ -120,7 +116,9 @@ class Daemon:
         self._subscribed: set[str] = set()
         self._lock = threading.Lock()
         self._rng = random.Random(secrets.randbits(64))
+        self._unreceipted = receipts.Waiting(self._rng)   # committed, receipt not yet signed
         self._republish_at: dict[str, float] = {}   # intent -> monotonic time to publish it again
+        self._republish_rng = random.Random(secrets.randbits(64))   # its own: schedule.py
         self._backoff: dict[int, tuple[float, float]] = {}   # outbox id -> (retry at, delay)
         self._refused: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         i = cfg.intake
@@ -146,6 +144,7 @@ class Daemon:
         self._rejected_total = 0
         self._event_budget = RateLimiter(EVENTS_PER_MINUTE, EVENTS_PER_MINUTE // 6)
         self._live_intents = 0
+        self._ticks = 0                 # periodic ticks done: a sign of life in `vrmbox status`
         self.control = ControlServer(c.socket, CONTROL_SOCKET, self.access, self.submit, self.events,
                                      self.status)
         self.button = ControlServer(c.button, BUTTON_SOCKET, self.access, self.submit, self.events,
@@ -325,15 +324,15 @@ class Daemon:
         last_tick = 0.0
         while not self._stop.is_set() or (self._storage is None and not self._queue.empty()):
             self._beat = time.monotonic()
+            self._send_due_receipt()
             if self._storage is not None:
-                self._flush_receipts()      # what was committed before the pause
-                self._paused_step()
+                self._paused_step()          # receipts of what was committed before still go
                 continue
             if self._retries:                # retried one by one, never in a batch again
                 self._run(self._retries.popleft())
             else:
                 try:
-                    item = self._queue.get(timeout=TICK_S)
+                    item = self._queue.get(timeout=self._wait_s())
                 except queue.Empty:
                     item = None
                 if isinstance(item, _Inbound):
@@ -350,7 +349,10 @@ class Daemon:
                         log.exception("worker error in the periodic tick")
                     else:
                         self._pause(fault, None, exc)
-        self._flush_receipts()   # best effort on the way out: a lost one costs a re-send
+        dropped = self._unreceipted.drop_all()
+        if dropped:
+            log.info("stopping: %d offer(s) stored but not yet receipted; their vendors' re-sends "
+                     "are receipted after the restart", dropped)
 
     def _gather(self, first: _Inbound) -> list[Any]:
         """Group commit: what is already queued behind `first`, up to BATCH_MAX items. Never
@@ -521,32 +523,33 @@ class Daemon:
         self._ack(item.mid, item.qos)  # only now: the result is committed
 
     def _send_receipts(self, done: list[tuple[_Inbound, Outcome | Rejection]]) -> None:
-        """After the commit: signed receipts (intent key) of the offers it stored or already held,
-        published QoS 1 with expiry and not kept: a receipt lost on the way costs the vendor one
-        re-send, which is receipted again (docs/protocol.md, receipts). While more messages wait,
-        commits are gathered for up to RECEIPT_WINDOW_S so that one signature covers many."""
-        self._unreceipted += [receipts.Stored(item.pre.intent, item.pre.msg.token if item.pre.msg
-                                              else item.pre.payload.decode("ascii"))
-                              for item, outcome in done if isinstance(outcome, Outcome)
-                              and outcome.kind in ("offer", "duplicate") and item.pre.intent]
-        if not self._unreceipted:
-            return
-        if not self._unreceipted_since:
-            self._unreceipted_since = time.monotonic()
-        if self._queue.empty() or len(self._unreceipted) >= RECEIPT_GATHER_MAX \
-                or time.monotonic() - self._unreceipted_since >= RECEIPT_WINDOW_S:
-            self._flush_receipts()
+        """After the commit: the offers it stored or already held wait for their receipt, each
+        intent on its own random clock (receipts.Waiting), so receipts never tie intents together."""
+        self._unreceipted.add([receipts.Stored(item.pre.intent, item.pre.msg.token if item.pre.msg
+                                               else item.pre.payload.decode("ascii"))
+                               for item, outcome in done if isinstance(outcome, Outcome)
+                               and outcome.kind in ("offer", "duplicate") and item.pre.intent],
+                              time.monotonic())
 
-    def _flush_receipts(self) -> None:
-        stored, self._unreceipted, self._unreceipted_since = self._unreceipted, [], 0.0
+    def _wait_s(self) -> float:
+        """How long the worker may wait for the next message: until the next receipt is due."""
+        due = self._unreceipted.next_due()
+        return TICK_S if due is None else min(TICK_S, max(0.005, due - time.monotonic()))
+
+    def _send_due_receipt(self) -> None:
+        """At most one intent's receipts per call: signed (intent key), published QoS 1 with
+        expiry and not kept; a receipt lost on the way costs the vendor one re-send, which is
+        receipted again (docs/protocol.md, receipts)."""
+        stored = self._unreceipted.take_due(time.monotonic())
         if not stored:
             return
         try:
             now = int(self.clock())
-            intents = {i: self.store.get_intent(i) for i in {s.intent for s in stored}}  # once each
-            live = {i: rec for i, rec in intents.items() if rec is not None}
-            for body in receipts.batch(stored, {i: rec.category for i, rec in live.items()}):
-                token = sign(live[body.intent].identity, body, now=now, ttl=receipts.RECEIPT_TTL_S)
+            rec = self.store.get_intent(stored[0].intent)
+            if rec is None:                 # gone from the store meanwhile
+                return
+            for body in receipts.batch(stored, {rec.intent_id: rec.category}):
+                token = sign(rec.identity, body, now=now, ttl=receipts.RECEIPT_TTL_S)
                 mqtt_edge.publish(self.client, topics.receipt(body.category, body.intent), token,
                                   retain=False, now=now)
         except Exception:   # never let a receipt cost an offer: the vendor's re-send asks again
@@ -578,7 +581,6 @@ class Daemon:
             self._refuse(*value)
         elif kind == "connected":
             self._sync_subscriptions()
-            self._schedule_republish()
             self._flush_outbox()
         elif kind == "control":
             op, args, role, fut = value
@@ -691,9 +693,11 @@ class Daemon:
         self.client.loop_start()
 
     def _tick(self) -> None:
-        self._flush_receipts()
+        self._ticks += 1
         self.intake.flush_counts()
-        self._live_intents = len(self.store.intent_states("active"))
+        now = int(self.clock())
+        live = [r.intent_id for r in self.store.intent_states("active") if r.expires_at > now]
+        self._live_intents = len(live)
         if time.monotonic() - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = time.monotonic()
             self.store.prune()
@@ -701,7 +705,7 @@ class Daemon:
         if self.market.expire_intents():
             self.intake.refresh()
             self._sync_subscriptions()
-        self._republish_due()
+        self._republish_due(live)
         self._flush_outbox()
 
     def status(self, role: str | None = None) -> dict[str, Any]:
@@ -710,7 +714,7 @@ class Daemon:
                 "queue": self._queue.qsize(), "inflight": len(self._inflight),
                 "verifying": self._lanes.size, "verify_workers": self._verifier.size,
                 "storage": self._storage or "ok", "held": len(self._held),
-                "live_intents": self._live_intents,
+                "live_intents": self._live_intents, "ticks": self._ticks,
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,
                 "single_user": self.access.single_user, "role": role,
@@ -732,22 +736,14 @@ class Daemon:
         if gone:  # withdrawn/expired intents with nothing more to come: stop listening
             self.client.unsubscribe(sorted(gone))
 
-    def _schedule_republish(self) -> None:
-        """After a (re)connect: each live intent again at its own random time (schedule.py)."""
-        now = int(self.clock())
-        live = [r.intent_id for r in self.store.intent_states("active") if r.expires_at > now]
-        self._republish_at = republish_times(live, time.monotonic(), self.cfg.intents.republish_window_s,
-                                             self._rng)
-
-    def _republish_due(self) -> None:
-        if not self._connected.is_set() or not self._republish_at:
+    def _republish_due(self, live: list[str]) -> None:
+        """Each live intent again at the moments of its own clock (schedule.py), connected or
+        not: a moment missed offline is skipped, so a reconnect publishes nothing by itself."""
+        t, mean = time.monotonic(), float(self.cfg.intents.republish_every_s)
+        self._republish_at = schedule.updated(self._republish_at, live, t, mean, self._republish_rng)
+        intent_id = schedule.take_due(self._republish_at, t, mean, self._republish_rng)
+        if intent_id is None or not self._connected.is_set():
             return
-        t = time.monotonic()
-        due = sorted((at, i) for i, at in self._republish_at.items() if at <= t)
-        if not due:
-            return
-        intent_id = due[0][1]          # at most one a tick: never two together, even when late
-        del self._republish_at[intent_id]
         rec = self.store.get_intent(intent_id)
         if rec is not None and rec.status == "active" and rec.expires_at > int(self.clock()):
             mqtt_edge.publish(self.client, topics.intent(rec.category, rec.intent_id), rec.token,
