@@ -86,6 +86,7 @@ class _Board:
     ctx: Context
     version: tuple[int, int]   # store.offers_version() when built
     stored: int                # the intent's offers in the store, whatever their status
+    blocked: frozenset[str]    # the vendors left out (blocked when built)
 
 
 class Market:
@@ -96,6 +97,8 @@ class Market:
         self._clock = clock or store.now
         self._compiled: tuple[Any, Any] | None = None  # (rules dict, compiled) cache
         self._boards: OrderedDict[str, _Board] = OrderedDict()   # intent -> its leaderboard
+        self._status_changes = 0                     # vendor statuses set through this market
+        self._blocked: tuple[tuple[int, int], frozenset[str]] | None = None
 
     def now(self) -> int:
         return int(self._clock())
@@ -184,6 +187,22 @@ class Market:
         return Context(suppliers=frozenset(s.vendor for s in self.store.list_suppliers()),
                        reputation=reputation_from(agreements, reviews, self.now()))
 
+    def blocked_vendors(self) -> frozenset[str]:
+        """The vendors the person blocked. Their offers leave every ranking at once (the phone,
+        the box's screen, the CLI all read ranked_offers) and none can be accepted or confirmed:
+        a block the person set must not leave a blocked vendor ranked first. Cached; read again
+        when this market sets a status or another connection wrote to the store."""
+        key = (self._status_changes, self.store.offers_version()[1])
+        if self._blocked is None or self._blocked[0] != key:
+            self._blocked = (key, frozenset(v.vendor for v in self.store.list_vendors()
+                                            if v.status == "blocked"))
+        return self._blocked[1]
+
+    def _refuse_blocked(self, vendor: str, what: str) -> None:
+        if vendor in self.blocked_vendors():
+            raise MarketError(f"vendor {vendor} is blocked, so {what}: allow it again on the "
+                              f"vendors page (or `vrmbox vendor allow {vendor}`) first")
+
     def facts(self, offer: OfferRecord, category: str) -> OfferFacts:
         return OfferFacts.from_offer(offer.offer_id, offer.body, category, offer.received_at)
 
@@ -200,9 +219,12 @@ class Market:
         """Offers ranked by the person's current rules (or `compiled` ones), with explanations."""
         categories = {r.intent_id: r.category for r in self.store.intent_states()}
         now = self.now()
+        blocked = self.blocked_vendors()
         offers = [o for o in self.store.list_offers(intent_id)
                   if include_closed or o.status == "new"
                   or (o.status == "snoozed" and (o.snooze_until or 0) <= now)]
+        shut_out = [o for o in offers if o.vendor in blocked]       # not ranked, nor in the scale
+        offers = [o for o in offers if o.vendor not in blocked]
         by_id = {o.offer_id: o for o in offers}
         ranked = rank(compiled or self.compiled_rules(), [self.facts(o, categories.get(o.intent_id, ""))
                                               for o in offers], self.context(), now)
@@ -210,14 +232,22 @@ class Market:
         for r in ranked:
             if not r.eligible and not include_ineligible:
                 continue
-            o = by_id[r.offer_id]
-            out.append({"offer": o.offer_id, "intent": o.intent_id, "vendor": o.vendor,
-                        "item": o.body.get("item", {}).get("name"), "price": o.body.get("price"),
-                        "currency": o.body.get("currency"), "valid_until": o.body.get("valid_until"),
-                        "status": o.status, "eligible": r.eligible, "score": r.score,
-                        "terms_accepted": o.body.get("terms_response", {}).get("decision") == "accept",
-                        "explanation": r.explanation.to_dict()})
+            out.append(self._offer_row(by_id[r.offer_id], r.eligible, r.score, r.explanation.to_dict()))
+        if include_ineligible:     # shown as filtered out, with the reason, never ranked
+            out += [self._offer_row(o, False, 0.0, {"passed": [], "contributions": {}, "score": 0.0,
+                                                    "failed": [f"vendor_status: {o.vendor} is blocked"]})
+                    for o in shut_out]
         return out
+
+    @staticmethod
+    def _offer_row(o: OfferRecord, eligible: bool, score: float,
+                   explanation: dict[str, Any]) -> dict[str, Any]:
+        return {"offer": o.offer_id, "intent": o.intent_id, "vendor": o.vendor,
+                "item": o.body.get("item", {}).get("name"), "price": o.body.get("price"),
+                "currency": o.body.get("currency"), "valid_until": o.body.get("valid_until"),
+                "status": o.status, "eligible": eligible, "score": score,
+                "terms_accepted": o.body.get("terms_response", {}).get("decision") == "accept",
+                "explanation": explanation}
 
     def place_offer(self, offer_id: str, category: str,
                     record: OfferRecord | None = None) -> Placement | None:
@@ -231,14 +261,15 @@ class Market:
         a snooze ending). `record`: the offer as just stored, when the caller has it."""
         rec = record if record is not None and record.offer_id == offer_id else self.store.get_offer(offer_id)
         now = self.now()
-        if rec is None or not _is_open(rec, now):
+        blocked = self.blocked_vendors()
+        if rec is None or not _is_open(rec, now) or rec.vendor in blocked:
             return None
         rules, ctx = self.compiled_rules(), self.context()
         version = self.store.offers_version()
         stored = self.store.count_intent_offers(rec.intent_id)
         cached = self._boards.get(rec.intent_id)
         if cached is not None and cached.rules is rules and cached.ctx == ctx \
-                and cached.version == version and cached.stored + 1 == stored \
+                and cached.blocked == blocked and cached.version == version and cached.stored + 1 == stored \
                 and offer_id not in cached.board and not cached.board.stale(now):
             placed = cached.board.add(self.facts(rec, category), now)
             cached.stored = stored
@@ -248,11 +279,12 @@ class Market:
             offers = self.store.list_offers(rec.intent_id)
             wake = [o.snooze_until for o in offers
                     if o.status == "snoozed" and (o.snooze_until or 0) > now]
-            board = Leaderboard(rules, ctx, [self.facts(o, category) for o in offers if _is_open(o, now)],
+            board = Leaderboard(rules, ctx, [self.facts(o, category) for o in offers
+                                             if _is_open(o, now) and o.vendor not in blocked],
                                 now, wake_at=min(wake) if wake else None)
             placed = board.placement(offer_id, now)
             if len(board) <= MAX_BOARD_OFFERS:
-                self._boards[rec.intent_id] = _Board(board, rules, ctx, version, len(offers))
+                self._boards[rec.intent_id] = _Board(board, rules, ctx, version, len(offers), blocked)
         held = sum(len(b.board) for b in self._boards.values())
         while held > MAX_BOARD_OFFERS and len(self._boards) > 1:
             _, dropped = self._boards.popitem(last=False)
@@ -291,6 +323,7 @@ class Market:
         """Record what the person accepted, under a fresh agreement id; nothing is signed or sent
         until they confirm on the box (protocol v2: the agreement's iat is the confirmation)."""
         offer = self._open_offer(offer_id)
+        self._refuse_blocked(offer.vendor, "its offers cannot be accepted")
         if int(offer.body.get("valid_until", 0)) < self.now():
             raise MarketError(f"offer {offer_id} has expired")
         intent = self._intent(offer.intent_id)
@@ -347,6 +380,7 @@ class Market:
             raise MarketError(f"no agreement {agreement_id}")
         if rec.status != "pending_confirmation":
             raise MarketError(f"agreement {agreement_id} is {rec.status}")
+        self._refuse_blocked(rec.vendor, "nothing is sent to it (cancel the agreement on the vendors page)")
         offer = self.store.get_offer(rec.offer_id)
         now = self.now()
         if rec.created_at + agr.PENDING_TTL <= now or \
@@ -471,7 +505,11 @@ class Market:
             self.store.set_vendor_status(vendor, status)
         except StoreError as exc:
             raise MarketError(str(exc)) from exc
-        return {"vendor": vendor, "status": status}
+        self._status_changes += 1
+        self._boards.clear()
+        waiting = [a.agreement_id for a in self.store.agreement_states()
+                   if a.vendor == vendor and a.status == "pending_confirmation"]
+        return {"vendor": vendor, "status": status, "pending_agreements": waiting}
 
     def rejections(self) -> list[dict[str, Any]]:
         return [{"reason": r, "vendor": v, "count": n} for r, v, n in self.store.rejection_counts()]
@@ -493,6 +531,7 @@ class Market:
     def accept_preview(self, offer_id: str) -> dict[str, Any]:
         """What accepting from the box would send: the default fields the profile has."""
         offer = self._open_offer(offer_id)
+        self._refuse_blocked(offer.vendor, "its offers cannot be accepted")
         profile = self.store.get_profile()
         fields = [f for f in self.settings.default_fields if f in profile]
         return {"offer": offer_id, "vendor": offer.vendor, "fields": fields,
