@@ -12,7 +12,7 @@ docs/companion.md describes pairing, pages, API and the security model.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +77,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=https,
         SESSION_COOKIE_PATH="/",
-        PERMANENT_SESSION_LIFETIME=timedelta(days=365),
-        # Only write the cookie when the session changed: otherwise concurrent requests (a page
-        # and its CSS, the event stream) each send back their own older copy and the last wins.
-        SESSION_REFRESH_EACH_REQUEST=False,
         MAX_CONTENT_LENGTH=MAX_UPLOAD,
         WTF_CSRF_TIME_LIMIT=None,           # the token lives as long as the session
         WTF_CSRF_CHECK_DEFAULT=False,       # checked in the gate, after the Host check and auth
@@ -91,6 +87,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = security.load_secret_key(Path(app.config["DATA_DIR"]))
     app.config["ALLOWED_HOSTS"] = security.box_names(app.config.get("ALLOWED_HOSTS") or ())
+    # the cookie is an opaque id whose state is on the box (security.BoxSessions), not Flask's
+    # signed cookie, which would carry the session's contents to the browser
+    app.session_interface = security.BoxSessions()
     app.extensions["vrmbox_sessions"] = security.Sessions(app.config["BOX"])
     app.extensions["vrmbox_throttle"] = conf.get("THROTTLE") or Throttle()
     app.extensions["vrmbox_reads"] = ReadCache(app.config["BOX"], ttl_s=float(conf.get("READ_CACHE_S", TTL_S)))
@@ -106,4 +105,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     for bp in (auth.bp, dashboard.bp, intents.bp, rules.bp, vendors.bp, mydata.bp, agreements.bp,
                audit.bp, settings.bp, api.bp):
         app.register_blueprint(bp)
+    # /events (dashboard.events, which the pages' live.js opens) is served by api.event_stream:
+    # the stream that re-checks its session on a clock, so it ends with the session
+    app.view_functions["dashboard.events"] = api.event_stream
     return app

@@ -11,12 +11,12 @@ from typing import Any
 
 from flask import (Blueprint, Flask, Response, current_app, g, jsonify, redirect, render_template,
                    request, session, url_for)
-from flask_wtf.csrf import CSRFError, generate_csrf
+from flask_wtf.csrf import CSRFError
 
 from .box import DOWN_MESSAGE, BoxDown, BoxRefused
 from .inputs import control_char, control_message, form_errors, summary
 from .pages import box
-from .security import SESSION_KEY, current_phone, same_origin
+from .security import SESSION_KEY, current_phone, same_origin, start_session, use_csrf
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,9 @@ bp = Blueprint("auth", __name__)
 # Endpoints an unpaired client may reach: pairing itself, static files, the API's pairing
 # pair and the API document (it describes the interface, it holds no personal data).
 PUBLIC = frozenset({"static", "auth.pair", "api.session", "api.pair", "api.openapi"})
+# Where a browser gets or uses a pairing token: its CSRF token comes from the pairing cookie
+# there, never from (and never written into) a session.
+PAIRING = frozenset({"auth.pair", "api.pair", "api.session"})
 CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_NAME = 64
 
@@ -61,8 +64,12 @@ def install_gate(app: Flask) -> None:
                     return _refuse(401, "this phone is not paired with the box: pair it first",
                                    "not_paired")
                 return redirect(url_for("auth.pair"))
-        if ep != "static" and "csrf_token" not in session:
-            generate_csrf()                    # once per session, on its first page
+        if ep in PAIRING:
+            # the session's own token only where a paired browser asks for it (the API's
+            # /session); the pairing forms always use the pairing cookie's
+            use_csrf(app, paired=ep == "api.session" and current_phone(app) is not None)
+        elif ep not in PUBLIC:
+            use_csrf(app, paired=True)
         if request.method in CHANGING:
             origin = request.headers.get("Origin")
             if origin and origin != "null" and not same_origin(origin, request.scheme, request.host):
@@ -129,10 +136,7 @@ def attempt_pairing(code: str, name: str) -> tuple[int, dict[str, Any], dict[str
                          "retry_after": wait}, {"Retry-After": str(wait)}
         return 400, {"error": result["message"], "code": reason, "field": "code"}, {}
     throttle.succeeded(client)
-    session.clear()
-    session.permanent = True
-    session[SESSION_KEY] = result["secret"]
-    generate_csrf()                            # the paired session's own token, from now on
+    start_session(current_app, result["secret"])   # the box's opaque id is all the cookie holds
     current_app.extensions["vrmbox_sessions"].forget()
     log.info("phone %s paired from %s", result["phone"], client)
     return 200, {"phone": result["phone"], "name": result["name"]}, {}

@@ -33,6 +33,10 @@ class BoxDown(BoxError):
         self.detail = detail
 
 
+class BoxSlow(BoxDown):
+    """The daemon did not answer within the time the caller gave it (it may be busy)."""
+
+
 class BoxRefused(BoxError):
     """The daemon answered with a refusal; the message says why (shown to the person)."""
 
@@ -50,10 +54,13 @@ class Box:
         self.socket_path = Path(socket_path)
         self.timeout = timeout
 
-    def call(self, op: str, args: dict[str, Any] | None = None) -> Any:
+    def call(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        """One operation; `timeout` (seconds) bounds this call more tightly than the default."""
         try:
-            return call(self.socket_path, op, args or {}, timeout=self.timeout)
+            return call(self.socket_path, op, args or {}, timeout=self.timeout if timeout is None else timeout)
         except ControlError as exc:
+            if isinstance(exc.__cause__, TimeoutError):
+                raise BoxSlow(str(exc)) from exc
             if _is_down(exc):
                 raise BoxDown(str(exc)) from exc
             raise BoxRefused(str(exc)) from exc

@@ -46,7 +46,8 @@ def test_the_app_is_https_with_secure_host_cookies(https_app):
     r = requests.get(base + "/pair", verify=str(https_app["ca"]), timeout=10)
     assert r.status_code == 200 and "pair" in r.text.lower()
     cookies = r.headers.get("Set-Cookie", "")
-    assert re.search(r"__Host-vrmbox=", cookies), cookies
+    # the pairing form's own cookie; the session cookie is written only when pairing succeeds
+    assert re.search(r"__Host-vrmbox-pair=", cookies) and not re.search(r"__Host-vrmbox=", cookies), cookies
     assert "Secure" in cookies and "HttpOnly" in cookies and "SameSite=Strict" in cookies
     assert "Domain=" not in cookies
 
