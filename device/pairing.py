@@ -211,8 +211,18 @@ def complete(store: Store, code: str, name: str, client: str | None = None) -> d
     return {"phone": phone_id, "name": name, "secret": secret}
 
 
+# A phone's session lasts as long as the browser keeps its cookie (the app sets it for a year at
+# pairing): enforced here too, so a copy of an old cookie stops working when the phone's own does.
+SESSION_TTL_S = 365 * 86400
+
+
+def session_expires(p: dict[str, Any]) -> int:
+    return int(p.get("created") or 0) + SESSION_TTL_S
+
+
 def session(store: Store, secret: str) -> dict[str, Any]:
-    """The phone a session secret belongs to (and mark it seen); PairingError if none."""
+    """The phone a session id belongs to (and mark it seen); PairingError if none or expired.
+    The box keeps only a SHA-256 of the id (the app's cookie holds the id and nothing else)."""
     if not isinstance(secret, str) or not 0 < len(secret) <= 256:
         raise PairingError("not a paired phone")
     wanted = _hash(secret)
@@ -224,6 +234,8 @@ def session(store: Store, secret: str) -> dict[str, Any]:
     if found is None:
         raise PairingError("not a paired phone")
     now = store.now()
+    if now >= session_expires(phones[found]):
+        raise PairingError("this phone's pairing has expired: pair it again with a code from the box")
     if now - int(phones[found].get("last_seen", 0)) >= LAST_SEEN_RESOLUTION_S:
         phones[found] = {**phones[found], "last_seen": now}
         store.set_setting(PHONES_SETTING, phones)
@@ -232,7 +244,7 @@ def session(store: Store, secret: str) -> dict[str, Any]:
 
 def _public(phone_id: str, p: dict[str, Any]) -> dict[str, Any]:
     return {"phone": phone_id, "name": p.get("name"), "created": p.get("created"),
-            "last_seen": p.get("last_seen")}
+            "last_seen": p.get("last_seen"), "expires_at": session_expires(p)}
 
 
 def list_phones(store: Store) -> list[dict[str, Any]]:
