@@ -46,6 +46,21 @@ def _days(data: dict[str, Any]) -> str:
     return f", for {n} day{'s' if n != 1 else ''}" if isinstance(n, int) else ""
 
 
+# Settings the box keeps for itself, by key or by the part before ':' (one entry per item).
+SETTINGS: dict[str, str] = {
+    "companion.phones": "The list of paired phones changed",
+    "companion.pairing": "A pairing code was made or used",
+    "companion_only_confirmation": "Companion-only confirmation was switched",
+    "consented": "Your press on the box fixed what an agreement sends",
+    "trusted_issuers": "The issuers of claims you trust changed",
+}
+
+
+def setting_words(key: Any) -> str:
+    text = str(key or "")
+    return SETTINGS.get(text) or SETTINGS.get(text.partition(":")[0]) or f"A setting changed: {label(text)}"
+
+
 # Each kind of entry the box writes (device/store, device/pairing.py, ...), as a sentence built
 # from its data. The kinds are also the audit filter's choices, named by their first words.
 Sentence = Any
@@ -80,7 +95,7 @@ WORDS: dict[str, tuple[str, Sentence]] = {
                                                         + (f" (from {d['provenance']})" if d.get("provenance") not in (None, "self") else "")),
     "profile_annotated": ("Note added", lambda d: f"You added a note to your {label(d.get('field'))}"),
     "profile_deleted": ("Profile field deleted", lambda d: f"You deleted your {label(d.get('field'))}"),
-    "setting_changed": ("Setting changed", lambda d: f"A setting changed: {label(d.get('key'))}"),
+    "setting_changed": ("Setting changed", lambda d: setting_words(d.get("key"))),
     "vendor_pinned": ("Vendor met", lambda d: f"Met {_vendor(d)} for the first time; the box keeps its key"),
     "vendor_key_changed": ("Vendor key changed", lambda d: f"{_vendor(d)} signed with a different key; "
                                                           f"held until you accept it"),

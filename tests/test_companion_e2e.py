@@ -139,7 +139,7 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
         page.wait_for_function("() => document.querySelectorAll('#offers .offer').length === 2",
                                timeout=60_000)
         assert page.evaluate("() => window.__noReload") is True
-        vendors_shown = page.eval_on_selector_all("#offers .offer .vendor", "els => els.map(e => e.textContent)")
+        vendors_shown = page.eval_on_selector_all("#offers .offer .vendor", "els => els.map(e => e.title)")
         assert vendors_shown == ["beta", "alpha"]           # cheapest first under the default rules
         shoot(page, system, "dashboard")
 
@@ -172,7 +172,7 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
         # the audit log shows it, and verifies
         page.goto("/audit/")
         assert "The log verifies" in page.inner_text("#verify")
-        events = page.eval_on_selector_all(".audit .event", "els => els.map(e => e.textContent)")
+        events = page.eval_on_selector_all(".timeline .entry", "els => els.map(e => e.dataset.event)")
         assert "agreement_confirmed" in events and "phone_paired" in events
         shoot(page, system, "audit")
 

@@ -106,6 +106,8 @@ def test_every_kind_of_entry_has_words_and_an_unknown_one_no_json():
         got = timeline([{"seq": 9, "event_type": "box_rebooted", "created_at": 1, "data": {"after_s": 3}}],
                        {"ok": True})
     assert got[0]["what"] == "Box rebooted" and got[0]["details"] == [("After s", 3)]
+    assert timeline([{"seq": 1, "event_type": "setting_changed", "data": {"key": "consented:abc"}}],
+                    None)[0]["what"] == "Your press on the box fixed what an agreement sends"
     assert verified(5, {"ok": True}) and not verified(5, {"ok": False, "first_bad": 5})
     assert verified(5, None) is None and verified(4, {"ok": False, "first_bad": 5})
 
@@ -194,9 +196,9 @@ def test_the_accept_page_says_terms_delivery_and_what_was_asked(client, box):
     assert 'id="delivery">in 3 days · to GB-LND' in html
     assert re.search(r'id="asked">bikes: for town · <span title="budget_max">Highest budget</span> 900', html)
     assert "Pressing on the box alone would share: Email" in html
-    box.answers["offers"][0].update(terms_accepted=False, delivery_days=None)
+    box.answers["offers"][0].update(terms_accepted=False, delivery_days=None, region=None)
     html = page(client, "/offers/o1/accept")
-    assert "did not accept your terms" in html and "not stated in the offer" in html
+    assert "did not accept your terms" in html and 'id="delivery"' not in html
 
 
 # ============================================================== notices follow the state

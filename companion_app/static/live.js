@@ -36,6 +36,6 @@
   ["offer", "changed", "agreement_active", "revocation_acknowledged", "vendor_new",
    "vendor_key_changed"].forEach(function (kind) { source.addEventListener(kind, soon); });
   source.addEventListener("unpaired", function () { source.close(); window.location.href = "/pair"; });
-  source.addEventListener("down", function () { if (status) { status.textContent = "box not running"; } });
-  source.onerror = function () { if (status) { status.textContent = "reconnecting…"; } };
+  source.addEventListener("down", function () { if (status) { status.textContent = "box off"; } });
+  source.onerror = function () { if (status) { status.textContent = "retrying"; } };
 }());
