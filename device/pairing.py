@@ -244,7 +244,7 @@ def session(store: Store, secret: str) -> dict[str, Any]:
 
 def _public(phone_id: str, p: dict[str, Any]) -> dict[str, Any]:
     return {"phone": phone_id, "name": p.get("name"), "created": p.get("created"),
-            "last_seen": p.get("last_seen"), "expires_at": session_expires(p)}
+            "last_seen": p.get("last_seen")}
 
 
 def list_phones(store: Store) -> list[dict[str, Any]]:
