@@ -97,6 +97,7 @@ def cmd_companion(args: argparse.Namespace) -> int:
     from companion_app.box import Box
     from companion_app.serve import Tls, bound_port, make_server, redirect_app, serve_in_thread
     from device.config import ConfigError, read_secret_file
+    from device.files import read_limited
     try:
         cfg = _config(args)
     except EXPECTED as exc:
@@ -119,7 +120,7 @@ def cmd_companion(args: argparse.Namespace) -> int:
             conf["SECRET_KEY"] = secret.encode()
         if tls is not None:             # its key: read by this process, now, as for every secret
             read_secret_file("companion.key_file", tls.key_file)
-        ca_pem = Path(c.ca_file).read_bytes() if tls is not None and c.ca_file is not None else None
+        ca_pem = read_limited(c.ca_file, 1024 * 1024) if tls is not None and c.ca_file is not None else None
     except ConfigError as exc:
         return _fail(args, str(exc), EXIT_CONFIG)
     except OSError as exc:

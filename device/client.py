@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 REPLY_TIMEOUT_S = 30     # how long the daemon waits on its worker before it answers "busy"
+MAX_REQUEST = 256 * 1024  # the longest request line the daemon reads (device/daemon/sockets.py)
 
 
 class ControlError(RuntimeError):
@@ -25,11 +26,15 @@ class DaemonNotRunning(ControlError):
 def call(path: Path | str, op: str, args: dict[str, Any] | None = None,
          timeout: float = REPLY_TIMEOUT_S + 5) -> Any:
     """One request to a running daemon; ControlError if it is not running or refuses."""
+    request = json.dumps({"op": op, "args": args or {}}).encode() + b"\n"
+    if len(request) > MAX_REQUEST:      # refused by the daemon mid-send: say why, not "Broken pipe"
+        raise ControlError(f"request too large: {len(request)} bytes, the box takes at most "
+                           f"{MAX_REQUEST} (256 KiB)")
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(str(path))
-            s.sendall(json.dumps({"op": op, "args": args or {}}).encode() + b"\n")
+            s.sendall(request)
             with s.makefile("rb") as f:
                 line = f.readline()
     except (FileNotFoundError, ConnectionRefusedError) as exc:

@@ -32,6 +32,7 @@ from vrm_protocol.codec import b64url, b64url_decode
 
 from .audit import (AuditHead, AuditEntry, canonical_json, entry_from_dict, entry_to_dict,
                     verify_chain)
+from .files import read_limited
 from .keystore import fsync_dir
 from .store import SCHEMA_VERSION, Store, StoreError, check_tables
 
@@ -133,11 +134,7 @@ def export_to_file(store: Store, path: Path) -> dict[str, Any]:
 def read_json_file(path: Path) -> Any:
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise PortabilityError(f"{path} is larger than {MAX_FILE_BYTES} bytes")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_FILE_BYTES + 1)
+        raw = read_limited(path, MAX_FILE_BYTES)
     except OSError as exc:
         raise PortabilityError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:

@@ -16,6 +16,8 @@ from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
+PROFILE_MAX_BYTES = 64 * 1024     # a profile is under 2 KiB
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 DRIVERS = ("ssd1306", "sh1106", "dummy")
 INTERFACES = ("i2c", "spi", "none")
@@ -257,9 +259,14 @@ def load_profile(name_or_path: str | Path, directory: Path = PROFILE_DIR) -> Pro
         known = ", ".join(p.stem for p in sorted(directory.glob("*.toml")))
         raise ProfileError(source, None, None, f"not found (known profiles: {known})")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > PROFILE_MAX_BYTES:   # is_file() above: a regular file, no FIFO or device
+            raise ProfileError(source, None, None, f"is larger than {PROFILE_MAX_BYTES} bytes")
+        with open(path, "rb") as fh:
+            data = tomllib.loads(fh.read(PROFILE_MAX_BYTES + 1).decode("utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfileError(source, None, None, f"cannot be read ({exc})") from None
+    except RecursionError:
+        raise ProfileError(source, None, None, "is nested too deeply to be a board profile") from None
     except tomllib.TOMLDecodeError as exc:
         raise ProfileError(source, None, None, f"is not valid TOML ({exc})") from None
     return parse_profile(data, source)

@@ -132,21 +132,29 @@ def cmd_add_vendor(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from device import config as device_config
+    from device.daemon.access import AccessConfigError
+    from device.textsafe import printable
     from provisioning.layout import layout_for
-    path = Path(args.file) if args.file else None
+    path = Path(args.file) if args.file else Path(args.config) if args.config else None
     if path is None:
         provisioned = layout_for(None, os.geteuid()).config
         if not os.environ.get(device_config.ENV_CONFIG) and not device_config.SYSTEM_CONFIG.is_file() \
                 and provisioned.is_file():
             path = provisioned
+    if args.file and args.config and Path(args.file) != Path(args.config):
+        print("vrmbox: config check: a FILE and --config name two different files; give one",
+              file=sys.stderr)
+        return 2
     try:
         cfg = device_config.load_config(path, {}, reader=device_config.CHECK)
         secrets = secret_files(cfg)
-    except device_config.ConfigError as exc:
-        print(f"vrmbox: {exc}", file=sys.stderr)
+        _check_access(cfg)
+    except (device_config.ConfigError, AccessConfigError) as exc:
+        print(f"vrmbox: {printable(str(exc))}", file=sys.stderr)
         where = path or os.environ.get(device_config.ENV_CONFIG) or device_config.SYSTEM_CONFIG
-        what = f"'{exc.key}'" if exc.key else "the file"
-        print(f"fix: correct {what} in {where} as the message says, then run "
+        key = getattr(exc, "key", None)
+        what = f"'{key}'" if key else "the file" if isinstance(exc, device_config.ConfigError) else "it"
+        print(f"fix: correct {what} in {printable(str(where))} as the message says, then run "
               "`vrmbox config check` again", file=sys.stderr)
         return 1
     where = str(cfg.source) if cfg.source else "built-in defaults (no config file found)"
@@ -156,11 +164,28 @@ def cmd_config_check(args: argparse.Namespace) -> int:
                           "data_dir": str(cfg.data_dir), "secrets": secrets,
                           "ui_profile": cfg.ui.profile}))
     else:
-        print(f"config OK: {where}; broker {cfg.broker.url}, data in {cfg.data_dir}")
+        print(f"config OK: {printable(where)}; broker {cfg.broker.url}, data in {printable(str(cfg.data_dir))}")
         for s in secrets:
             print(f"  secret {s['key']} = {s['path']}: read by {s['account']}"
                   + (f": {s['problem']}" if s["problem"] else ""))
     return 1 if problems else 0
+
+
+def _check_access(cfg: Any) -> None:
+    """The daemon's own check of the socket allow-lists (device/daemon/access.py), for the user
+    the daemon runs as: the box's account on an installed box, else whoever runs this."""
+    import pwd
+
+    from device.daemon.access import build_access
+    from provisioning import accounts
+    from provisioning.layout import layout_for
+    installed = cfg.source is not None and Path(cfg.source) == layout_for(Path("/"), 0).config
+    try:
+        own = pwd.getpwnam(accounts.BOX_USER).pw_uid if installed else os.geteuid()
+    except KeyError:
+        own = os.geteuid()
+    c = cfg.control
+    build_access(own, c.control_users, c.control_groups, c.button_users, c.button_groups)
 
 
 def secret_files(cfg: Any) -> list[dict[str, Any]]:
@@ -236,5 +261,6 @@ def register(subparsers: Any) -> None:
         dest="config_command", metavar="COMMAND", required=True)
     p = cfg.add_parser("check", help="validate a config file; name each bad key and value")
     p.add_argument("file", nargs="?", help="default: $VRMBOX_CONFIG, /etc/vrmbox/config.toml")
+    p.add_argument("--config", metavar="FILE", help="the same as FILE (every command takes --config)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_config_check)

@@ -76,7 +76,8 @@ def test_read_only_commands_need_an_existing_box(tmp_path):
 
 
 @pytest.mark.parametrize("name,text,expect", [
-    ("deep.json", '{"version": 1, "filters": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}", "nested too deeply"),
+    ("deep.json", '{"version": 1, "filters": ' + '{"a": ' * 30_000 + "1" + "}" * 30_000 + "}", "nested too deeply"),
+    ("huge.json", '{"version": 1, "filters": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}", "larger than 262144 bytes"),
     # a depth limit (32, checked without recursion) comes before the keys
     ("deep500.json", '{"version": 1, "filters": ' + '{"a": ' * 500 + "1" + "}" * 500 + "}",
      "nested deeper than 32"),

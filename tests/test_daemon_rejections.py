@@ -208,3 +208,29 @@ def test_the_control_socket_refuses_a_name_given_twice(box):
     assert "erase" not in vrmbox("pending", "--json", data_dir=box["data"]).stdout   # nothing held
     assert _raw_request(sock, b'{"op":"status"}')["ok"] is True
     assert box["proc"].proc.poll() is None
+
+
+def test_a_rules_file_too_large_for_the_socket_says_so_and_a_hang_up_leaves_no_traceback(box):
+    """Near 256 KiB of rules with the daemon running: 'request too large', not 'Broken pipe'; a
+    client that sends an over-long line and hangs up costs the daemon no traceback."""
+    from device.client import MAX_REQUEST
+    sock = box["data"] / "control.sock"
+    wait_for(lambda: sock.exists(), 20)
+    rules = box["tmp"] / "big-rules.json"
+    pad = MAX_REQUEST - 60
+    rules.write_text('{"version": 1, "filters": {}, "note": "' + "a" * pad + '"}')
+    r = vrmbox("rules", "set", str(rules), data_dir=box["data"], check=False)
+    assert r.returncode == 1 and "request too large" in r.stderr, r.stderr
+    assert "Broken pipe" not in r.stderr and "Traceback" not in r.stderr
+    import socket as _socket
+    for _ in range(3):
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+            s.connect(str(sock))
+            try:
+                s.sendall(b"[" * (MAX_REQUEST + 4096))
+            except OSError:
+                pass                              # the daemon may stop reading first
+    assert _raw_request(sock, b'{"op":"status"}')["ok"] is True   # it answered everything before
+    box["proc"].stop()
+    log = (box["tmp"] / "daemon.log").read_text(errors="replace")
+    assert "Traceback" not in log and "Exception in thread" not in log, log[-2000:]

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from .. import erase as erase_mod
 from .. import portability
-from ..client import ControlError, call
+from ..client import MAX_REQUEST, ControlError, call
+from ..files import KIB, read_text_limited
 from ..store import Store
 from ..textsafe import for_terminal as shown
 from .common import common, config, fail, guarded, open_store, out, run_op, running_daemon
@@ -61,8 +62,8 @@ def _passphrase(args: argparse.Namespace, confirm: bool) -> str:
     """--passphrase-file, else $VRMBOX_PASSPHRASE, else a prompt (only on a terminal)."""
     if args.passphrase_file:
         try:
-            return Path(args.passphrase_file).read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
+            return read_text_limited(args.passphrase_file, 64 * KIB).rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
             raise portability.PortabilityError(f"cannot read passphrase file: {exc.strerror}") from exc
     env = os.environ.get("VRMBOX_PASSPHRASE")
     if env:
@@ -216,9 +217,9 @@ def cmd_profile_set(args: argparse.Namespace) -> int:
 
 def cmd_claims_import(args: argparse.Namespace) -> int:
     try:
-        token = Path(args.file).read_text(encoding="utf-8").strip()
+        token = read_text_limited(args.file, MAX_REQUEST).strip()
     except (OSError, UnicodeDecodeError) as exc:
-        return fail(args, f"cannot read {args.file}: {exc}")
+        return fail(args, f"cannot read {args.file}: {getattr(exc, 'strerror', None) or exc}")
     return run_op(args, "claims_import", {"token": token},
                   lambda r: f"imported claim {r['id']} from {shown(r['issuer'])}: "
                             f"{', '.join(shown(t) for t in r['types'])}")

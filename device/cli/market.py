@@ -11,10 +11,10 @@ import argparse
 import json
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
-from ..client import ControlError, call, subscribe
+from ..client import MAX_REQUEST, ControlError, call, subscribe
+from ..files import read_text_limited
 from ..config import ConfigError
 from ..market import MarketError
 from ..textsafe import for_terminal as shown
@@ -150,13 +150,18 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def cmd_rules_set(args: argparse.Namespace) -> int:
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+        text = (sys.stdin.buffer.read(MAX_REQUEST + 1).decode("utf-8") if args.file == "-"
+                else read_text_limited(args.file, MAX_REQUEST))
+        if len(text) > MAX_REQUEST:
+            raise ValueError(f"larger than {MAX_REQUEST} bytes")
         rules = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except RecursionError:
         return fail(args, f"cannot read rules from {args.file}: nested too deeply")
     except UnicodeDecodeError as exc:
         return fail(args, f"cannot read rules from {args.file}: not UTF-8 text (byte {exc.start})")
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        return fail(args, f"cannot read rules from {args.file}: {exc.strerror or exc}")
+    except ValueError as exc:
         return fail(args, f"cannot read rules from {args.file}: {exc}")
     return run_op(args, "rules_set", {"rules": rules})
 

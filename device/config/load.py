@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from ..files import KIB, FileReadError, read_text_limited
 from .checks import ConfigError
 from .keys import CLI, KEYS, READERS, RETIRED, SECTIONS, Key
 from .model import (AgreementsConfig, BrokerConfig, CompanionConfig, Config, ControlConfig,
                     IntakeConfig, IntentsConfig, UiConfig)
 
 log = logging.getLogger(__name__)
+
+CONFIG_MAX_BYTES = 256 * KIB     # a config is a few KiB; anything near this is not one
 
 CONFIG_FILE_NAME = "config.toml"
 SYSTEM_CONFIG = Path("/etc/vrmbox") / CONFIG_FILE_NAME
@@ -75,10 +78,11 @@ def _is_path(k: Key) -> bool:
 def _read_file(path: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """The file as {section: {key: value}}, unknown keys refused, relative paths made absolute."""
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+        data = tomllib.loads(read_text_limited(path, CONFIG_MAX_BYTES))
     except FileNotFoundError:
         raise ConfigError(None, path, "not found") from None
+    except FileReadError as exc:
+        raise ConfigError(None, path, str(exc.strerror)) from None
     except OSError as exc:
         raise ConfigError(None, path, f"cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

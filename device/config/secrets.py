@@ -13,11 +13,14 @@ import pwd
 import stat
 from pathlib import Path
 
+from ..files import KIB, read_text_limited
 from .checks import ConfigError
 from .keys import BY_NAME, PROCESS_USER
 from .model import BrokerConfig
 
 log = logging.getLogger(__name__)
+
+SECRET_MAX_BYTES = 64 * KIB     # a password or a key is tens of bytes
 
 
 def _account() -> str:
@@ -33,7 +36,7 @@ def read_secret_file(key: str, path: Path) -> str:
     needs = ", ".join(sorted(PROCESS_USER[r] for r in BY_NAME[key].readers if r in PROCESS_USER))
     try:
         st = path.stat()
-        text = path.read_text(encoding="utf-8")
+        text = read_text_limited(path, SECRET_MAX_BYTES)
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(key, path, f"cannot be read by {_account()} ({why}); it is the secret of "

@@ -20,7 +20,7 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from pathlib import Path
 from typing import Any, Callable
 
-from ..client import REPLY_TIMEOUT_S
+from ..client import MAX_REQUEST, REPLY_TIMEOUT_S
 from ..market import MarketError
 from .access import Access, Peer, peer_of
 from .events import EventBus
@@ -28,7 +28,6 @@ from .ops import lookup
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 256 * 1024
 MAX_CLIENTS = 64          # connections served at once per socket; more wait in the backlog
 MAX_PER_UID = 24          # deployed: one user may hold at most this many of them (streams included)
 MAX_REFUSALS = 8          # refusals answered at once; past that a refused peer is just closed
@@ -193,6 +192,8 @@ class ControlServer:
     def _serve_counted(self, conn: socket.socket, peer: Peer, role: str) -> None:
         try:
             self._serve(conn, role)
+        except OSError as exc:       # the client hung up (a broken pipe while the reply flushed)
+            log.debug("control client went away: %r", exc)
         finally:
             self._slots.release()
             self._release_uid(peer.uid)
