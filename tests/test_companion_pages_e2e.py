@@ -152,6 +152,7 @@ def test_every_page_reads_well_and_axe_finds_nothing(browser, system):
         page.wait_for_load_state("load")
         # the live label lives in the header and covers no card
         header = page.eval_on_selector("header.top", "e => e.getBoundingClientRect().toJSON()")
+        print(f"MENU {name}: {header['height']:.0f} of {PHONE['height']} px")
         assert header["height"] <= MENU_MAX_PX, (name, header)
         if name in ("dashboard", "agreements"):
             page.wait_for_function("() => document.getElementById('live-status').textContent === 'live'")
