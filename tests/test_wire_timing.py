@@ -187,3 +187,63 @@ def test_a_restart_republishes_nothing_by_itself(tmp_path, broker, monkeypatch):
     finally:
         w.close()
         proc.stop()
+
+
+# ------------------------------------------------------------------ receipts across an outage
+class _Client:
+    """Stands in for paho: records what the daemon publishes, or refuses as when disconnected."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.up = False
+
+    def publish(self, topic, payload, qos=0, retain=False, properties=None):
+        from types import SimpleNamespace
+        if not self.up:
+            return SimpleNamespace(rc=mqtt.MQTT_ERR_NO_CONN, mid=0)
+        if "/receipts/" in topic:              # the outbox (intents) is not what this is about
+            self.sent.append(topic)
+        return SimpleNamespace(rc=mqtt.MQTT_ERR_SUCCESS, mid=len(self.sent) + 1000)
+
+    def subscribe(self, *a, **k):
+        return (mqtt.MQTT_ERR_SUCCESS, 0)
+
+    def unsubscribe(self, *a, **k):
+        return (mqtt.MQTT_ERR_SUCCESS, 0)
+
+
+def test_receipts_wait_through_an_outage_and_leave_on_fresh_delays(tmp_path):
+    """A receipt due while the link is down used to be dropped ("not queued"), so every vendor
+    re-sent what the box had stored. Now it waits, and the reconnect draws new delays."""
+    from device.config import load_config
+    from device.daemon import Daemon
+    d = Daemon(load_config(None, {"data_dir": str(tmp_path / "box")}, env={}))
+    try:
+        fake = _Client()
+        d.client = fake
+        ids = [d.market.add_intent("bikes", {})["intent"] for _ in range(2)]
+        d._unreceipted.add([Stored(i, "token-" + i) for i in ids], time.monotonic() - 10)  # overdue
+        d._connected.clear()
+        for _ in range(3):
+            d._send_due_receipt()
+        assert fake.sent == [] and len(d._unreceipted) == 2            # kept, not dropped
+        fake.up = True
+        d._connected.set()
+        d._handle(("connected", None))
+        now = time.monotonic()
+        due = d._unreceipted.next_due()
+        assert due is not None and due >= now + RECEIPT_DELAY_S[0] - 0.05   # not all at once
+        d._send_due_receipt()
+        assert fake.sent == []                                            # nothing before its time
+        d._unreceipted.redraw(time.monotonic() - 10)                      # as if the delays passed
+        d._send_due_receipt()
+        d._send_due_receipt()
+        assert sorted(fake.sent) == sorted(topics.receipt("bikes", i) for i in ids)
+        fake.up = False                                                   # lost at the last moment:
+        d._unreceipted.add([Stored(ids[0], "again")], time.monotonic() - 10)
+        d._connected.set()
+        d._send_due_receipt()
+        assert len(d._unreceipted) == 1                                   # waits again
+    finally:
+        d.store.close()
+        d._lockfile.close()

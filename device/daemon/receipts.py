@@ -117,6 +117,11 @@ class Waiting:
         del self._due[intent]
         return self._stored.pop(intent)
 
+    def redraw(self, now: float) -> None:
+        """Each waiting intent a fresh delay from `now` (after a reconnect: what waited through
+        an outage must not leave in one burst the moment the box is back)."""
+        self._due = {intent: now + self._rng.uniform(*self._delay) for intent in self._due}
+
     def drop_all(self) -> int:
         """Forget everything waiting (at shutdown: sent together they would link the intents;
         each vendor's re-send is receipted after the restart). Returns how many offers."""

@@ -540,6 +540,8 @@ class Daemon:
         """At most one intent's receipts per call: signed (intent key), published QoS 1 with
         expiry and not kept; a receipt lost on the way costs the vendor one re-send, which is
         receipted again (docs/protocol.md, receipts)."""
+        if not self._connected.is_set():   # paho would not queue it: keep it for the reconnect
+            return
         stored = self._unreceipted.take_due(time.monotonic())
         if not stored:
             return
@@ -550,8 +552,12 @@ class Daemon:
                 return
             for body in receipts.batch(stored, {rec.intent_id: rec.category}):
                 token = sign(rec.identity, body, now=now, ttl=receipts.RECEIPT_TTL_S)
-                mqtt_edge.publish(self.client, topics.receipt(body.category, body.intent), token,
-                                  retain=False, now=now)
+                if mqtt_edge.publish(self.client, topics.receipt(body.category, body.intent), token,
+                                     retain=False, now=now) is None:
+                    # not queued (the link just went): the whole intent waits again, on a
+                    # fresh delay; a hash named twice costs the vendor nothing
+                    self._unreceipted.add(stored, time.monotonic())
+                    return
         except Exception:   # never let a receipt cost an offer: the vendor's re-send asks again
             log.exception("could not send receipts for %d offer(s)", len(stored))
 
@@ -580,6 +586,7 @@ class Daemon:
         elif kind == "refused":
             self._refuse(*value)
         elif kind == "connected":
+            self._unreceipted.redraw(time.monotonic())
             self._sync_subscriptions()
             self._flush_outbox()
         elif kind == "control":
