@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 import os
+import re
 import secrets
 import socket
 import threading
@@ -370,10 +370,10 @@ def current_phone(app: Flask) -> dict[str, Any] | None:
     if "phone" in g:
         return g.phone
     g.phone, g.box_down = None, False
-    secret = session.get(SESSION_KEY)
-    if isinstance(secret, str):
+    sid = session.get(SESSION_KEY)
+    if isinstance(sid, str):
         try:
-            g.phone = app.extensions["vrmbox_sessions"].phone(secret)
+            g.phone = app.extensions["vrmbox_sessions"].phone(sid)
         except BoxDown:
             g.box_down = True
     return g.phone
