@@ -41,12 +41,14 @@ log = logging.getLogger(__name__)
 
 OUT = ROOT / "tests" / "vectors" / f"v{VERSION}.json"
 NOW = 1_750_000_000                      # 2025-06-15T15:06:40Z
-SEEDS = {"box_intent": b"\x01" * 32, "vendor": b"\x02" * 32, "other": b"\x03" * 32}
+SEEDS = {"box_intent": b"\x01" * 32, "vendor": b"\x02" * 32, "other": b"\x03" * 32,
+         "stranger": b"\x0c" * 32}       # stranger: a key no vector pins or signs with elsewhere
 VENDOR_ENC_SEED = b"\x04" * 32           # X25519 private key of the vendor (its profile's enc_key)
 EPHEMERAL_SEED = b"\x05" * 32            # X25519 ephemeral key of the one fixed JWE
 JWE_IV = b"\x06" * 12
 SEAL_SEEDS = {"agreement": b"\x08" * 32, "revocation": b"\x09" * 32}   # ephemeral keys of the sealed ones
 SEAL_IVS = {"agreement": b"\x0a" * 12, "revocation": b"\x0b" * 12}
+REORDERED_IV = b"\x0d" * 12              # the JWE whose header members come in another order
 INTENT_ID = "intent-0001-vector"
 TERMS_TEXT = "Personal data is used only for the agreed purpose, not shared, deleted on revocation."
 
@@ -75,11 +77,18 @@ def concat_kdf(shared: bytes, enc: str) -> bytes:
     return ConcatKDFHash(algorithm=hashes.SHA256(), length=32, otherinfo=other).derive(shared)
 
 
-def fixed_jwe(plaintext: bytes, recipient_x: str, ephemeral_seed: bytes, iv: bytes) -> str:
-    """Compact JWE, ECDH-ES + A256GCM over X25519, with a chosen ephemeral key and IV."""
+def jwe_header(ephemeral_seed: bytes) -> dict[str, Any]:
+    """The protected header the vectors use: members in the order of docs/protocol.md 10.1."""
+    return {"alg": "ECDH-ES", "enc": "A256GCM", "epk": x25519_jwk(ephemeral_seed, private=False)}
+
+
+def fixed_jwe(plaintext: bytes, recipient_x: str, ephemeral_seed: bytes, iv: bytes,
+              header: dict[str, Any] | None = None) -> str:
+    """Compact JWE, ECDH-ES + A256GCM over X25519, with a chosen ephemeral key and IV (and, to
+    show what a receiver must accept or refuse, a chosen protected header)."""
     eph = X25519PrivateKey.from_private_bytes(ephemeral_seed)
     shared = eph.exchange(X25519PublicKey.from_public_bytes(b64u_decode(recipient_x)))
-    header = {"alg": "ECDH-ES", "enc": "A256GCM", "epk": x25519_jwk(ephemeral_seed, private=False)}
+    header = jwe_header(ephemeral_seed) if header is None else header
     protected = b64u(json.dumps(header, separators=(",", ":")).encode())
     sealed = AESGCM(concat_kdf(shared, "A256GCM")).encrypt(iv, plaintext, protected.encode("ascii"))
     return ".".join([protected, "", b64u(iv), b64u(sealed[:-16]), b64u(sealed[-16:])])
@@ -92,6 +101,18 @@ def craft(payload: Any, header: Any, signer: Identity, *, raw_payload: bytes | N
     return f"{h}.{p}.{b64u(signer.private_key.sign(f'{h}.{p}'.encode('ascii')))}"
 
 
+def header_json(jwe: str) -> str:
+    """The protected header of a compact JWE as the JSON text it was encoded from."""
+    return b64u_decode(jwe.split(".")[0]).decode("utf-8")
+
+
+def nested(payload_json: str, depth: int) -> bytes:
+    """`payload_json` with an extra member nesting arrays so that the whole payload is `depth`
+    deep, the payload object itself counting as 1."""
+    arrays = depth - 1
+    return payload_json[:-1].encode() + b',"x":' + b"[" * arrays + b"]" * arrays + b"}"
+
+
 def _key_entry(name: str) -> dict[str, str]:
     ident = Identity.from_seed(SEEDS[name])
     return {"seed": SEEDS[name].hex(), "public_key": ident.public_bytes.hex(), "did": ident.did,
@@ -100,7 +121,8 @@ def _key_entry(name: str) -> dict[str, str]:
 
 def build() -> dict[str, Any]:
     """The whole vector file as a JSON-ready dict. Pure: same output on every run."""
-    box, vendor, other = (Identity.from_seed(SEEDS[n]) for n in ("box_intent", "vendor", "other"))
+    box, vendor, other, stranger = (Identity.from_seed(SEEDS[n])
+                                    for n in ("box_intent", "vendor", "other", "stranger"))
     signer_name = {box.did: "box_intent", vendor.did: "vendor"}
     enc_private = x25519_jwk(VENDOR_ENC_SEED, private=True)
     enc_key = EncryptionKey(kty="OKP", crv="X25519", x=enc_private["x"])
@@ -184,6 +206,7 @@ def build() -> dict[str, Any]:
                                             SEAL_IVS[name])
         by_name[name]["sealed_ephemeral_seed"] = SEAL_SEEDS[name].hex()
         by_name[name]["sealed_iv"] = SEAL_IVS[name].hex()
+        by_name[name]["sealed_header_json"] = header_json(by_name[name]["sealed"])
 
     # ------------------------------------------------------------------ invalid messages
     intent_payload = json.loads(by_name["intent"]["payload_json"])
@@ -251,6 +274,12 @@ def build() -> dict[str, Any]:
         ("nested_too_deep", craft(None, box_header, box, raw_payload=by_name["intent"]["payload_json"][:-1]
                                   .encode() + b',"x":' + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1)
                                   + b"}"), "bad_json"),
+        # the payload object is depth 1: at 32 the depth check passes (and the extra member is
+        # what fails), at 33 it does not
+        ("nested_32_deep", craft(None, box_header, box, raw_payload=nested(by_name["intent"]["payload_json"],
+                                                                         MAX_JSON_DEPTH)), "bad_field"),
+        ("nested_33_deep", craft(None, box_header, box, raw_payload=nested(by_name["intent"]["payload_json"],
+                                                                         MAX_JSON_DEPTH + 1)), "bad_json"),
         ("duplicate_member", craft(None, box_header, box, raw_payload=by_name["intent"]["payload_json"][:-1]
                                    .encode() + b',"category":"weapons"}'), "bad_json"),
         ("nan_literal", craft(None, vendor_header, vendor, raw_payload=by_name["offer"]["payload_json"].replace(
@@ -270,7 +299,43 @@ def build() -> dict[str, Any]:
     invalid_entries.append({"name": "offer_expected_intent_given", "token": good, "now": NOW,
                             "expect": "offer", "reason": "wrong_type"})
 
+    # ------------------------------------------------------------------ what a box answers
+    # The box checks a signer's standing before its signature (docs/protocol.md 11.2): a kid no
+    # pinned vendor has is `unknown_vendor` however it was signed; only a pinned vendor's kid
+    # buys a signature check. `verify_reason` is what the verifier alone says of the same token.
+    stranger_header = {"alg": "EdDSA", "kid": stranger.kid, "typ": "vrm+jws"}
+    box_cases = [
+        ("offer_stored", offer_good, "active", None, None),
+        ("unpinned_kid_signed_by_the_pinned_key",
+         craft({**offer_payload, "iss": other.did}, other_header, vendor), "active", "unknown_vendor",
+         "bad_signature"),
+        ("pinned_iss_unpinned_kid", craft(offer_payload, other_header, other), "active", "unknown_vendor",
+         "key_mismatch"),
+        ("unknown_kid_signed_by_another_key",
+         craft({**offer_payload, "iss": stranger.did}, stranger_header, other), "active", "unknown_vendor",
+         "bad_signature"),
+        ("pinned_kid_signed_by_another_key", craft(offer_payload, vendor_header, other), "active",
+         "bad_signature", "bad_signature"),
+        ("pinned_kid_iss_another_did", craft({**offer_payload, "iss": other.did}, vendor_header, vendor),
+         "active", "key_mismatch", "key_mismatch"),
+        ("offer_to_a_withdrawn_intent", offer_good, "withdrawn", "intent_closed", None),
+        ("forgery_to_a_withdrawn_intent", craft(offer_payload, vendor_header, other), "withdrawn",
+         "intent_closed", "bad_signature"),
+    ]
+
     wrong_recipient = x25519_jwk(b"\x07" * 32, private=True)
+    enc_x = enc_key.x
+    # members in another order (the reference encryptor writes epk as crv, x, kty): equally valid
+    eph_public = x25519_jwk(EPHEMERAL_SEED, private=False)
+    reordered = fixed_jwe(pad(plaintext_json.encode("utf-8")), enc_x, EPHEMERAL_SEED, REORDERED_IV,
+                          header={"enc": "A256GCM", "epk": {k: eph_public[k] for k in ("crv", "x", "kty")},
+                                  "alg": "ECDH-ES"})
+
+    def epk_with(**extra: str) -> str:
+        """Encrypted correctly, so that only the header's extra epk member is wrong."""
+        header = jwe_header(EPHEMERAL_SEED)
+        return fixed_jwe(pad(plaintext_json.encode("utf-8")), enc_x, EPHEMERAL_SEED, JWE_IV,
+                         header={**header, "epk": {**header["epk"], **extra}})
     parts = jwe.split(".")
     tampered = bytearray(b64u_decode(parts[3]))
     tampered[0] ^= 0x01
@@ -283,7 +348,7 @@ def build() -> dict[str, Any]:
         "now": NOW,
         "clock_skew": 120,
         "max_message_bytes": MAX_MESSAGE_BYTES,
-        "keys": {**{n: _key_entry(n) for n in ("box_intent", "vendor", "other")},
+        "keys": {**{n: _key_entry(n) for n in ("box_intent", "vendor", "other", "stranger")},
                  "vendor_encryption": {"seed": VENDOR_ENC_SEED.hex(), "jwk": enc_private}},
         "valid": valid,
         "invalid": invalid_entries,
@@ -298,10 +363,25 @@ def build() -> dict[str, Any]:
                        "note": "the same token twice (a QoS 1 re-delivery): verify() refuses the second as "
                                "replay; a receiver MAY instead ignore it silently as a duplicate, but never "
                                "accepts it twice"},
+        "box": {"now": NOW, "vendor": "acme-bikes", "profile": by_name["vendor_profile"]["token"],
+                "intent": by_name["intent"]["token"], "intent_seed": SEEDS["box_intent"].hex(),
+                "note": "a box holding the `intent` vector as its own intent (seed `intent_seed`) and "
+                        "`profile` pinned; each case on its own, with the intent `intent_status`: "
+                        "`reason` is what the box reports (null: stored), `verify_reason` what "
+                        "verify() alone reports. A kid no pinned vendor has is unknown_vendor before "
+                        "any signature check (docs/protocol.md 11.2)",
+                "cases": [{"name": n, "topic": topics.offers(INTENT_ID), "token": t, "intent_status": st,
+                           "reason": r, "verify_reason": vr} for n, t, st, r, vr in box_cases]},
         "jwe": {
             "valid": [{"name": "disclosure_plaintext", "recipient_jwk": enc_private,
                        "ephemeral_seed": EPHEMERAL_SEED.hex(), "iv": JWE_IV.hex(),
+                       "header_json": header_json(jwe),
                        "jwe": jwe, "plaintext_json": plaintext_json, "plaintext": plaintext,
+                       "padded_length": len(pad(plaintext_json.encode("utf-8")))},
+                      {"name": "header_members_in_another_order", "recipient_jwk": enc_private,
+                       "ephemeral_seed": EPHEMERAL_SEED.hex(), "iv": REORDERED_IV.hex(),
+                       "header_json": header_json(reordered),
+                       "jwe": reordered, "plaintext_json": plaintext_json, "plaintext": plaintext,
                        "padded_length": len(pad(plaintext_json.encode("utf-8")))}],
             "invalid": [
                 {"name": "wrong_recipient_key", "recipient_jwk": wrong_recipient, "jwe": jwe,
@@ -314,6 +394,10 @@ def build() -> dict[str, Any]:
                  "reason": "bad_encryption"},
                 {"name": "tampered_ciphertext", "recipient_jwk": enc_private,
                  "jwe": ".".join(parts[:3] + [b64u(bytes(tampered)), parts[4]]), "reason": "bad_encryption"},
+                {"name": "epk_extra_member_kid", "recipient_jwk": enc_private, "jwe": epk_with(kid="eph-1"),
+                 "reason": "bad_encryption"},
+                {"name": "epk_carries_its_private_key", "recipient_jwk": enc_private,
+                 "jwe": epk_with(d=b64u(EPHEMERAL_SEED)), "reason": "bad_encryption"},
             ],
         },
     }

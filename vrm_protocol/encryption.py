@@ -23,6 +23,9 @@ from .messages import EncryptionKey
 JWE_ALG = "ECDH-ES"
 JWE_ENC = "A256GCM"
 JWE_HEADER_PARAMS = frozenset({"alg", "enc", "epk", "apu", "apv"})
+# The ephemeral key is a public X25519 JWK and nothing more: a `d` would be the sender's secret,
+# a `kid` or `use` a handle no receiver needs (docs/protocol.md §10.1).
+EPK_MEMBERS = frozenset({"kty", "crv", "x"})
 # Plaintext sizes after padding: everything up to 512 bytes looks alike, and so on.
 PAD_BUCKETS = (512, 2048, 8192, 32768)
 PAD_BYTE = b" "
@@ -68,6 +71,10 @@ def _decrypt(token: str | bytes, key: DecryptionKey) -> bytes:
         raise ProtocolError("bad_encryption", "protected header is not a JSON object") from exc
     if header.get("alg") != JWE_ALG or header.get("enc") != JWE_ENC or set(header) - JWE_HEADER_PARAMS:
         raise ProtocolError("bad_encryption", "JWE header must be ECDH-ES / A256GCM with epk only")
+    epk = header.get("epk")
+    if not isinstance(epk, dict) or set(epk) != EPK_MEMBERS or epk["kty"] != "OKP" \
+            or epk["crv"] != "X25519" or not isinstance(epk["x"], str):
+        raise ProtocolError("bad_encryption", "epk must be exactly {kty: OKP, crv: X25519, x}")
     try:
         obj = jwe.decrypt_compact(token, OKPKey.import_key(key.jwk), algorithms=[JWE_ALG, JWE_ENC])
     except (JoseError, ValueError, TypeError, KeyError) as exc:
