@@ -3,10 +3,11 @@ and where a forger can only spend its own budget.
 
 precheck (memory only, any thread): empty payload (ignored) -> size -> topic -> known/open intent
 (before any base64 or JSON) -> header and signer did -> the signer's standing: unknown (one
-shared budget for every unknown signer and message type), changed key, blocked -> the vendor's
-offer cap for the intent -> full protocol verification (signature, schema, lifetime, freshness)
--> replay -> topic/vendor consistency -> *only now* the vendor's own rate-limit bucket.
-handle (the one worker thread): store-backed checks, store, rank, event.
+shared budget for every unknown signer and message type; then, in the worker, `unknown_vendor`
+if the key is still nobody's, its signature never checked), changed key, blocked -> the
+vendor's offer cap for the intent -> full protocol verification (signature, schema, lifetime,
+freshness) -> replay -> topic/vendor consistency -> *only now* the vendor's own rate-limit
+bucket. handle (the one worker thread): store-backed checks, store, rank, event.
 
 Attribution: a rejection names a vendor only when that vendor's signature on the message
 verified, it is fresh, not a replay, and it arrived where it says it belongs; anything a
@@ -113,6 +114,13 @@ class Outcome:
 _EXPECT = {"offers": Offer, "countersignatures": Countersignature, "acks": RevocationAck}
 
 
+def _duplicate(rec: OfferRecord) -> Outcome:
+    """An offer the box already holds, arrived again (a re-send, a QoS 1 re-delivery): stored
+    once, receipted again, and shown on the event stream as what it is, never as a new offer."""
+    return Outcome("duplicate", {"type": "offer_duplicate", "offer": rec.offer_id,
+                                 "intent": rec.intent_id, "vendor": rec.vendor})
+
+
 class Intake:
     def __init__(self, market: Market, *, limiter: RateLimiter, max_bytes: int,
                  clock: Callable[[], float], max_offers_per_vendor_intent: int = 20,
@@ -131,6 +139,7 @@ class Intake:
         self._open_intents: frozenset[str] = frozenset()      # offers accepted for these
         self._known_intents: frozenset[str] = frozenset()     # acks/countersignatures for these
         self._all_intents: frozenset[str] = frozenset()
+        self._withdrawn: dict[str, int] = {}                 # withdrawn intent -> its exp
         self._vendors_by_did: dict[str, tuple[str, str]] = {}  # did -> (vendor, status)
         self._pending_dids: dict[str, str] = {}               # a changed, unaccepted key -> vendor
         self._did_of: dict[str, str] = {}                     # vendor -> pinned did
@@ -170,6 +179,7 @@ class Intake:
             # or a deletion acknowledgement to come
             self._known_intents = self._open_intents | frozenset(waiting)
             self._all_intents = frozenset(i.intent_id for i in intents)
+            self._withdrawn = {i.intent_id: i.expires_at for i in intents if i.status == "withdrawn"}
             self._vendors_by_did, self._pending_dids = {}, {}
             self._did_of, self._pending_of, self._profile_hash = {}, {}, {}
             for v in vendors:
@@ -201,7 +211,13 @@ class Intake:
 
     @property
     def subscribed_intents(self) -> frozenset[str]:
-        return self._known_intents
+        """The inboxes the box reads: every intent that can still be answered, and a withdrawn
+        one until its own exp. A vendor that missed the withdrawal keeps sending until then; what
+        it sends is refused (`intent_closed`) and counted, where an unread inbox would make those
+        messages vanish from every count. Past its exp nobody can hold a valid copy of the intent."""
+        now = self.clock()
+        with self._lock:
+            return self._known_intents | frozenset(i for i, exp in self._withdrawn.items() if exp > now)
 
     # ---------------------------------------------------------------- cheap half (any thread)
     def precheck(self, topic: str, payload: bytes) -> Pre | Rejection | None:
@@ -330,7 +346,9 @@ class Intake:
     # ---------------------------------------------------------------- dear half (worker thread)
     def handle(self, pre: Pre) -> Outcome | Rejection:
         if pre.vendor is None and pre.kind != "profile":
-            again = self._precheck(pre.topic, pre.payload, first=False)  # caches are current here
+            # Caches are current here: a key still nobody's is `unknown_vendor` before its
+            # signature is checked (a kid anyone can name must not buy the box's dearest step).
+            again = self._precheck(pre.topic, pre.payload, first=False)
             if not isinstance(again, Pre) or again.vendor is None:
                 return again if isinstance(again, Rejection) else Rejection("unknown_vendor", None)
             pre = again
@@ -406,7 +424,7 @@ class Intake:
             # this intent's and this signer's offer with this very token.
             rec = self.store.find_offer(pre.intent or "", pre.vendor or "", iss, msg.token)
             if rec is not None:
-                return Outcome("duplicate", {"offer": rec.offer_id})
+                return _duplicate(rec)
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         body: Offer = msg.body
         stored = self.store.count_offers(body.intent, body.vendor)
@@ -447,7 +465,7 @@ class Intake:
         # The id is taken: an id stored long ago (its replay entry pruned), or another scope's.
         rec = self.store.find_offer(body.intent, body.vendor, iss, msg.token)
         if rec is not None:
-            return Outcome("duplicate", {"offer": rec.offer_id})
+            return _duplicate(rec)
         if self.store.has_offer_id(body.intent, body.vendor, iss, msg.id):
             raise ProtocolError("replay", f"message id {msg.id} seen before")
         for _ in range(8):   # a random handle: nobody can squat on one before it exists
