@@ -45,6 +45,7 @@ from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
 from . import mqtt as mqtt_edge
 from . import receipts
+from . import lastrun
 from .held import HeldError, HeldRequests
 from .home import HomeLink
 from .lanes import UNKNOWN, Lanes
@@ -724,6 +725,7 @@ class Daemon:
                 "live_intents": self._live_intents, "ticks": self._ticks,
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,
+                "last_stop": getattr(self, "_last_stop", None),   # set by run(): how the previous run ended
                 "single_user": self.access.single_user, "role": role,
                 "refused": list(self._refused),
                 "home_broker": None if self.home is None else self.home.connected.is_set(),
@@ -812,6 +814,7 @@ class Daemon:
             # Not Event.set() in the handler itself: it can deadlock with the main thread's
             # own wait on the same Event. Another thread takes the lock instead.
             signal.signal(sig, lambda *_: threading.Thread(target=self._stop.set, daemon=True).start())
+        self._last_stop = lastrun.begin(self.cfg.data_dir, self.store)   # the worker owns the store after this
         self.control.start()
         self.button.start()
         worker = threading.Thread(target=self._work, name="vrmbox-worker", daemon=True)
@@ -844,4 +847,5 @@ class Daemon:
             self.intake.flush_counts()
             self.store.flush_rejections()
             self.store.close()
+            lastrun.stopped(self.cfg.data_dir)   # only a stop that got this far is clean
         return 0
