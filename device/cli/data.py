@@ -262,7 +262,7 @@ def register(subparsers: Any) -> None:
 
     prof = subparsers.add_parser("profile", help="your profile fields").add_subparsers(
         dest="profile_command", metavar="ACTION", required=True)
-    p = prof.add_parser("show", parents=[c])
+    p = prof.add_parser("show", parents=[c], help="your profile fields and where they came from")
     p.set_defaults(func=lambda a: run_op(a, "profile", {}, _profile_text))
     p = prof.add_parser("set", parents=[c], help="set a field (self-asserted or co-managed)")
     p.add_argument("name")
@@ -281,7 +281,7 @@ def register(subparsers: Any) -> None:
 
     stuff = subparsers.add_parser("stuff", help="products and services you own or use").add_subparsers(
         dest="stuff_command", metavar="ACTION", required=True)
-    p = stuff.add_parser("add", parents=[c])
+    p = stuff.add_parser("add", parents=[c], help="add a product or service")
     p.add_argument("name")
     for opt in ("--supplier", "--purchase-date", "--currency", "--warranty-end", "--notes"):
         p.add_argument(opt, default=None)
@@ -290,7 +290,7 @@ def register(subparsers: Any) -> None:
         "name": a.name, "supplier": a.supplier, "purchase_date": a.purchase_date, "price": a.price,
         "currency": a.currency, "warranty_end": a.warranty_end, "notes": a.notes},
         lambda r: f"added {r['name']} ({r['id']})"))
-    p = stuff.add_parser("list", parents=[c])
+    p = stuff.add_parser("list", parents=[c], help="what you own or use")
     p.set_defaults(func=lambda a: run_op(a, "stuff", {}, lambda rows: "\n".join(
         f"{s['id']}  {s['name']}" + (f"  from {s['supplier']}" if s.get("supplier") else "")
         + (f"  warranty to {s['warranty_end']}" if s.get("warranty_end") else "") for s in rows)
@@ -298,11 +298,11 @@ def register(subparsers: Any) -> None:
 
     sup = subparsers.add_parser("suppliers", help="organisations holding your data").add_subparsers(
         dest="suppliers_command", metavar="ACTION", required=True)
-    p = sup.add_parser("list", parents=[c])
+    p = sup.add_parser("list", parents=[c], help="who holds your data, by agreement")
     p.set_defaults(func=lambda a: run_op(a, "suppliers", {}, lambda rows: "\n".join(
         f"{s['vendor']}  {s['name']}  agreements in force: {len(s['agreements'])}" for s in rows)
         or "(no suppliers)"))
-    p = sup.add_parser("add", parents=[c])
+    p = sup.add_parser("add", parents=[c], help="add a supplier by hand")
     p.add_argument("vendor")
     p.add_argument("name")
     p.add_argument("--notes", default=None)
@@ -312,10 +312,10 @@ def register(subparsers: Any) -> None:
 
     rev = subparsers.add_parser("reviews", help="reviews you wrote (they feed vendor reputation)"
                                 ).add_subparsers(dest="reviews_command", metavar="ACTION", required=True)
-    p = rev.add_parser("list", parents=[c])
+    p = rev.add_parser("list", parents=[c], help="your reviews")
     p.set_defaults(func=lambda a: run_op(a, "reviews", {}, lambda rows: "\n".join(
         f"{r['vendor']}  {r['rating'] or '-'}/5  {r['text']}" for r in rows) or "(none)"))
-    p = rev.add_parser("add", parents=[c])
+    p = rev.add_parser("add", parents=[c], help="review a vendor")
     p.add_argument("vendor")
     p.add_argument("text")
     p.add_argument("--rating", type=int, choices=range(1, 6), default=None)
@@ -329,7 +329,7 @@ def register(subparsers: Any) -> None:
     p = cl.add_parser("import", parents=[c], help="import a VC-JWT file")
     p.add_argument("file")
     p.set_defaults(func=cmd_claims_import)
-    p = cl.add_parser("list", parents=[c])
+    p = cl.add_parser("list", parents=[c], help="the credentials imported")
     p.set_defaults(func=lambda a: run_op(a, "claims", {}, lambda rows: "\n".join(
         f"{c['id']}  {shown(c['issuer'])}  {','.join(shown(t) for t in c['types'])}  until {c['valid_until']}"
         for c in rows)

@@ -191,11 +191,11 @@ def register(sub: Any) -> None:
     p.add_argument("name")
     p.set_defaults(func=lambda a: run_op(a, "intent_preset", {"name": a.name},
                                           lambda r: f"intent {r['intent']} cast ({r['category']})"))
-    p = intent.add_parser("list", parents=[c])
+    p = intent.add_parser("list", parents=[c], help="your intents and their offers")
     p.add_argument("--status", choices=["active", "withdrawn", "expired"])
     p.set_defaults(func=lambda a: run_op(a, "intents", {"status": a.status}, lambda r: _table(
         r, ["intent", "category", "status", "offers", "expires_at"])))
-    p = intent.add_parser("withdraw", parents=[c])
+    p = intent.add_parser("withdraw", parents=[c], help="withdraw an intent (vendors are told)")
     p.add_argument("intent")
     p.set_defaults(func=lambda a: run_op(a, "intent_withdraw", {"intent": a.intent},
                                           lambda r: f"intent {r['intent']} withdrawn"))
@@ -218,11 +218,11 @@ def register(sub: Any) -> None:
         lambda r: f"agreement {r['agreement']} waits for your confirmation on the box\n"
                   f"  discloses {', '.join(r['fields'])} to {r['vendor']} for '{r['purpose']}', "
                   f"{r['duration_days']} days"))
-    p = offer.add_parser("decline", parents=[c])
+    p = offer.add_parser("decline", parents=[c], help="decline an offer")
     p.add_argument("offer")
     p.set_defaults(func=lambda a: run_op(a, "offer_decline", {"offer": a.offer},
                                           lambda r: f"offer {r['offer']} declined"))
-    p = offer.add_parser("snooze", parents=[c])
+    p = offer.add_parser("snooze", parents=[c], help="hide an offer for some hours")
     p.add_argument("offer")
     p.add_argument("--hours", type=float, default=24.0)
     p.set_defaults(func=lambda a: run_op(a, "offer_snooze", {"offer": a.offer,
@@ -237,7 +237,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=lambda a: run_op(a, "confirm", {"agreement": a.agreement},
                                           lambda r: f"agreement {r['agreement']} confirmed and sent",
                                           socket="button"))
-    p = agr.add_parser("cancel", parents=[c])
+    p = agr.add_parser("cancel", parents=[c], help="cancel an agreement not yet confirmed")
     p.add_argument("agreement")
     p.set_defaults(func=lambda a: run_op(a, "cancel", {"agreement": a.agreement},
                                           lambda r: f"agreement {r['agreement']} cancelled"))
@@ -253,7 +253,7 @@ def register(sub: Any) -> None:
 
     rules = sub.add_parser("rules", help="your filters and preferences").add_subparsers(
         dest="rules_cmd", metavar="ACTION", required=True)
-    p = rules.add_parser("show", parents=[c])
+    p = rules.add_parser("show", parents=[c], help="the rules in force")
     p.set_defaults(func=lambda a: run_op(a, "rules", {}))
     p = rules.add_parser("set", parents=[c], help="replace the rules with a JSON file ('-' for stdin)")
     p.add_argument("file")
@@ -271,7 +271,7 @@ def register(sub: Any) -> None:
     p.set_defaults(func=lambda a: run_op(a, "vendor_accept_key", {"vendor": a.vendor, "did": a.did},
                                           lambda r: f"{r['vendor']}: now pinned to {r['did']}"))
     for status, verb in (("allowed", "allow"), ("blocked", "block"), ("trusted", "trust")):
-        p = vendor.add_parser(verb, parents=[c])
+        p = vendor.add_parser(verb, parents=[c], help=f"mark a vendor {status}")
         p.add_argument("vendor")
         p.set_defaults(func=lambda a, s=status: run_op(a, "vendor_status", {"vendor": a.vendor, "status": s},
                                                         lambda r: f"{r['vendor']}: {r['status']}"))
