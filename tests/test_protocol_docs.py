@@ -44,10 +44,11 @@ def test_section_13_lists_every_reason_code_once():
 
 
 # The order §11.2 states for a message on the box's inbox (first mention of each code).
+# A kid no pinned vendor has is unknown_vendor before its signature is checked (tests/test_box_vectors.py).
 INBOX_ORDER = ["oversize", "unknown_topic", "unknown_intent", "intent_closed", "bad_encoding", "bad_json",
-               "bad_alg", "bad_header", "bad_did", "rate_limited", "vendor_key_changed", "blocked_vendor",
-               "too_many_offers", "bad_signature", "expired", "replay", "topic_mismatch", "vendor_mismatch",
-               "unknown_vendor", "terms_mismatch", "unknown_agreement", "wrong_state", "store_error"]
+               "bad_alg", "bad_header", "bad_did", "rate_limited", "unknown_vendor", "vendor_key_changed",
+               "blocked_vendor", "too_many_offers", "bad_signature", "expired", "replay", "topic_mismatch",
+               "vendor_mismatch", "terms_mismatch", "unknown_agreement", "wrong_state", "store_error"]
 
 
 def test_section_11_2_states_the_order_the_box_checks():
