@@ -109,18 +109,23 @@ def test_resend_plan_backs_off_and_drops_expired_offers(vendor):
 
 
 def test_while_receipts_flow_only_offers_sent_before_a_receipted_one_go_again(vendor):
-    """The broker delivers one publisher's messages in order: an offer sent before one the box
-    has receipted was lost (or refused); one sent after is still in the queue."""
+    """The broker delivers one publisher's messages in order: an offer of the intent sent before
+    one the box has receipted was lost (or refused); one sent after is still in the queue."""
     policy = core.ResendPolicy(first_s=5.0, factor=2.0, max_s=60.0)
     lost, queued = answered(vendor, Identity.generate()).offers[:2]
-    due = [core.Pending(lost, 0, last_sent=NOW), core.Pending(queued, 0, last_sent=NOW + 2)]
-    flowing = core.ReceiptMark(sent=NOW + 1, at=NOW + 9)              # a receipt 1 s ago
+    intent = lost.intent
+    due = [core.Pending(lost, 0, last_sent=NOW, seq=1), core.Pending(queued, 0, last_sent=NOW, seq=3)]
+    flowing = {intent: (core.Receipted(floor_seq=2, at=NOW + 6),)}     # a receipt 4 s ago, past the grace
     plan = core.plan_resends(due, NOW + 10, policy, flowing)
-    assert [(r.outgoing.msg_id, r.send, r.resends, r.next_at) for r in plan] == [
-        (lost.id, True, 1, NOW + 20), (queued.id, False, 0, NOW + 15)]
-    quiet = core.ReceiptMark(sent=NOW + 1, at=NOW + 4)                # nothing for 6 s: the box is away
+    assert [(r.outgoing.msg_id, r.send, r.lost, r.resends, r.next_at) for r in plan] == [
+        (lost.id, True, True, 1, NOW + 20), (queued.id, False, False, 0, NOW + 15)]
+    quiet = {intent: (core.Receipted(floor_seq=2, at=NOW + 4),)}       # nothing for 6 s: the box is away
     assert [r.send for r in core.plan_resends(due, NOW + 10, policy, quiet)] == [True, True]
     assert [r.send for r in core.plan_resends(due, NOW + 10, policy)] == [True, True]   # no receipt yet
+    # another intent's receipts say nothing about this one's box (two intents may be two boxes)
+    elsewhere = {"intent-elsewhere1": (core.Receipted(floor_seq=9, at=NOW + 9),)}
+    assert [(r.send, r.lost) for r in core.plan_resends(due, NOW + 10, policy, elsewhere)] == [
+        (True, False), (True, False)]
 
 
 # ------------------------------------------------------------------------------ the ledger
@@ -166,9 +171,9 @@ def test_copies_of_old_receipts_do_not_hold_back_re_sends(vendor, tmp_path):
             led.mark_sent(o.id, int(NOW))
         first = answer.offers[0]
         assert led.mark_receipted(first.intent, [first.hash], int(NOW)) == 1
-        at = led.receipt_mark().at
+        said = led.receipted([first.intent])
         assert led.mark_receipted(first.intent, [first.hash], int(NOW) + 5) == 0   # the copy, later
-        assert led.receipt_mark().at == at
+        assert led.receipted([first.intent]) == said
         later = NOW + 5
         due = led.take_resends(later, lambda d, m: core.plan_resends(d, later, policy, m))
         assert sorted(r.outgoing.msg_id for r in due if r.send) == sorted(o.id for o in answer.offers[1:])

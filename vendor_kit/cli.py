@@ -33,6 +33,17 @@ def _csv(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def _count(text: str) -> int:
+    """A whole number 0 .. 1000 (argparse says which argument, without a traceback)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 0 .. 1000, not {n}")
+    return n
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     ident = VendorIdentity.create(args.dir, vendor=args.vendor, name=args.name, categories=_csv(args.categories),
                                   url=args.url)
@@ -65,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     with Ledger.in_dir(args.dir) as ledger:
         resend = ResendPolicy(first_s=args.resend_first, factor=args.resend_factor,
-                              max_s=max(args.resend_max, args.resend_first))
+                              max_s=max(args.resend_max, args.resend_first), limit=args.resend_limit)
         worker = VendorWorker(ident, catalogue, ledger, settings, on_ready=ready, resend=resend)
 
         def on_signal(signum: int, frame: object) -> None:
@@ -108,7 +119,8 @@ def _ledger(args: argparse.Namespace) -> Ledger:
 def cmd_offers(args: argparse.Namespace) -> int:
     with _ledger(args) as ledger:
         return _show(ledger.list_offers(), args.json,
-                     ("intent", "sku", "price", "currency", "decision", "valid_until", "client_id"))
+                     ("intent", "sku", "price", "currency", "decision", "valid_until", "client_id", "delivery",
+                      "resends"))
 
 
 def cmd_agreements(args: argparse.Namespace) -> int:
@@ -165,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"each further wait is this many times the last (default {default.factor:g})")
     p.add_argument("--resend-max", type=float, default=default.max_s, metavar="SECONDS",
                    help=f"longest wait between re-sends (default {default.max_s:g})")
+    p.add_argument("--resend-limit", type=_count, default=default.limit, metavar="N",
+                   help=f"re-sends per offer before giving up on it (default {default.limit}); an offer a "
+                        "receipt of its intent shows lost goes out again within seconds")
     p.set_defaults(func=cmd_run)
 
     for name, func, what in (("offers", cmd_offers, "offers sent"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from vrm_protocol import (Agreement, Countersignature, Disclosure, Intent, IntentWithdrawal, Message,
                           Offer, ProtocolError, Receipt, Revocation, RevocationAck, TermsResponse,
@@ -197,29 +197,58 @@ def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now:
 
 
 # ------------------------------------------------------------------------------ receipts, re-sends
+# The reference box sends an intent's receipts 0.2 .. 2.5 s after the first offer waiting for
+# one (docs/protocol.md §8.10). An offer stored just before another is named by the same receipt
+# or an earlier one; the grace covers that delay (should the box ever store them out of order)
+# and a little time on the way.
+LOST_GRACE_S = 3.0
+# Re-sends per offer before giving up. With the default back-off (30 s, doubling, at most 15 min)
+# 8 re-sends span about an hour and the give-up comes some 75 minutes after the first send:
+# longer than a broker restart or a box reboot takes, and every copy the broker took waits in
+# the box's queue anyway, so a box that is away longer finds one when it is back. More copies
+# would only lengthen that queue (the old rule sent a 7-day offer 676 times).
+RESEND_LIMIT = 8
+
+
 @dataclass(frozen=True)
 class ResendPolicy:
     """When an offer the box has not receipted is sent again. Why at all: the broker acknowledges
     before it is on disk, so only the box's receipt says "stored".
 
-    An offer is looked at `first_s` after it was (last) sent, then each wait is `factor` times the
-    last, at most `max_s`, until a receipt or the offer's expiry. While receipts keep coming (the
-    box is working through its queue) only offers sent *before* the latest receipted one are sent
-    again: the broker delivers one publisher's messages in order, so those were lost (or refused);
-    the others are still queued and a copy would only lengthen the queue. When no receipt has come
-    for `first_s`, the box is away or the tail was lost: every due offer goes out again."""
+    Every copy of an offer the kit hands to MQTT gets the next number of one send order (`seq`).
+    The broker delivers one publisher's messages to a box in order, so when the box receipts an
+    offer of an intent, every copy sent before that offer's first possible stored copy has been
+    through the box: an offer of the same intent whose latest copy is older and that is still not
+    receipted `lost_grace_s` after that receipt was lost (or refused), and goes out again then.
+    The comparison is within one intent only: two intents may be on two boxes, and one box being
+    through our stream says nothing about another's queue.
+
+    Otherwise an offer is looked at `first_s` after it was (last) sent, then each wait is `factor`
+    times the last, at most `max_s`. While receipts for its intent keep coming (one within
+    `first_s`) an offer not passed by one is still in that box's queue and waits (a copy would
+    only lengthen the queue); when they do not, it goes out again. After `limit` re-sends whose
+    wait ran out without a receipt, the kit gives up on the offer (recorded in the ledger)."""
 
     first_s: float = 30.0
     factor: float = 2.0
     max_s: float = 900.0
+    limit: int = RESEND_LIMIT
+    lost_grace_s: float = LOST_GRACE_S
 
     def __post_init__(self) -> None:
         if not (self.first_s > 0 and self.factor >= 1 and self.max_s >= self.first_s):
             raise ValueError("resend policy needs first_s > 0, factor >= 1, max_s >= first_s")
+        if self.limit < 0 or self.lost_grace_s < 0:
+            raise ValueError("resend policy needs limit >= 0 and lost_grace_s >= 0")
 
     def delay(self, resends: int) -> float:
         """The wait after the `resends`-th re-send (0: after the first send)."""
         return min(self.max_s, self.first_s * self.factor ** min(resends, 64))
+
+    def look_after_receipt(self, receipt_at: float) -> float:
+        """When to look at an offer a receipt of its intent has passed: once its own receipt
+        would have come, had the box stored it."""
+        return receipt_at + self.lost_grace_s
 
 
 @dataclass(frozen=True)
@@ -229,16 +258,16 @@ class Pending:
     offer: OfferRecord
     resends: int
     last_sent: float = 0.0      # when it was last handed to MQTT
+    seq: int = 0                # send order of its latest copy
 
 
 @dataclass(frozen=True)
-class ReceiptMark:
-    """What the receipts so far say: the latest first-send time among receipted offers (every
-    copy sent before it has been through the box), and when the last receipt of ours came (0:
-    none yet)."""
+class Receipted:
+    """One of an intent's offers the box has receipted: the send order of the first copy of it
+    the box may have stored (copies found lost before do not count), and when its receipt came."""
 
-    sent: float = 0.0
-    at: float = 0.0
+    floor_seq: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -246,7 +275,11 @@ class Resend:
     outgoing: Outgoing
     resends: int                # counting this one
     next_at: float
-    send: bool = True           # False: still queued behind a flowing box; only look again later
+    send: bool = True           # False: not sent now (still queued at a box that is receipting, or
+                                # a receipt passed it a moment ago), only looked at again later
+    lost: bool = False          # sent because a receipt of its intent passed its latest copy
+    gave_up: bool = False       # the limit is reached: never sent again
+    intent: str = ""            # the offer's intent (for the log)
 
 
 @dataclass(frozen=True)
@@ -257,19 +290,29 @@ class ReceiptRecord:
 
 
 def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
-                 mark: ReceiptMark = ReceiptMark()) -> list[Resend]:
-    """Which of the due offers to send again (same token, same id: the box de-duplicates) and
-    when to look again (see ResendPolicy). An expired offer is not sent (the box would refuse it);
-    one still queued behind a flowing box is looked at again later, without counting a re-send."""
-    flowing = mark.at > 0 and now - mark.at < policy.first_s
+                 receipted: Mapping[str, Sequence[Receipted]] | None = None) -> list[Resend]:
+    """What to do with each due offer (see ResendPolicy), given what each intent's receipts say
+    (`receipted`: the intent's receipted offers). Sent again: the same token, the same id (the box
+    de-duplicates). An expired offer is left out (the box would refuse it; it is not looked at
+    again). A re-send counts toward `policy.limit`; waiting does not."""
+    receipted = receipted or {}
     out = []
     for p in due:
         if p.offer.valid_until <= now:
             continue
-        if flowing and p.last_sent >= mark.sent:
+        marks = receipted.get(p.offer.intent, ())
+        passing = [r.at for r in marks if r.floor_seq > p.seq]
+        lost = any(policy.look_after_receipt(at) <= now for at in passing)
+        if not lost and passing:       # passed a moment ago: its own receipt may still be coming
+            out.append(Resend(p.offer.outgoing(), p.resends, policy.look_after_receipt(min(passing)), send=False))
+            continue
+        if not lost and any(now - r.at < policy.first_s for r in marks):
             out.append(Resend(p.offer.outgoing(), p.resends, now + policy.delay(p.resends), send=False))
             continue
-        out.append(Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1)))
+        if p.resends >= policy.limit:
+            out.append(Resend(p.offer.outgoing(), p.resends, now, send=False, gave_up=True, intent=p.offer.intent))
+            continue
+        out.append(Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1), lost=lost))
     return out
 
 
@@ -375,6 +418,6 @@ def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: Ag
 
 
 __all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
-           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "Pending", "ReceiptMark", "Resend", "ReceiptRecord",
+           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "LOST_GRACE_S", "RESEND_LIMIT", "Pending", "Receipted", "Resend", "ReceiptRecord",
            "signed_profile", "answer_intent", "accept_withdrawal", "plan_resends", "accept_receipt",
            "countersign", "open_disclosure", "acknowledge_revocation"]

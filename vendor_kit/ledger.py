@@ -38,12 +38,12 @@ from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 from vrm_protocol import token_hash
 
 from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
-                   Pending, ReceiptMark, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
+                   Pending, Receipted, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 30.0      # how long a write waits, in all, for other workers' transactions
 STEP_BUSY_MS = 100         # SQLite's own busy wait per attempt (also bounds a blocked checkpoint)
 PRUNE_MARGIN_S = CLOCK_SKEW + 600   # keep rows a while past exp: a late copy is refused as expired
@@ -120,6 +120,27 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS offers_receipted ON offers(receipted_at) WHERE receipted_at IS NOT NULL")
 
 
+def _migrate_3_to_4(db: sqlite3.Connection) -> None:
+    """v4: a send order per copy (one publisher's messages reach the box in order, so a receipt
+    says which older copies were lost) and the give-up. Offers from before get their insertion
+    order, which is the order they were first published in."""
+    for col in ("first_seq INTEGER", "last_seq INTEGER", "floor_seq INTEGER", "gave_up_at REAL"):
+        db.execute(f"ALTER TABLE offers ADD COLUMN {col}")
+    db.execute("UPDATE offers SET first_seq = rowid, last_seq = rowid, floor_seq = rowid")
+    db.execute("CREATE TABLE IF NOT EXISTS send_order (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)")
+    db.execute("INSERT OR IGNORE INTO send_order (id, n) SELECT 1, COALESCE(MAX(rowid), 0) FROM offers")
+
+
+def _next_seqs(db: sqlite3.Connection, n: int) -> list[int]:
+    """The next `n` numbers of the ledger's send order (inside the caller's transaction, so two
+    workers never share one)."""
+    if n <= 0:
+        return []
+    db.execute("UPDATE send_order SET n = n + ? WHERE id = 1", (n,))
+    last = db.execute("SELECT n FROM send_order WHERE id = 1").fetchone()[0]
+    return list(range(last - n + 1, last + 1))
+
+
 class LedgerBusy(sqlite3.OperationalError):
     """The ledger stayed locked by another worker for BUSY_TIMEOUT_S, or it was interrupted.
     Nothing was written: the message can be handled again later."""
@@ -150,7 +171,6 @@ class Ledger:
         self.client_id = client_id
         self.busy_timeout_s = busy_timeout_s
         self.resend = ResendPolicy()   # the worker sets its own: when a sent offer is due again
-        self.last_receipt_at = 0.0     # latest receipt naming any offer of ours (memory: after a restart, none)
         self._interrupted = False   # a plain flag: interrupt() may be called from a signal handler
         self._local = threading.local()   # per-thread cap on lock waits (max_wait)
         if not self.path.exists():  # personal data inside: never world-readable, not even briefly
@@ -180,7 +200,9 @@ class Ledger:
                     _migrate_1_to_2(self._db)
                 for stmt in _SCHEMA:  # not executescript: it COMMITs
                     self._db.execute(stmt)
-                _migrate_2_to_3(self._db)   # a new ledger too: _SCHEMA is the v2 one
+                if version < 3:
+                    _migrate_2_to_3(self._db)   # a new ledger too: _SCHEMA is the v2 one
+                _migrate_3_to_4(self._db)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
@@ -345,13 +367,15 @@ class Ledger:
                 (i.intent, i.category, i.signer, i.terms_id, i.terms_sha256, json.dumps(i.attributes),
                  i.received_at, i.status, len(answer.offers), self.client_id, i.exp or None))
             db.execute("DELETE FROM withdrawals WHERE intent = ?", (i.intent,))  # the intent row rules now
-            for o in answer.offers:
+            # numbered in the order the worker publishes them (answer order)
+            for o, seq in zip(answer.offers, _next_seqs(db, len(answer.offers))):
                 db.execute("INSERT INTO offers (id, intent, intent_signer, sku, name, price, currency, valid_until, "
                            "terms_id, terms_sha256, decision, token, created_at, client_id, hash, resend_at, "
-                           "last_sent, first_sent) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "last_sent, first_sent, first_seq, last_seq, floor_seq) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                            (o.id, o.intent, o.intent_signer, o.sku, o.name, o.price, o.currency, o.valid_until,
                             o.terms_id, o.terms_sha256, o.decision, o.token, now, self.client_id, o.hash,
-                            now + self.resend.first_s, sent, sent))
+                            now + self.resend.first_s, sent, sent, seq, seq, seq))
                 self._enqueue(db, o.outgoing(), now)
         return answer
 
@@ -368,6 +392,8 @@ class Ledger:
             if cur.rowcount:
                 db.execute("DELETE FROM outbox WHERE sent_at IS NULL AND id IN "
                            "(SELECT id FROM offers WHERE intent = ?)", (w.intent,))
+                # the box no longer takes offers on it: copies would only be refused
+                db.execute("UPDATE offers SET resend_at = NULL WHERE intent = ?", (w.intent,))
             elif not db.execute("SELECT 1 FROM intents WHERE intent = ?", (w.intent,)).fetchone():
                 db.execute("INSERT OR IGNORE INTO withdrawals (intent, signer, category, received_at, exp) "
                            "VALUES (?,?,?,?,?)", (w.intent, w.signer, w.category, w.received_at,
@@ -381,56 +407,85 @@ class Ledger:
     # -------------------------------------------------------------------------- receipts
     def mark_receipted(self, intent_id: str, hashes: tuple[str, ...] | list[str], now: float) -> int:
         """The box says it holds these offers (by token hash): stop re-sending them. Returns how
-        many of ours were waiting. Hashes we never sent (fillers, other vendors') match nothing."""
+        many of ours were waiting. Hashes we never sent (fillers, other vendors') match nothing.
+        The intent's offers whose latest copy went out before the first copy the box may have
+        stored of one of these are looked at once their own receipt would have come
+        (`ResendPolicy.look_after_receipt`): if it has not, they were lost."""
         hashes = list(dict.fromkeys(hashes))[:64]
         if not hashes:
             return 0
         marks = ",".join("?" * len(hashes))
         with self._tx() as db:
-            rows = db.execute(f"SELECT id, receipted_at FROM offers WHERE intent = ? AND hash IN ({marks})",
+            rows = db.execute(f"SELECT id, receipted_at, floor_seq FROM offers WHERE intent = ? AND hash IN ({marks})",
                               (intent_id, *hashes)).fetchall()
-            ids = [r[0] for r in rows if r[1] is None]
-            if not ids:   # copies of old receipts (or receipts the box re-signs for replays of a
-                return 0  # stored offer) must not make the box look "flowing" and hold re-sends
-            self.last_receipt_at = max(self.last_receipt_at, now)
+            new = [r for r in rows if r["receipted_at"] is None]
+            if not new:   # copies of old receipts (or receipts the box re-signs for replays of a
+                return 0  # stored offer) change nothing: the box looks "flowing" only on news
+            ids = [r["id"] for r in new]
             idm = ",".join("?" * len(ids))
             db.execute(f"UPDATE offers SET receipted_at = ?, resend_at = NULL WHERE id IN ({idm})", (now, *ids))
             db.execute(f"UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND id IN ({idm})", (now, *ids))
+            passed = max(int(r["floor_seq"] or 0) for r in new)
+            db.execute("UPDATE offers SET resend_at = MIN(resend_at, ?) WHERE intent = ? AND receipted_at IS NULL "
+                       "AND resend_at IS NOT NULL AND last_seq < ?",
+                       (self.resend.look_after_receipt(now), intent_id, passed))
         return len(ids)
 
-    def receipt_mark(self) -> ReceiptMark:
-        return self._read(self._mark)
+    def receipted(self, intent_ids: list[str] | set[str]) -> dict[str, tuple[Receipted, ...]]:
+        """What each intent's receipts say: its receipted offers (core.plan_resends reads them)."""
+        return self._read(lambda db: _receipted(db, intent_ids))
 
-    def _mark(self, db: sqlite3.Connection) -> ReceiptMark:
-        m = _receipt_mark(db)
-        return ReceiptMark(m.sent, max(m.at, self.last_receipt_at))
-
-    def take_resends(self, now: float, plan: Callable[[list[Pending], ReceiptMark], list[Resend]],
+    def take_resends(self, now: float,
+                     plan: Callable[[list[Pending], dict[str, tuple[Receipted, ...]]], list[Resend]],
                      limit: int = 200) -> list[Resend]:
         """Due offers (sent, not receipted, their time come), planned by `plan` (core.plan_resends)
         and rescheduled in one transaction, so two workers sharing the ledger do not both send.
-        Offers the plan leaves out (expired) are not looked at again."""
+        Returns the offers to send now, numbered in the send order in the order returned (send
+        them in that order), and those given up. Offers the plan leaves out (expired) are not
+        looked at again."""
         with self._tx() as db:
             rows = db.execute("SELECT offers.* FROM offers JOIN outbox ON outbox.id = offers.id "
                               "WHERE offers.receipted_at IS NULL AND offers.resend_at IS NOT NULL "
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
-                              "ORDER BY offers.resend_at LIMIT ?", (now, limit)).fetchall()
-            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0) for r in rows]
-            resends = plan(due, self._mark(db))
+                              "ORDER BY offers.resend_at, offers.last_seq LIMIT ?", (now, limit)).fetchall()
+            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0, int(r["last_seq"] or 0)) for r in rows]
+            resends = plan(due, _receipted(db, {p.offer.intent for p in due}))
+            sending = [r for r in resends if r.send]
+            for r, seq in zip(sending, _next_seqs(db, len(sending))):
+                # a copy sent because the earlier ones were found lost: only it can be the stored one
+                db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = ?, last_seq = ?, "
+                           "floor_seq = CASE WHEN ? THEN ? ELSE floor_seq END WHERE id = ?",
+                           (r.resends, r.next_at, now, seq, int(r.lost), seq, r.outgoing.msg_id))
             for r in resends:
-                db.execute("UPDATE offers SET resends = ?, resend_at = ?, last_sent = CASE WHEN ? THEN ? "
-                           "ELSE last_sent END WHERE id = ?",
-                           (r.resends, r.next_at, int(r.send), now, r.outgoing.msg_id))
+                if r.gave_up:
+                    db.execute("UPDATE offers SET gave_up_at = ?, resend_at = NULL WHERE id = ?",
+                               (now, r.outgoing.msg_id))
+                elif not r.send:
+                    db.execute("UPDATE offers SET resend_at = ? WHERE id = ?", (r.next_at, r.outgoing.msg_id))
             planned = {r.outgoing.msg_id for r in resends}
             for p in due:
                 if p.offer.id not in planned:
                     db.execute("UPDATE offers SET resend_at = NULL WHERE id = ?", (p.offer.id,))
-        return [r for r in resends if r.send]
+        return [r for r in resends if r.send or r.gave_up]
+
+    def stamp_sends(self, msg_ids: list[str], now: float) -> None:
+        """Messages published again from the outbox, in this order: the offers among them get a
+        new latest copy in the send order (a receipt must not count them as passed by the older one)."""
+        if not msg_ids:
+            return
+        with self._tx() as db:
+            for msg_id, seq in zip(msg_ids, _next_seqs(db, len(msg_ids))):
+                db.execute("UPDATE offers SET last_seq = ?, last_sent = ? WHERE id = ?", (seq, now, msg_id))
 
     def awaiting_receipts(self, now: int) -> int:
-        """Unexpired offers the box has not receipted yet."""
+        """Unexpired offers the box has not receipted yet (and the kit has not given up on)."""
         r = self._one("SELECT COUNT(*) FROM offers WHERE receipted_at IS NULL AND resend_at IS NOT NULL "
                       "AND valid_until > ?", now)
+        return int(r[0]) if r else 0
+
+    def given_up(self) -> int:
+        """Offers the kit stopped re-sending after the limit, never receipted."""
+        r = self._one("SELECT COUNT(*) FROM offers WHERE receipted_at IS NULL AND gave_up_at IS NOT NULL")
         return int(r[0]) if r else 0
 
     # -------------------------------------------------------------------------- agreements
@@ -586,14 +641,17 @@ class Ledger:
                  "attributes": json.loads(r["attributes"])}
                 for r in self._all("SELECT * FROM intents ORDER BY received_at, intent")]
 
-    def list_offers(self) -> list[dict[str, Any]]:
+    def list_offers(self, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.time() if now is None else now
         return [{"id": r["id"], "intent": r["intent"], "sku": r["sku"], "name": r["name"], "price": r["price"],
                  "currency": r["currency"], "valid_until": r["valid_until"], "terms": r["terms_id"],
                  "decision": r["decision"], "created_at": r["created_at"], "client_id": r["client_id"],
                  "sent": r["sent_at"] is not None, "receipted": r["receipted_at"] is not None,
-                 "resends": r["resends"]}
-                for r in self._all("SELECT offers.*, outbox.sent_at FROM offers LEFT JOIN outbox "
-                                   "ON outbox.id = offers.id ORDER BY offers.created_at, offers.id")]
+                 "resends": r["resends"], "gave_up": r["receipted_at"] is None and r["gave_up_at"] is not None,
+                 "gave_up_at": r["gave_up_at"], "delivery": _delivery(r, now)}
+                for r in self._all("SELECT offers.*, outbox.sent_at, intents.status FROM offers LEFT JOIN outbox "
+                                   "ON outbox.id = offers.id LEFT JOIN intents ON intents.intent = offers.intent "
+                                   "ORDER BY offers.created_at, offers.first_seq, offers.id")]
 
     def list_agreements(self) -> list[dict[str, Any]]:
         return [{"id": r["id"], "intent": r["intent"], "offer": r["offer"], "sku": r["sku"],
@@ -611,12 +669,31 @@ class Ledger:
                                    "ON agreements.id = disclosures.agreement ORDER BY disclosures.received_at")]
 
 
-def _receipt_mark(db: sqlite3.Connection) -> ReceiptMark:
-    """Among receipted offers, the latest *first* send (which copy the box stored is unknown, but
-    none was sent earlier than that, so everything sent before it has been through), and when the
-    latest receipt came."""
-    r = db.execute("SELECT MAX(first_sent), MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL").fetchone()
-    return ReceiptMark(float(r[0] or 0.0), float(r[1] or 0.0))
+def _receipted(db: sqlite3.Connection, intent_ids: list[str] | set[str]) -> dict[str, tuple[Receipted, ...]]:
+    out: dict[str, list[Receipted]] = {}
+    ids = list(intent_ids)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        marks = ",".join("?" * len(chunk))
+        for r in db.execute(f"SELECT intent, floor_seq, receipted_at FROM offers WHERE receipted_at IS NOT NULL "
+                            f"AND intent IN ({marks})", chunk):
+            out.setdefault(r[0], []).append(Receipted(int(r[1] or 0), float(r[2])))
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def _delivery(r: sqlite3.Row, now: float) -> str:
+    """Where an offer stands with the box, in one word (`vrm-vendor offers`)."""
+    if r["receipted_at"] is not None:
+        return "receipted"
+    if r["gave_up_at"] is not None:
+        return "gave_up"
+    if r["valid_until"] <= now:
+        return "expired"
+    if r["status"] == "withdrawn":
+        return "withdrawn"
+    if r["sent_at"] is None:
+        return "unsent"
+    return "waiting" if r["resend_at"] is not None else "untracked"   # untracked: sent before receipts
 
 
 def _offer(r: sqlite3.Row) -> OfferRecord:

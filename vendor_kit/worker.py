@@ -110,6 +110,7 @@ class VendorWorker:
         self.resend = resend or core.ResendPolicy()
         ledger.resend = self.resend
         self.refused: Counter[tuple[str, str]] = Counter()   # (message kind, reason) -> count
+        self.gave_up = 0                                       # offers given up by this worker
         self._resend_checked = 0.0
         self.client_id = broker.client_id or f"vrm-vendor-{identity.vendor}-{secrets.token_hex(4)}"
         ledger.client_id = self.client_id  # the ledger records which worker did what
@@ -251,13 +252,27 @@ class VendorWorker:
             self._flush_outbox(min_age_s=FLUSH_MIN_AGE_S)
 
     def _resend_due(self, now: float) -> None:
-        """Offers the box has not receipted in time go out again (same token and id)."""
-        due = self.ledger.take_resends(now, lambda pending, mark: core.plan_resends(pending, now, self.resend, mark),
-                                       RESEND_BATCH)
-        for r in due:
+        """Offers the box has not receipted in time, or that a receipt of their intent showed
+        lost, go out again (same token and id); those past the limit are given up."""
+        planned = self.ledger.take_resends(
+            now, lambda pending, receipted: core.plan_resends(pending, now, self.resend, receipted), RESEND_BATCH)
+        sent = [r for r in planned if r.send]
+        for r in sent:   # in the order the ledger numbered them
             self._publish(r.outgoing)
-        if due:
-            log.info("re-sent %d offer(s) not yet receipted by the box", len(due))
+        if sent:
+            lost = sum(r.lost for r in sent)
+            log.info("re-sent %d offer(s) not yet receipted by the box (%d shown lost by a receipt of their "
+                     "intent, %d after waiting)", len(sent), lost, len(sent) - lost)
+        gave_up = [r for r in planned if r.gave_up]
+        if gave_up:
+            with self._lock:
+                self.gave_up += len(gave_up)
+            by_intent: dict[tuple[str, int], list[str]] = {}
+            for r in gave_up:
+                by_intent.setdefault((r.intent, r.resends), []).append(r.outgoing.msg_id)
+            for (intent, resends), ids in by_intent.items():
+                log.warning("gave up on %d offer(s) for intent %s after %d re-sends without a receipt from the "
+                            "box: %s", len(ids), intent, resends, ", ".join(ids))
 
     def _try_purge(self) -> None:
         self._purge_tried = self._clock()
@@ -605,6 +620,11 @@ class VendorWorker:
         with self._lock:
             pending = set(self._pending.values())
         unsent = [o for o in self.ledger.unsent(int(now), min_age_s=min_age_s) if o.msg_id not in pending]
+        if unsent:
+            try:
+                self.ledger.stamp_sends([o.msg_id for o in unsent], now)
+            except sqlite3.OperationalError as exc:   # only costs an early copy if a receipt passes one
+                log.warning("could not number %d re-published message(s): %s", len(unsent), exc)
         for out in unsent:
             self._publish(out)
         if unsent:
