@@ -56,9 +56,9 @@ class Sim:
         self.published: list[tuple[float, core.Outgoing]] = []
         self.worker._publish = lambda out: self.published.append((self.now, out))   # type: ignore[method-assign]
 
-    def intent(self, box: Identity) -> tuple[str, list[core.Outgoing]]:
+    def intent(self, box: Identity, ttl: int = WEEK) -> tuple[str, list[core.Outgoing]]:
         intent_id = new_id()
-        token = sign(box, Intent(intent=intent_id, category="bikes", terms=TERMS), now=self.now, ttl=WEEK,
+        token = sign(box, Intent(intent=intent_id, category="bikes", terms=TERMS), now=self.now, ttl=ttl,
                      msg_id=intent_id)
         before = len(self.published)
         assert self.worker.handle(topics.intent("bikes", intent_id), token.encode())
@@ -234,6 +234,18 @@ def test_a_withdrawn_intents_offers_are_not_sent_again(vendor, tmp_path):
         sim.run_until(NOW + 120)
         assert [len(sim.copies(o)) for o in offers] == [1, 1]
         assert {r["delivery"] for r in led.list_offers(now=sim.now)} == {"withdrawn"}
+
+
+def test_an_expired_intents_offers_are_not_sent_again(vendor, tmp_path):
+    """The offers live an hour, the intent a minute: after the intent's end the box refuses them."""
+    box = Identity.generate()
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        sim = Sim(vendor, led, catalogue(items=1))
+        _, (offer,) = sim.intent(box, ttl=60)
+        sim.run_until(NOW + 600)
+        assert [round(t - NOW) for t in sim.copies(offer)] == [0, 30]
+        assert led.list_offers(now=sim.now)[0]["delivery"] == "expired"
+        assert led.awaiting_receipts(int(sim.now)) == 0
 
 
 # ------------------------------------------------------------------------------ the ledger

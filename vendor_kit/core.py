@@ -259,6 +259,7 @@ class Pending:
     resends: int
     last_sent: float = 0.0      # when it was last handed to MQTT
     seq: int = 0                # send order of its latest copy
+    intent_exp: float = 0.0     # when its intent expires (0: unknown): the box takes nothing after
 
 
 @dataclass(frozen=True)
@@ -294,11 +295,12 @@ def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
     """What to do with each due offer (see ResendPolicy), given what each intent's receipts say
     (`receipted`: the intent's receipted offers). Sent again: the same token, the same id (the box
     de-duplicates). An expired offer is left out (the box would refuse it; it is not looked at
-    again). A re-send counts toward `policy.limit`; waiting does not."""
+    again), nor is one whose intent has expired (the box refuses those). A re-send counts toward
+    `policy.limit`; waiting does not."""
     receipted = receipted or {}
     out = []
     for p in due:
-        if p.offer.valid_until <= now:
+        if p.offer.valid_until <= now or 0 < p.intent_exp <= now:
             continue
         marks = receipted.get(p.offer.intent, ())
         passing = [r.at for r in marks if r.floor_seq > p.seq]

@@ -444,11 +444,13 @@ class Ledger:
         them in that order), and those given up. Offers the plan leaves out (expired) are not
         looked at again."""
         with self._tx() as db:
-            rows = db.execute("SELECT offers.* FROM offers JOIN outbox ON outbox.id = offers.id "
+            rows = db.execute("SELECT offers.*, intents.exp AS intent_exp FROM offers "
+                              "JOIN outbox ON outbox.id = offers.id LEFT JOIN intents ON intents.intent = offers.intent "
                               "WHERE offers.receipted_at IS NULL AND offers.resend_at IS NOT NULL "
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
                               "ORDER BY offers.resend_at, offers.last_seq LIMIT ?", (now, limit)).fetchall()
-            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0, int(r["last_seq"] or 0)) for r in rows]
+            due = [Pending(_offer(r), r["resends"], r["last_sent"] or 0.0, int(r["last_seq"] or 0),
+                           float(r["intent_exp"] or 0)) for r in rows]
             resends = plan(due, _receipted(db, {p.offer.intent for p in due}))
             sending = [r for r in resends if r.send]
             for r, seq in zip(sending, _next_seqs(db, len(sending))):
@@ -649,7 +651,8 @@ class Ledger:
                  "sent": r["sent_at"] is not None, "receipted": r["receipted_at"] is not None,
                  "resends": r["resends"], "gave_up": r["receipted_at"] is None and r["gave_up_at"] is not None,
                  "gave_up_at": r["gave_up_at"], "delivery": _delivery(r, now)}
-                for r in self._all("SELECT offers.*, outbox.sent_at, intents.status FROM offers LEFT JOIN outbox "
+                for r in self._all("SELECT offers.*, outbox.sent_at, intents.status, intents.exp AS intent_exp "
+                                   "FROM offers LEFT JOIN outbox "
                                    "ON outbox.id = offers.id LEFT JOIN intents ON intents.intent = offers.intent "
                                    "ORDER BY offers.created_at, offers.first_seq, offers.id")]
 
@@ -687,7 +690,7 @@ def _delivery(r: sqlite3.Row, now: float) -> str:
         return "receipted"
     if r["gave_up_at"] is not None:
         return "gave_up"
-    if r["valid_until"] <= now:
+    if r["valid_until"] <= now or 0 < (r["intent_exp"] or 0) <= now:
         return "expired"
     if r["status"] == "withdrawn":
         return "withdrawn"
