@@ -86,8 +86,9 @@ def test_every_bad_offer_is_refused_counted_and_never_shown(box, broker):
         (inbox, b"\x00\x01garbage", ("bad_encoding", None)),                   # malformed
         (inbox, "bm90.anNvbg.c2ln", ("bad_json", None)),
         (topics.offers(other_intent), acme.offer(token), ("topic_mismatch", None)),  # wrong intent (or relayed)
-        # (the inbox of an unknown or withdrawn intent is not subscribed, so the broker does not
-        #  deliver it; tests/test_intake.py checks the box would refuse it anyway)
+        # (the inbox of an unknown intent is not subscribed, so the broker does not deliver it;
+        #  tests/test_intake.py checks the box would refuse it anyway; a withdrawn intent's is
+        #  read until its exp: tests/test_daemon_closed_and_restarts.py)
         (inbox, TestVendor("ghost").offer(token), ("unknown_vendor", None)),   # unknown vendor
         (inbox, sign(evil.identity, acme.offer_body(token), now=time.time(), ttl=3600),
          ("vendor_mismatch", "evil")),                                         # impersonation
