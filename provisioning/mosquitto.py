@@ -32,8 +32,9 @@ MAX_PACKET_BYTES = MAX_MESSAGE_BYTES + 4096
 # intake accepts in its session lifetime from vendors within their rate limits, so it is only
 # reached by a flood, which then cannot exhaust the Pi's memory.
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
-# Sessions of clients that never come back are dropped a day after the box's own session
-# expiry (config broker.session_expiry) would have ended it.
+# Sessions of clients that never come back (a vendor's; the box keeps none on the market link)
+# are dropped a day after the longest session the box asks for (home_broker.session_expiry,
+# the reference vendor kit's is the same 7 days).
 SESSION_DAYS = -(-BrokerConfig.session_expiry // 86400) + 1
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 

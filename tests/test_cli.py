@@ -32,12 +32,13 @@ def test_every_command_has_json_output():
 
 def test_a_bad_setting_names_the_key_and_the_value(tmp_path, capsys, monkeypatch):
     from device.cli import main
+    from device.cli.common import EXIT_CONFIG
     monkeypatch.setenv("VRMBOX_CONFIG", str(tmp_path / "c.toml"))
     (tmp_path / "c.toml").write_text("[intake]\nper_vendor_burst = -3\n")
-    assert main(["run", "--data-dir", str(tmp_path / "d")]) == 1
+    assert main(["run", "--data-dir", str(tmp_path / "d")]) == EXIT_CONFIG    # systemd: 78/CONFIG
     err = capsys.readouterr().err
     assert "intake.per_vendor_burst" in err and "-3" in err
     (tmp_path / "c.toml").write_text("")
-    assert main(["run", "--data-dir", str(tmp_path / "d"), "--broker", "htp://nowhere"]) == 1
+    assert main(["run", "--data-dir", str(tmp_path / "d"), "--broker", "htp://nowhere"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert "broker.url" in err and "htp://nowhere" in err

@@ -139,7 +139,7 @@ BAD_OVERRIDES = [
     ("broker.keepalive", 0, "between 5 and 3600"),
     ("broker.keepalive", "30s", "must be an integer"),
     ("broker.keepalive", True, "must be an integer"),
-    ("broker.session_expiry", -1, "between"),
+    ("home_broker.session_expiry", -1, "between"),
     ("broker.reconnect_min", 0, "between"),
     ("broker.reconnect_max", 0, "between"),
     ("broker.client_id", "has space", "characters"),

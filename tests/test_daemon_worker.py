@@ -46,7 +46,7 @@ def test_a_failing_message_is_retried_then_acked_once(tmp_path):
             raise sqlite3.OperationalError("database is locked")
         return Outcome("duplicate", {})
     d.intake.handle = flaky
-    d._ack = lambda mid, qos: acks.append(mid)
+    d._ack = lambda mid, qos, conn=0: acks.append(mid)
     d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=7, qos=1))
     run_worker(d, lambda: 7 in acks and acks.count(8) == 2)
     assert acks.count(7) == 1 and acks.count(8) == 2   # a retry through the full queue would hang
@@ -66,7 +66,7 @@ def test_a_message_the_store_keeps_failing_is_never_acked_and_is_retried_on_a_ti
             raise sqlite3.OperationalError("database is locked")
         return Outcome("duplicate", {})
     d.intake.handle = handle
-    d._ack = lambda mid, qos: acks.append(mid)
+    d._ack = lambda mid, qos, conn=0: acks.append(mid)
     d.events.publish = events.append
     d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=9, qos=1))
     t = threading.Thread(target=d._work, daemon=True)
@@ -97,7 +97,7 @@ def test_a_message_that_fails_while_the_store_works_is_dropped_after_the_attempt
     def broken(pre):
         raise KeyError("a bug its content triggers")
     d.intake.handle = broken
-    d._ack = lambda mid, qos: acks.append(mid)
+    d._ack = lambda mid, qos, conn=0: acks.append(mid)
     d._queue.put(_Inbound(Pre("t", b"", "offers", "i", "v"), mid=9, qos=1))
     run_worker(d, lambda: acks == [9])
     assert acks == [9]        # the broker's in-flight slot is freed, not held forever

@@ -58,7 +58,7 @@ class Box:
         d.storage_retry_s = 0.05
         self.acks: list[int] = []
         self.events: list[dict] = []
-        d._ack = lambda mid, qos: self.acks.append(mid)
+        d._ack = lambda mid, qos, conn=0: self.acks.append(mid)
         d.events.publish = self.events.append
         self.intent = d.market.add_intent("bikes", {"budget_max": 800})["intent"]
         self.token = d.store.get_intent(self.intent).token

@@ -6,6 +6,7 @@ where the wire is the point, in-process where its parts are."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 import uuid
@@ -18,7 +19,9 @@ from broker import Broker
 from device.config import load_config
 from device.daemon import Daemon
 from device.daemon.home import STATUS_EXPIRY_S
+from device.store import Store
 from processes import box_config, daemon, vrmbox, wait_for
+from vendor_messages import TestVendor
 from vrm_protocol import topics
 
 pytestmark = pytest.mark.timeout(180)
@@ -86,53 +89,111 @@ def test_status_only_on_the_home_broker_with_expiry_never_on_the_market(tmp_path
         local.close()
 
 
-def test_client_id_is_random_secret_and_not_shown_anywhere(tmp_path, broker):
+def test_client_id_is_random_new_at_every_start_and_kept_nowhere(tmp_path, broker):
     ids = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "a"):
         cfg = load_config(None, {"data_dir": str(tmp_path / name)}, env={})
         d = Daemon(cfg)
         ids.append((d.client_id(), d.box_id))
+        assert d.store.get_setting("mqtt_client_id") is None            # not kept
         d.store.close()
         d._lockfile.close()
-    (a_client, a_box), (b_client, b_box) = ids
-    assert a_client != b_client and a_client.startswith("vrmbox-") and len(a_client) == 23
-    assert a_box[4:] not in a_client and b_box[4:] not in b_client
-    # stable across restarts of the same box (the broker keeps its persistent session)
-    d = Daemon(load_config(None, {"data_dir": str(tmp_path / "a")}, env={}))
-    assert d.client_id() == a_client
-    d.store.close()
-    d._lockfile.close()
+    (a_client, a_box), (b_client, b_box), (a_again, a_box_again) = ids
+    assert len({a_client, b_client, a_again}) == 3
+    assert all(c.startswith("vrmbox-") and len(c) == 23 for c in (a_client, b_client, a_again))
+    assert a_box == a_box_again and a_box[4:] not in a_client and b_box[4:] not in b_client
 
 
-def test_a_stranger_cannot_take_over_the_session_without_the_secret(tmp_path, broker, monkeypatch):
-    """With the box offline, its queued messages wait for its session; the ids a stranger can
-    see on the market broker do not name that session."""
+def _connect_as(broker, client_id: str, clean_start: bool, got: list | None = None) -> tuple[mqtt.Client, dict]:
+    """A stranger with its own account connecting under `client_id` (as if read from a log)."""
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    flags: dict = {}
+    c.on_connect = lambda cl, u, f, rc, p: flags.setdefault("present", f.session_present)
+    c.on_disconnect = lambda cl, u, f, rc, p: flags.setdefault("kicked", rc)
+    if got is not None:
+        c.on_message = lambda cl, u, m: got.append(m.topic)
+    c.connect(broker.host, broker.port, clean_start=clean_start)
+    c.loop_start()
+    wait_for(lambda: "present" in flags, what="CONNACK")
+    return c, flags
+
+
+def _box_ids_in_log(broker) -> list[str]:
+    """The box's client ids as the broker operator's log shows them ("... as vrmbox-...")."""
+    text = broker.log.read_text(errors="replace") if broker.log.exists() else ""
+    return list(dict.fromkeys(re.findall(r" as (vrmbox-[0-9a-f]{16}) ", text)))
+
+
+def test_an_id_read_from_the_log_names_no_session_once_the_box_is_away(tmp_path, broker, monkeypatch):
+    """With the box offline, a stranger connecting under any id the broker's log showed for it
+    finds no session and gets none of the offers sent meanwhile: the market link keeps no
+    session (clean start, expiry 0). The old box kept a 7-day session under one id, so the
+    stranger got the queued offers and, with them, which intents were one box's."""
     box_config(tmp_path, monkeypatch)
     data = tmp_path / "box"
-    watch = Watcher(broker, "#")
+    watch = Watcher(broker, f"{topics.PREFIX}/intents/#")
     proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
     try:
-        vrmbox("intent", "add", "bikes", "--json", data_dir=data)
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
         wait_for(lambda: watch.topics(f"{topics.PREFIX}/intents/"), what="intent on the wire")
+        wait_for(lambda: _box_ids_in_log(broker), what="the box's id in the broker's log")
     finally:
         proc.stop()
-    watch.barrier("zz/test/barrier")
-    seen = [t for t, _, _, _ in watch.got] + [p.decode(errors="replace") for _, p, _, _ in watch.got]
-    for guess in {t.rsplit("/", 1)[-1] for t, _, _, _ in watch.got}:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=("vrmbox-" + guess)[:23], protocol=mqtt.MQTTv5)
-        flags = {}
-        c.on_connect = lambda cl, u, f, rc, p: flags.setdefault("present", f.session_present)
-        c.connect(broker.host, broker.port, clean_start=False)
-        c.loop_start()
-        wait_for(lambda: "present" in flags, what="CONNACK")
-        c.loop_stop()
-        c.disconnect()
-        assert flags["present"] is False, guess
-    from device.store import Store
-    with Store.open(data) as s:
-        secret = s.get_setting("mqtt_client_id")
-    assert secret and all(secret not in x for x in seen)
+    watch.c.publish(topics.offers(intent), b"an offer sent while the box is away", qos=1).wait_for_publish(5)
+    ids = _box_ids_in_log(broker)
+    for cid in ids:
+        got: list[str] = []
+        c, flags = _connect_as(broker, cid, clean_start=False, got=got)
+        try:
+            assert flags["present"] is False, cid
+            marker = uuid.uuid4().hex
+            c.subscribe(f"zz/{marker}", qos=1)
+            watch.c.publish(f"zz/{marker}", b"m", qos=1).wait_for_publish(5)
+            wait_for(lambda: f"zz/{marker}" in got, what="the barrier")   # what was queued came first
+            assert got == [f"zz/{marker}"], got
+        finally:
+            c.loop_stop()
+            c.disconnect()
     watch.close()
+
+
+def test_a_stranger_under_the_live_id_does_not_keep_the_box_out(tmp_path, broker, monkeypatch):
+    """A stranger who reads the box's id from the log and connects under it throws the box out
+    once; the box comes back under a new id (the two do not take the id back and forth) and
+    still gets its offers."""
+    box_config(tmp_path, monkeypatch)
+    data = tmp_path / "box"
+    proc = daemon(data, broker.url, tmp_path / "daemon.log").start()
+    try:
+        intent = json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
+        (first,) = wait_for(lambda: _box_ids_in_log(broker), what="the box's id in the broker's log")
+        c, flags = _connect_as(broker, first, clean_start=True)
+        try:
+            second = wait_for(lambda: [i for i in _box_ids_in_log(broker) if i != first],
+                              what="the box back under a new id")
+            wait_for(lambda: json.loads(vrmbox("status", "--json", data_dir=data).stdout)["connected"],
+                     what="the box connected again")
+            c.publish("zz/ping", b"x", qos=1).wait_for_publish(5)     # the stranger still holds its own
+            assert "kicked" not in flags, flags
+            assert first not in second
+            acme = TestVendor("acme")
+            pub = Watcher(broker)
+            pub.c.publish(topics.vendor_profile("acme"), acme.profile(), qos=1, retain=True).wait_for_publish(5)
+            with Store.open(data) as st:
+                token = st.get_intent(intent).token
+            def stored() -> bool:
+                # a re-send until the box, back under its new id and subscribed again, has it
+                pub.c.publish(topics.offers(intent), offer, qos=1).wait_for_publish(5)
+                with Store.open(data) as st:
+                    return bool(st.list_offers())
+            offer = acme.offer(token)
+            wait_for(stored, timeout=30, what="an offer stored after the takeover")
+            pub.close()
+        finally:
+            c.loop_stop()
+            c.disconnect()
+    finally:
+        proc.stop()
 
 
 def test_the_watchdog_is_fed_only_while_the_worker_makes_progress(tmp_path, monkeypatch):

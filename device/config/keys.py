@@ -96,17 +96,16 @@ def _broker_keys(section: str) -> tuple[Key, ...]:
            "Key of cert_file, when cert_file does not hold it.", frozenset({DAEMON}), "path",
            example="/etc/vrmbox/tls/box.key", file=True, notes="Needs `cert_file`."),
         _k(f"{s}.client_id", c.client_id, NO_DEFAULT,
-           "MQTT client id; default: a random secret one the box keeps in its store.", _D, "string",
+           "MQTT client id; default: a random one, new at every start.", _D, "string",
            example="vrmbox-livingroom", default_doc="random",
-           notes="1..64 of `[A-Za-z0-9._-]`. Default: `\"vrmbox-\"` + 16 random hex digits, made at "
-                 "first start and kept (sealed) in the store; a new one after `erase`. It is a "
-                 "secret: whoever knows it could take over the box's persistent session, so nothing "
-                 "on the wire is derived from it."),
+           notes="1..64 of `[A-Za-z0-9._-]`. Default: `\"vrmbox-\"` + 16 random hex digits, new at "
+                 "every start and kept nowhere; nothing on the wire is derived from it. The market "
+                 "link keeps no session (clean start, session expiry 0), so an id read from the "
+                 "broker's log names nothing once the box is offline; if another client takes the "
+                 "live session with it, the box comes back under a new id and counts it "
+                 "(`vrmbox status` `session_taken_over`)."),
         _k(f"{s}.keepalive", c.int_range(5, 3600), 30,
            "Seconds between MQTT keep-alive pings (5..3600).", _D, "integer"),
-        _k(f"{s}.session_expiry", c.int_range(0, 2**32 - 1), 7 * 86400,
-           "Seconds the broker keeps the box's session and queue while it is offline.", _D, "integer",
-           notes="MQTT 5 session expiry (0..4294967295); default 7 days."),
         _k(f"{s}.reconnect_min", c.int_range(1, 3600), 1,
            "Reconnect back-off start, seconds (1..3600).", _D, "integer"),
         _k(f"{s}.reconnect_max", c.int_range(1, 86400), 60,
@@ -114,7 +113,11 @@ def _broker_keys(section: str) -> tuple[Key, ...]:
     ) if not home else tuple(
         Key(k.name.replace("broker.", "home_broker.", 1), k.check, k.default, k.help, k.readers,
             k.kind, k.example, "", k.default_doc, k.file, k.secret_file)
-        for k in _broker_keys("broker"))
+        for k in _broker_keys("broker")) + (
+        # only the home link keeps a session: the market link keeps none (its client_id)
+        _k("home_broker.session_expiry", c.int_range(0, 2**32 - 1), 7 * 86400,
+           "Seconds the home broker keeps the box's session while it is offline.", _D, "integer",
+           notes="MQTT 5 session expiry (0..4294967295); default 7 days."),)
 
 
 KEYS: tuple[Key, ...] = (
@@ -238,7 +241,8 @@ OPTIONAL_SECTIONS = {"home_broker": "The box's own broker on the LAN (local topi
 # Keys an older version read and this one does not: skipped with a warning, so an upgraded box
 # still starts with the config it had, and says what to do.
 RETIRED = {"intents.republish_window_s": "intents are no longer re-published after a reconnect; "
-                                         "intents.republish_every_s sets their own schedule"}
+                                         "intents.republish_every_s sets their own schedule",
+           "broker.session_expiry": "the market link keeps no session any more (see broker.client_id)"}
 BY_NAME = {k.name: k for k in KEYS}
 SECTIONS: dict[str, dict[str, Key]] = {}
 for _key in KEYS:

@@ -25,7 +25,7 @@ class BrokerConfig:
     key_file: Path | None = None
     client_id: str | None = None            # None: a random secret one kept in the store
     keepalive: int = _d("broker.keepalive")
-    session_expiry: int = _d("broker.session_expiry")
+    session_expiry: int = _d("home_broker.session_expiry")   # the home link only (keys.py)
     reconnect_min: int = _d("broker.reconnect_min")
     reconnect_max: int = _d("broker.reconnect_max")
     section: str = "broker"                 # which table it came from (for error messages)

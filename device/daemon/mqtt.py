@@ -38,13 +38,14 @@ RECEIVE_MAXIMUM = 100    # unacknowledged messages the broker may have in flight
 
 
 def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False,
-            receive_maximum: int = RECEIVE_MAXIMUM) -> None:
+            receive_maximum: int = RECEIVE_MAXIMUM, session_expiry: int | None = None) -> None:
     """`receive_maximum` bounds what waits unacknowledged in the box, whatever the broker
     allows. The market link sets it from intake.receive_maximum (a few thousand): slots held
     by forgeries waiting for their signature check must leave room for genuine offers, and
-    the fair lanes hold them all without blocking (service.py)."""
+    the fair lanes hold them all without blocking (service.py). `session_expiry` overrides the
+    config's (the market link keeps no session at all)."""
     props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = b.session_expiry
+    props.SessionExpiryInterval = b.session_expiry if session_expiry is None else session_expiry
     props.ReceiveMaximum = receive_maximum
     client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=clean_start,
                          properties=props)

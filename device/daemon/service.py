@@ -57,6 +57,7 @@ from .sockets import ControlServer
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+SESSION_TAKEN_OVER = 0x8E   # MQTT 5 DISCONNECT reason: another client connected with this id
 
 
 @dataclass
@@ -65,6 +66,7 @@ class _Inbound:
     mid: int
     qos: int
     attempts: int = 0
+    conn: int = 0       # the market connection it came on (an ack goes only to that one)
 
 
 @dataclass
@@ -73,6 +75,7 @@ class _Waiting:
     pre: Claim | Pre
     mid: int
     qos: int
+    conn: int = 0
 
 
 PRUNE_EVERY_S = 3600
@@ -134,6 +137,10 @@ class Daemon:
         self._dispatcher: threading.Thread | None = None
         self._dispatch_beat = time.monotonic()   # the dispatcher's last loop (watchdog)
         self._beat = time.monotonic()                # the worker's last sign of life
+        self._takeovers = 0            # times a broker said another client took our id (status)
+        self._client_id = ""
+        self._retiring: mqtt.Client | None = None
+        self._conn = 0                 # which market connection this is (acks: _ack)
         self.client = self._make_client()
         self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
         c = cfg.control
@@ -165,12 +172,16 @@ class Daemon:
         return value
 
     def client_id(self) -> str:
-        """The market session's client id: configured, else random and secret (whoever knows
-        it could take over the persistent session and its queued offers). Sealed in the store."""
-        return self.cfg.broker.client_id or self._setting_id("mqtt_client_id", "vrmbox-")
+        """The market connection's client id: configured, else random and new for every
+        connection, kept nowhere. Nothing relies on it being secret: the market link keeps no
+        session (clean start, session expiry 0), so an id read from a broker's log names nothing
+        once that connection has ended, and a stranger who takes a live connection under it
+        does not keep the box out: the box comes back under a new id."""
+        return self._client_id
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt_edge.make_client(self.cfg.broker, self.client_id(), manual_ack=True)
+        self._client_id = self.cfg.broker.client_id or "vrmbox-" + secrets.token_hex(8)
+        client = mqtt_edge.make_client(self.cfg.broker, self._client_id, manual_ack=True)
         client.max_inflight_messages_set(50)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -180,6 +191,9 @@ class Daemon:
 
     # ---------------------------------------------------------------- paho callbacks (network thread)
     def _on_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+        if client is not self.client:           # a connection being replaced (_renew_client)
+            client.disconnect()
+            return
         if rc.is_failure:
             log.error("broker refused the connection: %s", rc)
             return
@@ -191,10 +205,21 @@ class Daemon:
         self._connected.set()
         self._put(("connected", None))
 
-    def _on_disconnect(self, _c: Any, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+    def _on_disconnect(self, client: Any, _ud: Any, _flags: Any, rc: Any, _props: Any) -> None:
+        if client is self._retiring:          # the connection _renew_client is closing
+            return
         self._connected.clear()
-        if not self._stop.is_set():
-            log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
+        if self._stop.is_set():
+            return
+        if getattr(rc, "value", None) == SESSION_TAKEN_OVER:   # a broker that says so
+            log.error("another client connected under the market connection's client id")
+            self._takeovers += 1
+        else:
+            log.warning("disconnected from broker (%s)", rc)
+        if not self.cfg.broker.client_id:
+            # the next connection under a new id: whoever used this one (read from a log) is
+            # left with it, and the two do not throw each other out for ever
+            self._put(("renew", None))
 
     def _on_publish(self, _c: Any, _ud: Any, mid: int, rc: Any, _props: Any) -> None:
         with self._lock:
@@ -212,12 +237,13 @@ class Daemon:
         except Exception:  # a bug must not take the network thread down
             log.exception("precheck failed on %s", msg.topic)
             result = Rejection("bad_encoding", None, "internal error")
+        conn = self._conn if client is self.client else -1    # -1: a connection being replaced
         if isinstance(result, (Claim, Pre)):
-            self._wait_in_lane(_Waiting(result, msg.mid, msg.qos), len(msg.payload))
+            self._wait_in_lane(_Waiting(result, msg.mid, msg.qos, conn), len(msg.payload))
             return
-        self._early_refusal(result, msg.mid, msg.qos)
+        self._early_refusal(result, msg.mid, msg.qos, conn)
 
-    def _early_refusal(self, result: Rejection | None, mid: int, qos: int) -> None:
+    def _early_refusal(self, result: Rejection | None, mid: int, qos: int, conn: int) -> None:
         """Refused before the store (or nothing to do): counted, then acknowledged at once."""
         if isinstance(result, Rejection):
             self.intake.count(result)  # memory only: a flood never queues ahead of real offers
@@ -226,7 +252,7 @@ class Daemon:
             if self._event_budget.allow("precheck", time.monotonic()):   # screens see refusals too,
                 self.events.publish({"type": "rejected", "reason": result.reason,  # a flood only a few
                                      "vendor": result.vendor})
-        self._ack(mid, qos)
+        self._ack(mid, qos, conn)
 
     def _wait_in_lane(self, item: _Waiting, nbytes: int) -> None:
         """Into the lane of the vendor whose key it names (strangers share one). Blocks while
@@ -279,12 +305,15 @@ class Daemon:
                     log.exception("settle failed on %s", it.pre.topic)
                     result = Rejection("bad_encoding", None, "internal error")
             if isinstance(result, Pre):
-                self._put(_Inbound(result, it.mid, it.qos))
+                self._put(_Inbound(result, it.mid, it.qos, conn=it.conn))
             else:
-                self._early_refusal(result, it.mid, it.qos)
+                self._early_refusal(result, it.mid, it.qos, it.conn)
 
-    def _ack(self, mid: int, qos: int) -> None:
-        if qos > 0:
+    def _ack(self, mid: int, qos: int, conn: int) -> None:
+        """Only on the connection the message came on: a packet id of a closed connection may
+        name another message on the new one. (What the old one left unacknowledged, the broker
+        forgets with it; the vendor's re-send brings it again.)"""
+        if qos > 0 and conn == self._conn:
             self.client.ack(mid, qos)
 
     def _put(self, item: Any) -> None:
@@ -432,7 +461,7 @@ class Daemon:
             else:  # the store works; this message is what fails (a bug its content triggers)
                 log.exception("dropping a message on %s after %d failures", item.pre.topic,
                               MAX_ATTEMPTS)
-                self._ack(item.mid, item.qos)
+                self._ack(item.mid, item.qos, item.conn)
 
     # ---------------------------------------------------------------- storage faults (worker thread)
     def _pause(self, fault: str, item: _Inbound | None, exc: BaseException) -> None:
@@ -521,7 +550,7 @@ class Daemon:
             if outcome.event.get("type") == "offer":
                 self._last_offer_at = int(self.clock())
             self.events.publish(outcome.event)
-        self._ack(item.mid, item.qos)  # only now: the result is committed
+        self._ack(item.mid, item.qos, item.conn)  # only now: the result is committed
 
     def _send_receipts(self, done: list[tuple[_Inbound, Outcome | Rejection]]) -> None:
         """After the commit: the offers it stored or already held wait for their receipt, each
@@ -586,6 +615,8 @@ class Daemon:
             self._backoff.pop(value, None)
         elif kind == "refused":
             self._refuse(*value)
+        elif kind == "renew":
+            self._renew_client()
         elif kind == "connected":
             self._unreceipted.redraw(time.monotonic())
             self._sync_subscriptions()
@@ -685,7 +716,12 @@ class Daemon:
             self.home.stop(clear=True)                          # the old retained status goes
             self.home = HomeLink(self.cfg.home_broker, self.box_id)  # type: ignore[arg-type]
             self.home.start()
-        old = self.client
+        self._renew_client()
+
+    def _renew_client(self) -> None:
+        """A new market connection under a new client id; the old one is closed first."""
+        old = self._retiring = self.client
+        self._conn += 1
         props = Properties(PacketTypes.DISCONNECT)
         props.SessionExpiryInterval = 0                         # the broker drops the old session
         old.disconnect(properties=props)
@@ -723,6 +759,7 @@ class Daemon:
                 "verifying": self._lanes.size, "verify_workers": self._verifier.size,
                 "storage": self._storage or "ok", "held": len(self._held),
                 "live_intents": self._live_intents, "ticks": self._ticks,
+                "session_taken_over": self._takeovers,
                 "last_offer_at": self._last_offer_at,
                 "rejected_total": self._rejected_total,
                 "last_stop": getattr(self, "_last_stop", None),   # set by run(): how the previous run ended
@@ -795,8 +832,11 @@ class Daemon:
 
     # ---------------------------------------------------------------- lifecycle
     def connect(self) -> None:
-        mqtt_edge.connect(self.client, self.cfg.broker, clean_start=False,
-                          receive_maximum=self.cfg.intake.receive_maximum)
+        """No session on the market broker outlives the connection (clean start, expiry 0):
+        there is nothing for another account to take while the box is away. What vendors sent
+        meanwhile reaches the box through their re-sends (docs/protocol.md, receipts)."""
+        mqtt_edge.connect(self.client, self.cfg.broker, clean_start=True,
+                          receive_maximum=self.cfg.intake.receive_maximum, session_expiry=0)
 
     def _lock_instance(self) -> None:
         """One daemon per data dir: a second would take over the socket and fight for the session."""
