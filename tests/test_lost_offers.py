@@ -164,6 +164,25 @@ def test_receipts_of_another_intent_say_nothing_about_this_ones_box(vendor, tmp_
         assert [len(sim.copies(o)) for o in offers_a] == [2, 2]       # A's box is quiet: the timer
 
 
+def test_an_offer_sent_after_everything_receipted_anywhere_waits_while_receipts_flow(vendor, tmp_path):
+    """A box working through a deep queue receipts intent B's offers; intent A's, sent after all
+    of them, may be queued behind (if A is on that box), so their timer holds them while receipts
+    come, and sends them once the receipts stop (A's box may be another, and away)."""
+    box_a, box_b = Identity.generate(), Identity.generate()
+    with Ledger(tmp_path / LEDGER_FILE) as led:
+        sim = Sim(vendor, led, catalogue(items=2))
+        intent_b, offers_b = sim.intent(box_b)
+        sim.now += 1
+        intent_a, offers_a = sim.intent(box_a)
+        sim.now = NOW + 25
+        sim.receipt(box_b, intent_b, offers_b)
+        sim.run_until(NOW + 54)
+        assert [len(sim.copies(o)) for o in offers_a] == [1, 1]       # held at +31 s: B's box is receipting
+        sim.run_until(NOW + 62)
+        assert [len(sim.copies(o)) for o in offers_a] == [2, 2]       # the receipts stopped: sent at +61 s
+        assert [r["resends"] for r in led.list_offers(now=sim.now) if r["intent"] == intent_a] == [1, 1]
+
+
 # ------------------------------------------------------------------------------ the cap
 def test_a_week_long_offer_never_receipted_goes_out_nine_times_then_the_kit_gives_up(vendor, tmp_path, caplog):
     """It used to go out 676 times (every 15 minutes for a week). Now: the first send, then
@@ -216,7 +235,7 @@ def test_the_plan_gives_up_only_after_the_limit_and_waiting_does_not_count(vendo
                                                                       policy)] == [(True, False, 2)]
     assert [(r.send, r.gave_up) for r in core.plan_resends([core.Pending(off, 2, seq=1)], NOW + 10,
                                                            policy)] == [(False, True)]
-    flowing = {off.intent: (core.Receipted(floor_seq=0, at=NOW + 9),)}   # its box is still receipting
+    flowing = core.Receipts({off.intent: (core.Receipted(floor_seq=0, at=NOW + 9),)})   # its box receipts
     assert [(r.send, r.gave_up, r.resends) for r in core.plan_resends([core.Pending(off, 2, seq=1)], NOW + 10,
                                                                       policy, flowing)] == [(False, False, 2)]
     with pytest.raises(ValueError, match="limit"):
@@ -256,6 +275,7 @@ def test_a_v3_ledger_gets_a_send_order_in_the_order_offers_were_first_sent(vendo
         sim = Sim(vendor, led, catalogue(items=3))
         _, offers = sim.intent(box)
     db = sqlite3.connect(path, isolation_level=None)                  # make it what v3 wrote
+    db.execute("DROP INDEX offers_floor")
     for col in ("first_seq", "last_seq", "floor_seq", "gave_up_at"):
         db.execute(f"ALTER TABLE offers DROP COLUMN {col}")
     db.execute("DROP TABLE send_order")

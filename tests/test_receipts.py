@@ -115,15 +115,16 @@ def test_while_receipts_flow_only_offers_sent_before_a_receipted_one_go_again(ve
     lost, queued = answered(vendor, Identity.generate()).offers[:2]
     intent = lost.intent
     due = [core.Pending(lost, 0, last_sent=NOW, seq=1), core.Pending(queued, 0, last_sent=NOW, seq=3)]
-    flowing = {intent: (core.Receipted(floor_seq=2, at=NOW + 6),)}     # a receipt 4 s ago, past the grace
+    flowing = core.Receipts({intent: (core.Receipted(floor_seq=2, at=NOW + 6),)})   # 4 s ago, past the grace
     plan = core.plan_resends(due, NOW + 10, policy, flowing)
     assert [(r.outgoing.msg_id, r.send, r.lost, r.resends, r.next_at) for r in plan] == [
         (lost.id, True, True, 1, NOW + 20), (queued.id, False, False, 0, NOW + 15)]
-    quiet = {intent: (core.Receipted(floor_seq=2, at=NOW + 4),)}       # nothing for 6 s: the box is away
+    quiet = core.Receipts({intent: (core.Receipted(floor_seq=2, at=NOW + 4),)})     # nothing for 6 s: away
     assert [r.send for r in core.plan_resends(due, NOW + 10, policy, quiet)] == [True, True]
     assert [r.send for r in core.plan_resends(due, NOW + 10, policy)] == [True, True]   # no receipt yet
     # another intent's receipts say nothing about this one's box (two intents may be two boxes)
-    elsewhere = {"intent-elsewhere1": (core.Receipted(floor_seq=9, at=NOW + 9),)}
+    elsewhere = core.Receipts({"intent-elsewhere1": (core.Receipted(floor_seq=9, at=NOW + 9),)},
+                              latest=core.Receipted(floor_seq=9, at=NOW + 9))
     assert [(r.send, r.lost) for r in core.plan_resends(due, NOW + 10, policy, elsewhere)] == [
         (True, False), (True, False)]
 

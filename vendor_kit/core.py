@@ -224,10 +224,13 @@ class ResendPolicy:
     through our stream says nothing about another's queue.
 
     Otherwise an offer is looked at `first_s` after it was (last) sent, then each wait is `factor`
-    times the last, at most `max_s`. While receipts for its intent keep coming (one within
-    `first_s`) an offer not passed by one is still in that box's queue and waits (a copy would
-    only lengthen the queue); when they do not, it goes out again. After `limit` re-sends whose
-    wait ran out without a receipt, the kit gives up on the offer (recorded in the ledger)."""
+    times the last, at most `max_s`. It waits (a copy would only lengthen a queue) while receipts
+    for its intent keep coming (one within `first_s`) and none has passed it: it is still in that
+    box's queue; or while our receipts keep coming and every offer receipted anywhere was sent
+    before it: it may be queued behind them (if its box is another, this lasts only until a box
+    receipts something sent after it, or the receipts stop). Else it goes out again. After
+    `limit` re-sends whose wait ran out without a receipt, the kit gives up on the offer
+    (recorded in the ledger)."""
 
     first_s: float = 30.0
     factor: float = 2.0
@@ -272,6 +275,15 @@ class Receipted:
 
 
 @dataclass(frozen=True)
+class Receipts:
+    """What the receipts so far say: per intent, its receipted offers; over all intents, the
+    highest first-possible-stored send number receipted and when the latest receipt came."""
+
+    by_intent: Mapping[str, Sequence[Receipted]] = field(default_factory=dict)
+    latest: Receipted = Receipted(0, 0.0)
+
+
+@dataclass(frozen=True)
 class Resend:
     outgoing: Outgoing
     resends: int                # counting this one
@@ -291,24 +303,25 @@ class ReceiptRecord:
 
 
 def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
-                 receipted: Mapping[str, Sequence[Receipted]] | None = None) -> list[Resend]:
-    """What to do with each due offer (see ResendPolicy), given what each intent's receipts say
-    (`receipted`: the intent's receipted offers). Sent again: the same token, the same id (the box
-    de-duplicates). An expired offer is left out (the box would refuse it; it is not looked at
+                 receipts: Receipts | None = None) -> list[Resend]:
+    """What to do with each due offer (see ResendPolicy), given what the receipts say. Sent
+    again: the same token, the same id (the box de-duplicates). An expired offer is left out (the box would refuse it; it is not looked at
     again), nor is one whose intent has expired (the box refuses those). A re-send counts toward
     `policy.limit`; waiting does not."""
-    receipted = receipted or {}
+    receipts = receipts or Receipts()
+    latest = receipts.latest
     out = []
     for p in due:
         if p.offer.valid_until <= now or 0 < p.intent_exp <= now:
             continue
-        marks = receipted.get(p.offer.intent, ())
+        marks = receipts.by_intent.get(p.offer.intent, ())
         passing = [r.at for r in marks if r.floor_seq > p.seq]
         lost = any(policy.look_after_receipt(at) <= now for at in passing)
         if not lost and passing:       # passed a moment ago: its own receipt may still be coming
             out.append(Resend(p.offer.outgoing(), p.resends, policy.look_after_receipt(min(passing)), send=False))
             continue
-        if not lost and any(now - r.at < policy.first_s for r in marks):
+        if not lost and (any(now - r.at < policy.first_s for r in marks)
+                         or (now - latest.at < policy.first_s and p.seq > latest.floor_seq)):
             out.append(Resend(p.offer.outgoing(), p.resends, now + policy.delay(p.resends), send=False))
             continue
         if p.resends >= policy.limit:
@@ -420,6 +433,6 @@ def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: Ag
 
 
 __all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
-           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "LOST_GRACE_S", "RESEND_LIMIT", "Pending", "Receipted", "Resend", "ReceiptRecord",
+           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "LOST_GRACE_S", "RESEND_LIMIT", "Pending", "Receipted", "Receipts", "Resend", "ReceiptRecord",
            "signed_profile", "answer_intent", "accept_withdrawal", "plan_resends", "accept_receipt",
            "countersign", "open_disclosure", "acknowledge_revocation"]

@@ -38,7 +38,7 @@ from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 from vrm_protocol import token_hash
 
 from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
-                   Pending, Receipted, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
+                   Pending, Receipted, Receipts, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,7 @@ def _migrate_3_to_4(db: sqlite3.Connection) -> None:
     db.execute("UPDATE offers SET first_seq = rowid, last_seq = rowid, floor_seq = rowid")
     db.execute("CREATE TABLE IF NOT EXISTS send_order (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL)")
     db.execute("INSERT OR IGNORE INTO send_order (id, n) SELECT 1, COALESCE(MAX(rowid), 0) FROM offers")
+    db.execute("CREATE INDEX IF NOT EXISTS offers_floor ON offers(floor_seq) WHERE receipted_at IS NOT NULL")
 
 
 def _next_seqs(db: sqlite3.Connection, n: int) -> list[int]:
@@ -431,12 +432,11 @@ class Ledger:
                        (self.resend.look_after_receipt(now), intent_id, passed))
         return len(ids)
 
-    def receipted(self, intent_ids: list[str] | set[str]) -> dict[str, tuple[Receipted, ...]]:
-        """What each intent's receipts say: its receipted offers (core.plan_resends reads them)."""
+    def receipted(self, intent_ids: list[str] | set[str]) -> Receipts:
+        """What the receipts say about these intents, and over all (core.plan_resends reads it)."""
         return self._read(lambda db: _receipted(db, intent_ids))
 
-    def take_resends(self, now: float,
-                     plan: Callable[[list[Pending], dict[str, tuple[Receipted, ...]]], list[Resend]],
+    def take_resends(self, now: float, plan: Callable[[list[Pending], Receipts], list[Resend]],
                      limit: int = 200) -> list[Resend]:
         """Due offers (sent, not receipted, their time come), planned by `plan` (core.plan_resends)
         and rescheduled in one transaction, so two workers sharing the ledger do not both send.
@@ -672,7 +672,7 @@ class Ledger:
                                    "ON agreements.id = disclosures.agreement ORDER BY disclosures.received_at")]
 
 
-def _receipted(db: sqlite3.Connection, intent_ids: list[str] | set[str]) -> dict[str, tuple[Receipted, ...]]:
+def _receipted(db: sqlite3.Connection, intent_ids: list[str] | set[str]) -> Receipts:
     out: dict[str, list[Receipted]] = {}
     ids = list(intent_ids)
     for i in range(0, len(ids), 500):
@@ -681,7 +681,10 @@ def _receipted(db: sqlite3.Connection, intent_ids: list[str] | set[str]) -> dict
         for r in db.execute(f"SELECT intent, floor_seq, receipted_at FROM offers WHERE receipted_at IS NOT NULL "
                             f"AND intent IN ({marks})", chunk):
             out.setdefault(r[0], []).append(Receipted(int(r[1] or 0), float(r[2])))
-    return {k: tuple(v) for k, v in out.items()}
+    # two statements: each MAX is then one look in its index
+    floor = db.execute("SELECT MAX(floor_seq) FROM offers WHERE receipted_at IS NOT NULL").fetchone()[0]
+    at = db.execute("SELECT MAX(receipted_at) FROM offers WHERE receipted_at IS NOT NULL").fetchone()[0]
+    return Receipts({k: tuple(v) for k, v in out.items()}, Receipted(int(floor or 0), float(at or 0.0)))
 
 
 def _delivery(r: sqlite3.Row, now: float) -> str:
