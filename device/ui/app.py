@@ -17,12 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from . import power as pw
 from .navigation import initial, step
 from .screens import frame
 from .state import READS, BoxEvent, Connection, Done, Event, Failed, Key, Loaded, Refresh, Request, State
 
 from device.client import ControlError, DaemonNotRunning, call, subscribe
+from device.files import read_limited
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ STATUS_EVERY_S = 5.0        # status is memory-only on the daemon: cheap to re-r
 FULL_EVERY_S = 30.0         # a full re-read even with the stream (a slow subscriber loses events)
 POLL_EVERY_S = 3.0          # when the socket offers no stream
 WATCHDOG_S = 10.0           # systemd's WATCHDOG=1, sent while the render loop turns
+CERT_LIMIT = 64 * 1024      # a certificate with its chain is a few KiB
 DAEMON_DOWN = "box daemon not running, retrying"
 _DOWN_MARKERS = ("not running", "cannot talk to the box daemon", "closed the connection")
 
@@ -49,6 +54,25 @@ def companion_url_of(cfg: Any) -> str | None:
     return f"https://{socket.gethostname().lower()}.local:{c.port}/pair"
 
 
+def companion_fingerprint_of(cfg: Any) -> str | None:
+    """The SHA-256 of the phone app's certificate as browsers show it ("AB:CD:..."), for the
+    pair screen: on a first visit the person compares it with the browser's certificate page.
+    It is the value `vrmbox provision` printed and wrote to tls/companion.sha256, taken here from
+    the certificate the app itself serves (companion.cert_file, world-readable like any
+    certificate), so a replaced certificate can never be shown with an old fingerprint. None on
+    a development box (plain HTTP) or when the file is not a certificate; the screen then shows
+    none."""
+    c = getattr(cfg, "companion", None)
+    if c is None or c.cert_file is None:
+        return None
+    try:
+        cert = x509.load_pem_x509_certificate(read_limited(c.cert_file, CERT_LIMIT))
+    except (OSError, ValueError) as exc:
+        log.warning("no certificate fingerprint for the pair screen: %s: %s", c.cert_file, exc)
+        return None
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
 def _is_down(exc: BaseException) -> bool:
     return isinstance(exc, (OSError, DaemonNotRunning)) or any(m in str(exc) for m in _DOWN_MARKERS)
 
@@ -59,7 +83,7 @@ class App:
     def __init__(self, sock: Path, device: Any, clock: Callable[[], float] = time.time,
                  on_frame: Callable[[State, Any], None] | None = None,
                  power_kw: dict[str, float] | None = None, pump: Callable[[float], None] | None = None,
-                 contrast: int = 0xCF, pair_url: str | None = None,
+                 contrast: int = 0xCF, pair_url: str | None = None, cert_fingerprint: str | None = None,
                  notify: Callable[[str], None] = lambda _state: None,
                  watchdog_s: float = WATCHDOG_S) -> None:
         self.sock, self.device, self.clock = sock, device, clock
@@ -67,7 +91,8 @@ class App:
         self.notify, self.watchdog_s = notify, watchdog_s
         self.inbox: queue.Queue[Event] = queue.Queue()
         self.outbox: queue.Queue[Request | None] = queue.Queue()
-        self.state = replace(initial(), pair_url=pair_url, size=(int(device.width), int(device.height)))
+        self.state = replace(initial(), pair_url=pair_url, cert_fingerprint=cert_fingerprint,
+                             size=(int(device.width), int(device.height)))
         self.power = pw.start(clock(), **(power_kw or {}))
         self.stop_event = threading.Event()
         self.frames = 0

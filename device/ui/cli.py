@@ -51,7 +51,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from hardware.display import HARDWARE_KINDS, DisplayError, make_display
     from hardware.profile import ProfileError, emulated_profile, load_profile
 
-    from .app import App, button_socket_of, companion_url_of
+    from .app import App, button_socket_of, companion_fingerprint_of, companion_url_of
     from .keyboard import PygameKeys, TerminalKeys
 
     try:
@@ -83,7 +83,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         keys = PygameKeys(emit, profile.hold_time)
         pump = keys.pump
     app = App(button_socket_of(cfg), device, pump=pump, contrast=profile.display.contrast,
-              pair_url=companion_url_of(cfg), notify=systemd_notify, watchdog_s=watchdog_interval())
+              pair_url=companion_url_of(cfg), cert_fingerprint=companion_fingerprint_of(cfg),
+              notify=systemd_notify, watchdog_s=watchdog_interval())
     app_box["app"] = app
     if buttons is not None:
         buttons.attach(app.key)

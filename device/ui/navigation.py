@@ -14,7 +14,7 @@ import logging
 from dataclasses import replace
 from typing import Any, Mapping
 
-from .screens import scroll_end
+from .screens import pair_scroll_end, scroll_end
 from .state import (EVENT_READS, MENU, OFFER_ACTIONS, READS, SNOOZE_S, Ask, BoxEvent, Connection,
                     Data, Done, Event, Failed, Key, Loaded, Refresh, Request, State, pending_items,
                     target_of)
@@ -62,6 +62,8 @@ def _move(state: State, delta: int) -> State:
         return replace(state, scroll=max(0, state.scroll + delta))
     if state.screen == "accept":
         return replace(state, scroll=max(0, min(scroll_end(state, *state.size), state.scroll + delta)))
+    if state.screen == "pair":      # DOWN from the code to the certificate's fingerprint
+        return replace(state, scroll=max(0, min(pair_scroll_end(state, *state.size), state.scroll + delta)))
     n = _rows(state)
     if n == 0:
         return state

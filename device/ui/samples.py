@@ -11,6 +11,11 @@ from .state import Ask, Data, Request, State, pending_items
 
 NOW = 1_800_000_000
 HOSTILE_NAME = "\u202eevil\u202c Bikes\x00\x1b[2J\u200b" + "Ω漢字ｗｉｄｅ" * 3 + "A" * 2000
+# The pair screen's address and certificate come from the config: the hostile box has the longest
+# host name a label may have (63 characters), which no QR code fits at 128x32.
+PAIR_URL = "https://vrmbox.local:8443/pair"
+HOSTILE_PAIR_URL = "https://" + "vrmbox-" + "x" * 56 + ".local:8443/pair"
+FINGERPRINT = ":".join(f"{(i * 37 + 11) % 256:02X}" for i in range(32))
 HOSTILE_ITEM = "Roadster\n\t\u2066carbon\u2069 " + "✓" * 50 + " " + "long " * 400
 
 
@@ -47,8 +52,8 @@ def data(hostile: bool = False) -> Data:
         presets=({"name": "weekly groceries", "category": "groceries", "description": None},
                  {"name": "bike", "category": "bikes", "description": "a city bike"}),
         pending=pending,
-        pair={"code": "482-913", "expires_at": NOW + 300, "url": "https://vrmbox.local:8443/pair",
-              "fingerprint": "AB:CD"},
+        # exactly what the daemon's pair_code answers (device/pairing.py new_code): no URL
+        pair={"code": "4829137465", "display": "48291 37465", "expires_at": NOW + 300},
         preview={"offer": "offer-1", "vendor": v1, "fields": ["email", "postal_address"],
                  "purpose": "deliver the bike", "duration_days": 30},
         loaded=frozenset({"status", "offers", "intents", "agreements", "presets", "pending", "pair_code",
@@ -57,7 +62,8 @@ def data(hostile: bool = False) -> Data:
 
 def states(hostile: bool = False) -> dict[str, State]:
     """name -> a state showing that screen."""
-    base = State(connected=True, data=data(hostile), seen=frozenset({"offer-3"}))
+    base = State(connected=True, data=data(hostile), seen=frozenset({"offer-3"}),
+                 pair_url=HOSTILE_PAIR_URL if hostile else PAIR_URL, cert_fingerprint=FINGERPRINT)
     return {
         "status": base,
         "menu": replace(base, screen="menu", cursor=1),
@@ -75,9 +81,15 @@ def states(hostile: bool = False) -> dict[str, State]:
         "ask": replace(base, screen="ask", ask=Ask("Withdraw bikes?", Request("intent_withdraw", {"intent": "intent-1"}), "intents")),
         "agreements": replace(base, screen="agreements"),
         "pair": replace(base, screen="pair"),
-        "pair_url_only": replace(base, screen="pair", pair_url="https://vrmbox.local:8443/",
+        # DOWN on the pair screen: the certificate's fingerprint, from its start and at its end
+        "pair_cert": replace(base, screen="pair", scroll=1),
+        "pair_cert_end": replace(base, screen="pair", scroll=99),
+        # a development box: no HTTPS address in the config, the code alone
+        "pair_development": replace(base, screen="pair", pair_url=None, cert_fingerprint=None),
+        "pair_loading": replace(base, screen="pair", data=replace(base.data, pair=None)),
+        "pair_url_only": replace(base, screen="pair",
                                  data=replace(base.data, pair=None, unavailable=frozenset({"pair_code"}))),
-        "pair_unavailable": replace(base, screen="pair",
+        "pair_unavailable": replace(base, screen="pair", pair_url=None, cert_fingerprint=None,
                                     data=replace(base.data, pair=None, unavailable=frozenset({"pair_code"}))),
         "status_pairing_locked": replace(base, data=replace(base.data, pairing={
             "code": "active", "expires_at": NOW + 200, "failures": 7, "max_failures": 30,

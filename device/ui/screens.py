@@ -356,12 +356,20 @@ def _qr_matrix(url: str) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(row) for row in segno.make(url, error="l", boost_error=False).matrix)
 
 
+def qr_side(url: str, height: int) -> int:
+    """The QR code's side in pixels, quiet zone included, at the biggest scale that fits
+    `height` (up to 3); larger than `height` when even one pixel per module does not fit (a
+    long host name at 128x32)."""
+    n = len(_qr_matrix(url))
+    return (n + 2) * max(1, min(height // (n + 2), 3))
+
+
 def qr(c: Canvas, url: str, x0: int = 0) -> int:
     """Draw the URL as a QR code at the left, as big as fits; returns its width."""
     matrix = _qr_matrix(url)
     n = len(matrix)
-    scale = max(1, min(c.height // (n + 2), 3))
-    side = (n + 2) * scale
+    side = qr_side(url, c.height)
+    scale = side // (n + 2)
     y0 = (c.height - side) // 2
     c.draw.rectangle((x0, y0, x0 + side - 1, y0 + side - 1), fill=1)      # light quiet zone
     for r, row in enumerate(matrix):
@@ -372,11 +380,107 @@ def qr(c: Canvas, url: str, x0: int = 0) -> int:
     return side
 
 
-def pair(s: State, c: Canvas) -> None:
-    p = s.data.pair if s.data.pair and s.data.pair.get("url") else \
-        ({"url": s.pair_url} if s.pair_url and "pair_code" in s.data.unavailable else None)
-    url = clean((p or {}).get("url"), 200)
+PAIRS_PER_ROW = 7     # "AB:CD:EF:01:23:45:67": 20 characters, the widest that leaves the arrow room
+CERT_HINTS = ("v cert SHA-256", "v cert")     # the first that fits beside the QR code
+
+
+def code_of(p: Mapping[str, Any] | None) -> str:
+    """The daemon's one-time code as it formats it for a small screen ("48291 37465"), else as sent."""
+    if not isinstance(p, Mapping):
+        return ""
+    return clean(p.get("display") or p.get("code"), 24)
+
+
+def fingerprint_pairs(fp: str | None) -> list[str]:
+    """The fingerprint's hex pairs, as cleaned text (the file is the box's, but it is a file)."""
+    return [x for x in clean(fp, 200).split(":") if x]
+
+
+def fingerprint_rows(fp: str | None) -> list[str]:
+    """The certificate's SHA-256 ("AB:CD:...") as rows of whole pairs, so the person can tick
+    them off against the browser's certificate page row by row."""
+    pairs = fingerprint_pairs(fp)
+    return [":".join(pairs[i:i + PAIRS_PER_ROW]) for i in range(0, len(pairs), PAIRS_PER_ROW)]
+
+
+def _cert_visible(height: int) -> int:
+    """Fingerprint rows on screen at once: at 128x64 all five and a footer, at 128x32 two."""
+    rows = (height - HEADER_H) // ROW_H
+    return rows - 1 if rows >= 5 else max(1, rows)
+
+
+def pair_scroll_end(s: State, width: int, height: int) -> int:
+    """How far DOWN goes on the pair screen: 0 is the code and QR, 1 on the certificate's
+    fingerprint, scrolled further where it does not fit (128x32). 0 without a fingerprint."""
+    rows = fingerprint_rows(s.cert_fingerprint)
+    return 1 + max(0, len(rows) - _cert_visible(height)) if rows else 0
+
+
+def _code_lines(code: str, w: int) -> list[str]:
+    """The code in as few rows as fit beside the QR: one, or a label and the code, or a label and
+    its two groups of five on rows of their own."""
+    f = font()
+    if f.getlength(f"Code {code}") <= w:
+        return [f"Code {code}"]
+    if f.getlength(code) <= w:
+        return ["Code:", code]
+    return ["Code:"] + code.split()
+
+
+def pair_text(s: State, width: int, height: int) -> tuple[str, list[str]]:
+    """What the code page of the pair screen shows: the URL drawn as a QR code ("" for none) and
+    the text rows beside it (or across the screen). The code is the daemon's (`pair_code`); the
+    URL is the config's (`pair_url`: the HTTPS address on an installed box, None on a
+    development box, whose phone app is wherever `vrmbox companion` or the launcher started it)."""
+    code, url = code_of(s.data.pair), clean(s.pair_url, 200)
+    unavailable = "pair_code" in s.data.unavailable
+    f, rows = font(), height // ROW_H
+    has_cert = bool(fingerprint_rows(s.cert_fingerprint))
+    if not code and not (url and unavailable):
+        return "", []
     if not url:
+        if rows >= 5:
+            return "", (["Pair phone, code:", code, ""] +
+                        wrap("Type it in the phone app, at the address vrmbox companion or the "
+                             "launcher printed.", f, width - 2 * MARGIN))[:rows]
+        return "", [f"code {code}", "phone app URL: see", "vrmbox companion"]
+    drawn = qr_side(url, height) <= height
+    x = qr_side(url, height) + 3 if drawn else MARGIN
+    w = width - x - MARGIN
+    head = _code_lines(code, w) if code else ["Scan to", "pair"] if drawn else ["Pair at"]
+    hint = [next((h for h in CERT_HINTS if f.getlength(h) <= w), CERT_HINTS[-1])] if has_cert else []
+    room = max(0, rows - len(head) - len(hint))
+    body = head + (wrap(url, f, w, room) if room else [])
+    # the hint to the fingerprint sits on the last row, below whatever the URL left free
+    return url if drawn else "", (body + [""] * (rows - len(hint) - len(body)) + hint)[:rows]
+
+
+def pair_cert_shown(s: State, height: int) -> tuple[int, list[str]]:
+    """The fingerprint page at this scroll: the index of its first row and the rows on screen."""
+    rows = fingerprint_rows(s.cert_fingerprint)
+    visible = _cert_visible(height)
+    start = min(max(0, s.scroll - 1), max(0, len(rows) - visible))
+    return start, rows[start:start + visible]
+
+
+def _pair_cert(s: State, c: Canvas) -> None:
+    start, shown = pair_cert_shown(s, c.height)
+    first = start * PAIRS_PER_ROW + 1
+    # which pairs are on screen ("1-14"), so the person knows how many have been compared
+    last = first - 1 + sum(len(r.split(":")) for r in shown)
+    c.header("cert SHA-256", f"{first}-{last}")
+    visible = _cert_visible(c.height)
+    _scrolled(c, fingerprint_rows(s.cert_fingerprint), start, reserve=c.rows - visible)
+    if c.rows > visible:
+        c.footer("must match browser")
+
+
+def pair(s: State, c: Canvas) -> None:
+    if s.scroll > 0 and fingerprint_rows(s.cert_fingerprint):
+        _pair_cert(s, c)
+        return
+    url, lines = pair_text(s, c.width, c.height)
+    if not lines:
         c.header("Pair phone")
         if "pair_code" in s.data.unavailable:
             c.line(0, "pairing is not")
@@ -384,11 +488,9 @@ def pair(s: State, c: Canvas) -> None:
         else:
             c.line(0, "loading...")
         return
-    side = qr(c, url)
-    f, x, w = font(), side + 3, c.width - side - 3
-    code = clean((p or {}).get("code"), 20)
-    lines = (["Code:", code] if code else ["Scan to", "pair"]) + wrap(url, f, w)
-    for i, line in enumerate(lines[: c.height // ROW_H]):
+    x = qr(c, url) + 3 if url else MARGIN
+    f, w = font(), c.width - x - MARGIN
+    for i, line in enumerate(lines):
         c.text(x, 1 + i * ROW_H, fit(line, f, w))
 
 

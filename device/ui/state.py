@@ -135,7 +135,10 @@ class State:
     seen: frozenset[str] = frozenset()            # offers the person has looked at
     data: Data = field(default_factory=Data)
     sent: tuple[str, ...] = ()     # consent ops sent (op:target), for the record and tests
-    pair_url: str | None = None    # the companion's URL from the config, when pair_code is missing
+    # From the config, read at the edge (app.py): the phone app's pairing address (None on a
+    # development box) and its certificate's SHA-256, "AB:CD:..." (None without HTTPS).
+    pair_url: str | None = None
+    cert_fingerprint: str | None = None
     size: tuple[int, int] = (128, 64)   # the display's: how far a consent text must be scrolled
 
     def offer_row(self, offer_id: str | None) -> Mapping[str, Any] | None:
