@@ -1,15 +1,30 @@
 """The companion app in a real headless Chromium (Debian's, driven by Playwright; nothing is
-downloaded), served by `vrmbox companion` (cheroot), against a real daemon, broker and vendor-kit
-processes: pair with the box's code, cast an intent, watch offers arrive without a reload, accept,
-confirm with the box's button, see the agreement and its audit entry, revoke, see the deletion
-receipt arrive. Phone-size screenshots of every main page are written as artifacts (and copied to
-docs/img/ when VRMBOX_REFRESH_SCREENSHOTS=1); axe-core finds no serious or critical violation."""
+downloaded) against a real daemon, broker and vendor-kit processes, served as an installed box
+serves it: `vrmbox companion --config` with the certificate, key and CA that `vrmbox provision`
+made, so over HTTPS only, with the `__Host-vrmbox` Secure cookie. The browser opens the box by
+the name a phone uses (vrmbox.local, mapped to loopback with --host-resolver-rules; the
+certificate's SAN has it) and trusts the box's CA the way a person makes it: the CA downloaded
+from the box's plain-HTTP port and imported into the browser's own trust store (an NSS
+database in a throwaway $HOME, which Chromium on Linux reads), never by ignoring certificate
+errors. The same browser without the CA in its store gets a certificate error instead of the
+page, so the trust is what lets it in.
+
+The flow: from the plain-HTTP address to HTTPS, pair with the box's code, cast an intent,
+watch offers arrive without a reload, accept, confirm with the box's button, see the agreement
+and its audit entry, revoke, see the deletion receipt arrive. Phone-size screenshots of every
+main page are written as artifacts (and copied to docs/img/ when VRMBOX_REFRESH_SCREENSHOTS=1).
+
+Plain HTTP on loopback is the development set-up (`vrmbox companion --bind 127.0.0.1 --port N`,
+no certificate): only the accessibility test runs there (axe-core finds no serious or critical
+violation; what it checks does not depend on the transport), so that set-up keeps a browser
+test too."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,13 +33,16 @@ import yaml
 from broker import free_port
 from processes import ROOT, Proc, vendor, vrm_vendor, vrmbox, wait_for
 from test_companion_helpers import new_code, running_box
+from tls_helpers import CERTUTIL, https_companion, nss_home
 
 playwright = pytest.importorskip("playwright.sync_api")
 axe_module = pytest.importorskip("axe_playwright_python.sync_playwright")
 
 CHROMIUM = "/usr/bin/chromium"
+HOST = "vrmbox.local"           # the name the box advertises by mDNS, as a phone opens it
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 f"--host-resolver-rules=MAP {HOST} 127.0.0.1"]
 PHONE = {"width": 360, "height": 780}
 VENDORS = {"alpha": ("Alpha Roadster", 650.0), "beta": ("Beta City", 520.0)}
 PAGES = {"pair": "/pair", "dashboard": "/", "intents": "/intents/", "agreements": "/agreements/",
@@ -33,16 +51,14 @@ PAGES = {"pair": "/pair", "dashboard": "/", "intents": "/intents/", "agreements"
 REFRESH = os.environ.get("VRMBOX_REFRESH_SCREENSHOTS") == "1"
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow,
-              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed")]
+              pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed"),
+              pytest.mark.skipif(CERTUTIL is None, reason="certutil not installed (libnss3-tools)")]
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory):
+def box(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("companion-e2e")
     with running_box(tmp) as box:
-        port = free_port()
-        app = Proc([sys.executable, "-m", "device.cli", "-v", "companion", "--bind", "127.0.0.1",
-                    "--port", str(port), "--data-dir", str(box["data"])], tmp / "companion.log").start()
         vendors = {}
         for slug, (name, price) in VENDORS.items():
             vdir = tmp / f"vendor-{slug}"
@@ -56,21 +72,59 @@ def system(tmp_path_factory):
             vendors[slug] = (vdir, cat)
         shots = tmp / "screenshots"
         shots.mkdir()
-        try:
-            yield {**box, "base": f"http://127.0.0.1:{port}", "vendors": vendors, "shots": shots,
-                   "procs": []}
-        finally:
-            app.stop()
+        yield {**box, "vendors": vendors, "shots": shots, "procs": []}
 
 
 @pytest.fixture(scope="module")
-def browser(system):
+def system(box):
+    """The app as installed: HTTPS from the provisioned config, on loopback, against this box."""
+    with https_companion(box["tmp"], data_dir=box["data"], socket=box["socket"]) as app:
+        yield {**box, **app, "base": f"https://{HOST}:{app['port']}", "plain": f"http://{HOST}:{app['redirect']}"}
+
+
+@pytest.fixture(scope="module")
+def dev_system(box):
+    """The development set-up: no certificate, plain HTTP on loopback."""
+    port = free_port()
+    app = Proc([sys.executable, "-m", "device.cli", "-v", "companion", "--bind", "127.0.0.1",
+                "--port", str(port), "--data-dir", str(box["data"])], box["tmp"] / "companion-dev.log").start()
+    try:
+        yield {**box, "base": f"http://127.0.0.1:{port}"}
+    finally:
+        app.stop()
+
+
+@pytest.fixture(scope="module")
+def downloaded_ca(system):
+    """The box's CA as a person gets it: from the box's plain-HTTP port (docs/companion.md)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{system['redirect']}/ca.pem", timeout=10) as r:
+        pem = r.read()
+    assert pem == system["ca"].read_bytes()
+    path = system["tmp"] / "vrmbox-ca.pem"
+    path.write_bytes(pem)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pw():
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+def launch(pw, home: Path):
+    """Chromium reading its trust store from `home` (Linux: $HOME/.pki/nssdb)."""
+    return pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                              env={**os.environ, "HOME": str(home)})
+
+
+@pytest.fixture(scope="module")
+def browser(pw, downloaded_ca, tmp_path_factory):
+    """The phone's browser after the person imported the box's CA."""
+    b = launch(pw, nss_home(tmp_path_factory.mktemp("home-with-ca"), downloaded_ca))
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 def shoot(page, system, name: str) -> None:
@@ -101,9 +155,15 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
 
+    # the address typed by hand is the plain-HTTP one: it only redirects, to HTTPS, which the
+    # browser accepts because the certificate chains to the CA imported into its store
+    response = page.goto(system["plain"] + "/")
+    assert page.url == system["base"] + "/pair"
+    tls = response.security_details()
+    assert tls["issuer"] == "vrmbox local CA", tls
+    assert page.evaluate("() => window.isSecureContext") is True
+
     # pair with the code the box shows
-    page.goto("/")
-    assert page.url.endswith("/pair")
     shoot(page, system, "pair")
     code = new_code(system["data"])
     page.fill("#code", code[:-1] + str((int(code[-1]) + 1) % 10))
@@ -113,6 +173,10 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
     page.fill("#name", "Ann's phone")
     page.click("button[type=submit]")
     page.wait_for_url(system["base"] + "/")
+    session = [c for c in ctx.cookies() if c["name"] == "__Host-vrmbox"]
+    assert len(session) == 1, ctx.cookies()
+    assert session[0]["secure"] and session[0]["httpOnly"] and session[0]["sameSite"] == "Strict"
+    assert session[0]["path"] == "/" and session[0]["domain"] == HOST      # host-only: no Domain
 
     # an intent, previewed, then cast (no vendor is running yet)
     page.goto("/intents/")
@@ -199,7 +263,23 @@ def test_pair_intent_live_offers_accept_confirm_audit_revoke(browser, system):
         ctx.close()
 
 
-def test_no_serious_accessibility_violation_on_any_page(browser, system):
+def test_the_same_browser_without_the_box_ca_refuses_the_app(pw, system, tmp_path):
+    """Chromium with an NSS store of its own but without the box's CA: a certificate error,
+    no page, for the very address the flow above opens."""
+    b = launch(pw, nss_home(tmp_path / "home-without-ca", None))
+    try:
+        page = b.new_page(viewport=PHONE)
+        with pytest.raises(playwright.Error, match="ERR_CERT_AUTHORITY_INVALID"):
+            page.goto(system["base"] + "/pair")
+        # its plain-HTTP port hands it only a redirect to the refused address
+        with pytest.raises(playwright.Error, match="ERR_CERT_AUTHORITY_INVALID"):
+            page.goto(system["plain"] + "/pair")
+    finally:
+        b.close()
+
+
+def test_no_serious_accessibility_violation_on_any_page(browser, dev_system):
+    system = dev_system             # the development set-up: plain HTTP on loopback
     axe = axe_module.Axe()
     ctx = browser.new_context(viewport=PHONE, base_url=system["base"])
     page = ctx.new_page()

@@ -5,40 +5,20 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
 
 import pytest
 import requests
 
-from device.config.render import set_key
-from processes import Proc, wait_for
-from provisioned import layout, new_root, provision, remove_root
-from provisioning.launch import free_port
+from processes import wait_for
+from tls_helpers import https_companion
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
 def https_app(tmp_path):
-    root = new_root()
-    try:
-        assert provision(root, free_port()).returncode == 0
-        lay = layout(root)
-        port, redirect = free_port(), free_port()
-        text = lay.config.read_text()
-        text = set_key(text, "companion.port", port)
-        text = set_key(text, "companion.redirect_port", redirect)
-        text = set_key(text, "companion.bind", "127.0.0.1")
-        conf = tmp_path / "config.toml"
-        conf.write_text(text)
-        app = Proc([sys.executable, "-m", "device.cli", "companion", "--config", str(conf), "--no-mdns"],
-                   tmp_path / "companion.log").start()
-        try:
-            yield {"port": port, "redirect": redirect, "ca": lay.pem("ca"), "root": root}
-        finally:
-            app.stop()
-    finally:
-        remove_root(root)
+    with https_companion(tmp_path) as app:
+        yield app
 
 
 def test_the_app_is_https_with_secure_host_cookies(https_app):
