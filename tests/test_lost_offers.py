@@ -68,7 +68,8 @@ class Sim:
         return intent_id, offers
 
     def receipt(self, box: Identity, intent_id: str, offers: list[core.Outgoing]) -> None:
-        body = Receipt(intent=intent_id, category="bikes", offers=receipts.padded([token_hash(o.token) for o in offers]))
+        hashes = [token_hash(o.token) for o in offers]
+        body = Receipt(intent=intent_id, category="bikes", offers=receipts.padded(hashes))
         token = sign(box, body, now=self.now, ttl=24 * 3600)
         assert self.worker.handle(topics.receipt("bikes", intent_id), token.encode())
 
@@ -355,7 +356,8 @@ def test_on_the_wire_a_lost_offer_comes_again_seconds_after_the_receipt_that_pas
         offers = [verify(box.take(topics.offers(intent_id)), now=time.time(), expect=Offer) for _ in range(5)]
         wait_ledger(lambda rows: len(rows) == 5 and all(r["sent"] for r in rows), vdir, "all five acknowledged")
         lost = offers[2]
-        box.publish(topics.receipt("bikes", intent_id), receipt_for(key, intent_id, [o for o in offers if o is not lost]))
+        kept = [o for o in offers if o is not lost]
+        box.publish(topics.receipt("bikes", intent_id), receipt_for(key, intent_id, kept))
         receipted_at = time.monotonic()
         again = verify(box.take(topics.offers(intent_id), timeout=15), now=time.time(), expect=Offer)
         took = time.monotonic() - receipted_at

@@ -305,9 +305,9 @@ class ReceiptRecord:
 def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
                  receipts: Receipts | None = None) -> list[Resend]:
     """What to do with each due offer (see ResendPolicy), given what the receipts say. Sent
-    again: the same token, the same id (the box de-duplicates). An expired offer is left out (the box would refuse it; it is not looked at
-    again), nor is one whose intent has expired (the box refuses those). A re-send counts toward
-    `policy.limit`; waiting does not."""
+    again: the same token, the same id (the box de-duplicates). An expired offer is left out
+    (the box would refuse it; it is not looked at again), nor is one whose intent has expired
+    (the box refuses those). A re-send counts toward `policy.limit`; waiting does not."""
     receipts = receipts or Receipts()
     latest = receipts.latest
     out = []

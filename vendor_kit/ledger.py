@@ -18,6 +18,10 @@ Why it looks like this:
   checkpoint blocked by a reader is retried by the worker's housekeeping.
 - Nothing grows without bound: expired withdrawals, intents, offers and outbox rows are
   pruned; an offer takes one agreement and an agreement one revocation.
+- Every copy of an offer handed to MQTT takes the next number of one send order (table
+  `send_order`, inside the transaction that decides the send, so workers sharing the ledger
+  never share a number): one publisher's messages reach a box in order, so an intent's receipt
+  says which older copies of its other offers were lost (core.plan_resends decides).
 """
 from __future__ import annotations
 
@@ -445,7 +449,8 @@ class Ledger:
         looked at again."""
         with self._tx() as db:
             rows = db.execute("SELECT offers.*, intents.exp AS intent_exp FROM offers "
-                              "JOIN outbox ON outbox.id = offers.id LEFT JOIN intents ON intents.intent = offers.intent "
+                              "JOIN outbox ON outbox.id = offers.id "
+                              "LEFT JOIN intents ON intents.intent = offers.intent "
                               "WHERE offers.receipted_at IS NULL AND offers.resend_at IS NOT NULL "
                               "AND offers.resend_at <= ? AND outbox.sent_at IS NOT NULL "
                               "ORDER BY offers.resend_at, offers.last_seq LIMIT ?", (now, limit)).fetchall()
