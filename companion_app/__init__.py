@@ -12,6 +12,7 @@ docs/companion.md describes pairing, pages, API and the security model.
 from __future__ import annotations
 
 import logging
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     # signed cookie, which would carry the session's contents to the browser
     app.session_interface = security.BoxSessions()
     app.extensions["vrmbox_sessions"] = security.Sessions(app.config["BOX"])
+    # set when the server stops: open event streams end at once instead of holding the stop up
+    app.extensions["vrmbox_stopping"] = threading.Event()
     app.extensions["vrmbox_throttle"] = conf.get("THROTTLE") or Throttle()
     app.extensions["vrmbox_reads"] = ReadCache(app.config["BOX"], ttl_s=float(conf.get("READ_CACHE_S", TTL_S)))
     csrf.init_app(app)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -296,6 +297,7 @@ def event_stream() -> Any:
     heartbeat_s = float(current_app.config.get("SSE_HEARTBEAT_S", STREAM_HEARTBEAT_S))
     the_box, cache = box(), reads()
     phone_id = (g.get("phone") or {}).get("phone", "?")
+    stopping: threading.Event = current_app.extensions["vrmbox_stopping"]
 
     def still_paired() -> bool:
         if not isinstance(sid, str):
@@ -310,6 +312,8 @@ def event_stream() -> Any:
             now = time.monotonic()
             due, sent = now + check_s, now
             for event in source:
+                if stopping.is_set():            # the server stops: end, the browser reconnects
+                    return
                 now = time.monotonic()
                 if now >= due or (event is not None and _session_ending(event)):
                     try:

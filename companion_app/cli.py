@@ -154,13 +154,17 @@ def cmd_companion(args: argparse.Namespace) -> int:
     for extra in servers[1:]:
         serve_in_thread(extra)
     import signal
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    def on_term(*_: Any) -> None:
+        app.extensions["vrmbox_stopping"].set()        # streams end first: stop() waits for them
+        threading.Thread(target=server.stop, daemon=True).start()
+    signal.signal(signal.SIGTERM, on_term)
     try:
         server.serve()
     except KeyboardInterrupt:
         pass
     finally:
         stop.set()
+        app.extensions["vrmbox_stopping"].set()
         if zc is not None:
             zc.unregister_all_services()
             zc.close()

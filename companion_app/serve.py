@@ -8,6 +8,8 @@ ever served over plain HTTP on the LAN.
 from __future__ import annotations
 
 import logging
+import ssl
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,24 @@ class Tls:
     key_file: Path
 
 
+# A phone that navigates away or sleeps drops its TLS connection mid-request: normal, not an error.
+_CLIENT_GONE = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError)
+
+
+def _error_log(msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+    """cheroot's error log into ours, a client that hung up at debug level without a traceback."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, _CLIENT_GONE) or (isinstance(exc, OSError) and exc.args[:1] == (8,)):
+        log.debug("client went away: %s (%r)", msg, exc)
+        return
+    log.log(level, "cheroot: %s", msg, exc_info=traceback)
+
+
 def make_server(app: Callable[..., Any], bind: str, port: int, tls: Tls | None = None,
                 threads: int = THREADS) -> wsgi.Server:
     """A bound (not yet serving) server: OSError here when the port is taken or the key unreadable."""
     server = wsgi.Server((bind, port), app, numthreads=threads, server_name="vrmbox", timeout=TIMEOUT_S)
+    server.error_log = _error_log        # type: ignore[method-assign]
     if tls is not None:
         from cheroot.ssl.builtin import BuiltinSSLAdapter
         server.ssl_adapter = BuiltinSSLAdapter(str(tls.cert_file), str(tls.key_file))

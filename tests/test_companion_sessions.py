@@ -285,7 +285,7 @@ def https_box(tmp_path_factory):
             state["proc"] = Proc(argv, tmp / "companion.log").start()
         try:
             yield {**box, "base": f"https://127.0.0.1:{port}", "ca": str(tls / "ca.pem"),
-                   "restart": restart}
+                   "restart": restart, "proc": lambda: state["proc"]}
         finally:
             state["proc"].stop()
 
@@ -424,3 +424,25 @@ def test_e2e_a_stream_closes_within_2s_of_unpair_while_events_flow(https_box):
     finally:
         stop.set()
         stream.close()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_e2e_sigterm_with_a_stream_open_stops_the_app_at_once(https_box):
+    """`systemctl stop` sends SIGTERM: an open event stream used to hold the server's stop until
+    systemd's kill 15 s later (exit -9). Now streams end first and the app exits in time."""
+    import signal as _signal
+    hb = https_box
+    phone, _me = pair_phone(hb, "stopping")
+    stream = phone.get(hb["base"] + "/events", stream=True, timeout=10)
+    assert stream.status_code == 200
+    first = next(stream.iter_lines(decode_unicode=True))           # the stream is live
+    assert first.startswith("retry:"), first
+    proc = hb["proc"]()
+    t0 = time.monotonic()
+    proc.proc.send_signal(_signal.SIGTERM)
+    code = proc.proc.wait(timeout=10)
+    took = time.monotonic() - t0
+    print(f"the app stopped {took:.2f} s after SIGTERM with a stream open (exit {code})")
+    assert code == 0 and took < 5, (code, took)
+    hb["restart"]()                                                 # for the tests after this one
