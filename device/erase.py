@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from vrm_protocol import EncryptionKey, IntentWithdrawal, ProtocolError, Revocation, sign, topics
+from vrm_protocol.codec import unverified_payload
 from vrm_protocol.encryption import seal
 from vrm_protocol.messages import parse_dataclass
 
@@ -56,13 +57,14 @@ def queue_deletion_requests(store: Store, now: float) -> tuple[int, int]:
             continue
         token = sign(intent.identity, Revocation(agreement=a.agreement_id, intent=a.intent_id, delete=True,
                                                  reason="erase"), now=now, ttl=REVOCATION_TTL)
+        exp = unverified_payload(token)["exp"]      # before sealing hides it
         vendor = store.get_vendor(a.vendor)
         if vendor is not None and vendor.profile.get("enc_key"):   # v2: only the vendor reads it
             try:
                 token = seal(token, parse_dataclass(EncryptionKey, vendor.profile["enc_key"]))
             except (ProtocolError, ValueError) as exc:   # a profile we cannot encrypt to: signed only
                 log.warning("cannot seal the deletion request to %s: %s", a.vendor, exc)
-        store.queue_outbox(topics.revocations(a.vendor), token, retain=False)
+        store.queue_outbox(topics.revocations(a.vendor), token, retain=False, expires_at=exp)
         requests += 1
     for i in store.list_intents(status="active"):
         token = sign(i.identity, IntentWithdrawal(intent=i.intent_id, category=i.category), now=now,

@@ -404,7 +404,8 @@ class Market:
             self.store.set_agreement_token(agreement_id, signed.token)
             self.store.set_setting(CONSENTED_PREFIX + agreement_id, consented)
             self.store.set_agreement_status(agreement_id, "confirmed")
-            self.store.queue_outbox(topics.agreements(rec.vendor), signed.sealed)
+            self.store.queue_outbox(topics.agreements(rec.vendor), signed.sealed,
+                                    expires_at=unverified_payload(signed.token)["exp"])
         return {"agreement": agreement_id, "status": "confirmed", "source": source}
 
     def cancel(self, agreement_id: str) -> dict[str, Any]:
@@ -466,7 +467,8 @@ class Market:
                                                 enc_key=enc_key)
         with self.store.transaction():
             self.store.add_revocation(agreement_id, token, delete=True)
-            self.store.queue_outbox(topics.revocations(rec.vendor), sealed)
+            self.store.queue_outbox(topics.revocations(rec.vendor), sealed,
+                                    expires_at=unverified_payload(token)["exp"])
         return {"agreement": agreement_id, "status": "revoked", "acknowledged": False}
 
     def list_agreements(self) -> list[dict[str, Any]]:

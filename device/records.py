@@ -177,6 +177,7 @@ class OutboxRecord:
     retain: bool
     created_at: int
     sent_at: int | None
+    expires_at: int | None = None     # the signed message's exp (a sealed payload hides it)
 
 
 @dataclass(frozen=True)

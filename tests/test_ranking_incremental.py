@@ -342,6 +342,7 @@ def test_a_version_1_store_gains_the_intent_vendor_index(tmp_path):
     store.close()
     conn = sqlite3.connect(tmp_path / "box" / "store.db")
     conn.executescript("DROP INDEX offers_intent_vendor; CREATE INDEX offers_intent ON offers(intent_id);"
+                       " ALTER TABLE outbox DROP COLUMN expires_at;"
                        " PRAGMA user_version = 1;")
     conn.close()
     store = Store.open(tmp_path / "box")
@@ -349,7 +350,7 @@ def test_a_version_1_store_gains_the_intent_vendor_index(tmp_path):
         indexes = {r[0] for r in store._conn.execute(
             "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='offers' AND sql IS NOT NULL")}
         assert indexes == {"offers_intent_vendor"}
-        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store._conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert store.count_offers(intent, "acme") == store.count_intent_offers(intent) == 1
         plan = " ".join(str(r) for r in store._conn.execute(
             "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM offers WHERE intent_id=? AND vendor=?", (intent, "acme")))

@@ -53,6 +53,8 @@ def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False,
 
 def remaining(payload: str, now: int) -> int | None:
     """Seconds until a signed payload expires (0 if it has); None for an empty/unsigned one."""
+    if payload.count(".") == 4:                 # a JWE: its exp is sealed (outbox.expires_at)
+        return None
     exp = unverified_payload(payload).get("exp") if payload else None
     return max(0, exp - now) if isinstance(exp, int) and not isinstance(exp, bool) else None
 
@@ -66,9 +68,12 @@ def expiry_props(seconds: int | None) -> Properties | None:
 
 
 def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool,
-            now: int) -> mqtt.MQTTMessageInfo | None:
-    """QoS 1, expiring with the signature; None if it already expired or was not queued."""
+            now: int, expires_at: int | None = None) -> mqtt.MQTTMessageInfo | None:
+    """QoS 1, expiring with the signature; None if it already expired or was not queued.
+    `expires_at` for a sealed payload, whose exp is inside the encryption."""
     left = remaining(payload.decode() if isinstance(payload, bytes) else payload, now)
+    if left is None and expires_at is not None:
+        left = max(0, expires_at - now)
     if left == 0:
         return None
     info = client.publish(topic, payload, qos=1, retain=retain, properties=expiry_props(left))

@@ -818,11 +818,15 @@ class Daemon:
             retry_at, delay = self._backoff.get(rec.id, (0.0, 0.0))
             if t < retry_at:
                 continue
-            if mqtt_edge.remaining(rec.payload, now) == 0:
+            left = mqtt_edge.remaining(rec.payload, now)
+            if left is None and rec.expires_at is not None:
+                left = max(0, rec.expires_at - now)
+            if left == 0:
                 log.info("outbox message %d to %s expired unsent; dropped", rec.id, rec.topic)
                 self.store.mark_sent(rec.id)
                 continue
-            info = mqtt_edge.publish(self.client, rec.topic, rec.payload, retain=rec.retain, now=now)
+            info = mqtt_edge.publish(self.client, rec.topic, rec.payload, retain=rec.retain, now=now,
+                                     expires_at=rec.expires_at)
             if info is None:     # not queued by paho (transient): back off, 0.5 s doubling to 60 s
                 delay = min(60.0, max(TICK_S, delay * 2))
                 self._backoff[rec.id] = (t + delay, delay)

@@ -15,12 +15,14 @@ from .schema import ddl
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version n -> the statements that take a version-n database to n + 1
 UPGRADES: dict[int, list[str]] = {
     # 1 -> 2: offers indexed by (intent, vendor), which also serves lookups by intent alone
     1: ["DROP INDEX IF EXISTS offers_intent",
         "CREATE INDEX offers_intent_vendor ON offers(intent_id, vendor)"],
+    # 2 -> 3: the outbox knows when a message expires (a sealed payload cannot say)
+    2: ["ALTER TABLE outbox ADD COLUMN expires_at INTEGER"],
 }
 
 

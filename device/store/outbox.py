@@ -16,24 +16,28 @@ log = logging.getLogger(__name__)
 
 
 class OutboxStore(StoreBase):
-    def queue_outbox(self, topic: str, payload: str | bytes, retain: bool = False) -> int:
+    def queue_outbox(self, topic: str, payload: str | bytes, retain: bool = False,
+                     expires_at: int | None = None) -> int:
         """Queue a message for the daemon to publish (survives restarts). Sealed like any
-        personal value: an agreement or intent token spells out purpose, fields, description."""
+        personal value: an agreement or intent token spells out purpose, fields, description.
+        `expires_at`: the signed message's exp, needed when the payload is sealed (a JWE)."""
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
         with self._tx():
-            cur = self._conn.execute("INSERT INTO outbox(topic, payload, retain, created_at) VALUES (?,?,?,?)",
-                                     (topic, b"", int(bool(retain)), self.now()))
+            cur = self._conn.execute("INSERT INTO outbox(topic, payload, retain, created_at, expires_at)"
+                                     " VALUES (?,?,?,?,?)",
+                                     (topic, b"", int(bool(retain)), self.now(), expires_at))
             oid = int(cur.lastrowid)
             self._conn.execute("UPDATE outbox SET payload=? WHERE id=?",
                                (self._seal("outbox", "payload", (oid,), payload), oid))
             return oid
 
     def pending_outbox(self) -> list[OutboxRecord]:
-        return [OutboxRecord(r[0], r[1], self._open("outbox", "payload", (r[0],), r[2]), bool(r[3]), r[4], r[5])
+        return [OutboxRecord(r[0], r[1], self._open("outbox", "payload", (r[0],), r[2]), bool(r[3]), r[4], r[5],
+                             r[6])
                 for r in self._conn.execute(
-                    "SELECT id, topic, payload, retain, created_at, sent_at FROM outbox WHERE sent_at IS NULL"
-                    " ORDER BY id").fetchall()]
+                    "SELECT id, topic, payload, retain, created_at, sent_at, expires_at FROM outbox"
+                    " WHERE sent_at IS NULL ORDER BY id").fetchall()]
 
     def mark_sent(self, outbox_id: int) -> None:
         with self._tx():

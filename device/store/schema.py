@@ -95,7 +95,10 @@ SCHEMA: tuple[Table, ...] = (
                                _c("data", "sealed"), _c("created_at", "int"))),
     # payload is TEXT: erase writes the messages still to send back in the clear for a moment
     Table("outbox", ("id",), (_c("id", "int"), _c("topic", "text"), _c("payload", "sealed", sql_type="TEXT"),
-                              _c("retain", "int"), _c("created_at", "int"), _c("sent_at", "int", True)),
+                              _c("retain", "int"), _c("created_at", "int"), _c("sent_at", "int", True),
+                              # when the message's signature expires: a sealed (JWE) payload
+                              # cannot be read for it, and every publish carries Message Expiry
+                              _c("expires_at", "int", True)),
           autoincrement=True),
     Table("seen_messages", ("id",), (_c("id", "text"), _c("exp", "int"))),
     Table("audit", ("seq",), (_c("seq", "int"), _c("created_at", "int"), _c("event_type", "text"),

@@ -83,7 +83,7 @@ class SnapshotStore(OutboxStore):
                     self._insert_rows(table, rows)
                 # this box's unsent messages (e.g. deletion requests queued by erase) still go out
                 for rec in unsent:  # sealed again: the seal is bound to the new row id
-                    self.queue_outbox(rec.topic, rec.payload, rec.retain)
+                    self.queue_outbox(rec.topic, rec.payload, rec.retain, rec.expires_at)
                 for e in entries:
                     self._conn.execute(
                         "INSERT INTO audit(seq, created_at, event_type, data, prev_hash, entry_hash,"
