@@ -46,16 +46,22 @@ def capture(broker):
     c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     subscribed = threading.Event()
 
+    expiry: list[tuple[str, int | None]] = []
+
     def on_message(_c, _u, m):
         with lock:
             seen.append((m.topic, bytes(m.payload)))
+            expiry.append((m.topic, getattr(m.properties, "MessageExpiryInterval", None)))
     c.on_message = on_message
     c.on_subscribe = lambda *a: subscribed.set()
     c.connect(broker.host, broker.port)
     c.loop_start()
     c.subscribe("#", qos=1)
     assert subscribed.wait(10)
-    yield lambda: list(seen)
+    def got() -> list[tuple[str, bytes]]:
+        return list(seen)
+    got.expiry = expiry          # type: ignore[attr-defined]  (topic, Message Expiry) per message
+    yield got
     c.loop_stop()
     c.disconnect()
 
@@ -92,6 +98,9 @@ def test_a_subscriber_to_everything_learns_no_personal_value(tmp_path, broker, m
         assert secret.encode() not in everything, secret
     sealed = [p for t, p in wire if t in (topics.agreements("alpha"), topics.revocations("alpha"))]
     assert len(sealed) >= 2 and all(p.count(b".") == 4 for p in sealed)   # JWEs, not JWSs
+    # every publish carries Message Expiry, the sealed ones too (their exp is inside)
+    sealed_expiry = [e for t, e in capture.expiry if t in (topics.agreements("alpha"), topics.revocations("alpha"))]
+    assert len(sealed_expiry) == len(sealed) and all(e and e > 0 for e in sealed_expiry), sealed_expiry
     assert b"postal_address" not in b"\n".join(readable(p) for p in sealed)
     [disclosure] = {p for t, p in wire if t == topics.disclosures("alpha")}
     jwe = json.loads(readable(disclosure).split(b"\n")[2])["jwe"]
