@@ -100,15 +100,12 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     security.install(app)
 
     from . import (agreements, api, audit, auth, dashboard, intents, mydata, rules, settings,
-                   vendors)
+                   stream, vendors)
     auth.install_gate(app)
     app.jinja_env.finalize = _shown
     app.add_template_filter(_isotime, "isotime")
     app.add_template_filter(_verbatim, "verbatim")
     for bp in (auth.bp, dashboard.bp, intents.bp, rules.bp, vendors.bp, mydata.bp, agreements.bp,
-               audit.bp, settings.bp, api.bp):
+               audit.bp, settings.bp, api.bp, stream.bp):
         app.register_blueprint(bp)
-    # /events (dashboard.events, which the pages' live.js opens) is served by api.event_stream:
-    # the stream that re-checks its session on a clock, so it ends with the session
-    app.view_functions["dashboard.events"] = api.event_stream
     return app

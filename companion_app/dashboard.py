@@ -1,20 +1,16 @@
 """Dashboard: ranked offers per open intent with each score's explanation; accept / decline /
-snooze; and /events, the daemon's event stream as server-sent events so offers appear live."""
+snooze. (Their live updates come over /events: stream.py.)"""
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Iterator
+from typing import Any
 
-from flask import (Blueprint, Response, abort, current_app, g, redirect, render_template, request,
-                   session, stream_with_context, url_for)
+from flask import Blueprint, abort, g, redirect, render_template, request, url_for
 
-from .box import BoxDown
 from .inputs import form_errors, summary
 from .mydata import profile_rows
 from .pages import (back, box, cached_page, change, filter_words, install_display, read, reads,
                     score_scale)
-from .security import SESSION_KEY
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +20,6 @@ install_display(bp)            # dashboard's blueprint is always registered: the
 TOP_PER_INTENT = 10
 SNOOZE_CHOICES = {"3600": "1 hour", "86400": "1 day", "604800": "1 week"}
 MAX_PURPOSE = 200
-LIVE_EVENTS = ("offer", "changed", "agreement_active", "revocation_acknowledged",
-               "vendor_new", "vendor_key_changed")
 
 
 def group_offers(intents: list[dict[str, Any]], offers: list[dict[str, Any]],
@@ -208,46 +202,3 @@ def snooze(offer_id: str) -> Any:
     change("offer_snooze", {"offer": offer_id, "seconds": int(seconds)},
            done=f"Snoozed for {SNOOZE_CHOICES[seconds]}.")
     return redirect(target)
-
-
-def _sse(event: str, data: Any) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
-
-
-@bp.route("/events")
-def events() -> Any:
-    """Server-sent events: the daemon's stream, re-checking this phone's session at every
-    heartbeat so an unpaired phone's stream ends within one heartbeat."""
-    secret = session.get(SESSION_KEY)
-    sessions = current_app.extensions["vrmbox_sessions"]
-    idle = float(current_app.config.get("SSE_HEARTBEAT_S", 15.0))
-    the_box = box()
-    cache = reads()
-
-    def stream() -> Iterator[str]:
-        try:
-            source = the_box.events(idle_s=idle)
-            yield "retry: 3000\n" + _sse("hello", {"live": True})
-            for event in source:
-                if event is None:
-                    try:
-                        if not isinstance(secret, str) or sessions.phone(secret) is None:
-                            yield _sse("unpaired", {})
-                            return
-                    except BoxDown:
-                        yield _sse("down", {})
-                        return
-                    yield ": keep-alive\n\n"
-                    continue
-                kind = str(event.get("type", "event"))
-                if kind in LIVE_EVENTS:
-                    # before the browser hears of it, so its re-fetch cannot get a cached answer
-                    cache.invalidate()
-                    yield _sse(kind, {k: event.get(k) for k in ("type", "op", "intent", "vendor", "agreement")
-                                      if k in event})
-        except BoxDown:
-            yield _sse("down", {})
-
-    resp = Response(stream_with_context(stream()), mimetype="text/event-stream")
-    resp.headers["X-Accel-Buffering"] = "no"
-    return resp
