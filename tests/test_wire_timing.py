@@ -8,15 +8,14 @@ import json
 import random
 import statistics
 import time
-import uuid
 
 import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from device.daemon import schedule
 from device.daemon.receipts import RECEIPT_DELAY_S, Stored, Waiting
 from processes import box_config, daemon, vrmbox, wait_for
+from test_wire_privacy import Watcher
 from vendor_messages import TestVendor
 from vrm_protocol import topics
 from vrm_protocol.messages import MAX_RECEIPT_OFFERS
@@ -87,28 +86,6 @@ def test_republish_gaps_are_exponential_with_the_configured_mean():
 
 
 # ------------------------------------------------------------------ the wire
-class Watcher:
-    def __init__(self, broker, *subs: str) -> None:
-        self.got: list[tuple[str, bytes, float]] = []
-        self.acked = 0
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:6]}",
-                             protocol=mqtt.MQTTv5)
-        self.c.on_message = lambda cl, u, m: self.got.append((m.topic, m.payload, time.monotonic()))
-        self.c.on_subscribe = lambda *a: setattr(self, "acked", self.acked + 1)
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        for t in subs:
-            self.c.subscribe(t, qos=1)
-        wait_for(lambda: self.acked == len(subs), what="SUBACK")
-
-    def publish(self, topic: str, payload: str | bytes, retain: bool = False) -> None:
-        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 def _status(data) -> dict:
     return json.loads(vrmbox("status", "--json", data_dir=data).stdout)
 
@@ -127,24 +104,24 @@ def test_receipts_of_two_intents_stored_together_leave_at_independent_moments(tm
     w = Watcher(broker, topics.intents("bikes"), topics.receipts("bikes"))
     try:
         acme = TestVendor("acme")
-        w.publish(topics.vendor_profile(acme.slug), acme.profile(), retain=True)
+        w.c.publish(topics.vendor_profile(acme.slug), acme.profile(), qos=1, retain=True).wait_for_publish(5)
         ids = [json.loads(vrmbox("intent", "add", "bikes", "--json", data_dir=data).stdout)["intent"]
                for _ in range(2)]
         tokens = {}
-        wait_for(lambda: all(any(t == topics.intent("bikes", i) and p for t, p, _ in w.got) for i in ids),
+        wait_for(lambda: all(any(t == topics.intent("bikes", i) and p for t, p, _, _ in w.got) for i in ids),
                  what="both intents visible (so the box listens on both inboxes)")
-        for t, p, _ in w.got:
+        for t, p, _, _ in w.got:
             for i in ids:
                 if t == topics.intent("bikes", i) and p:
                     tokens[i] = p.decode()
         gaps = []
         for round_ in range(6):
-            before = len([1 for t, _, _ in w.got if "/receipts/" in t])
+            before = len([1 for t, _, _, _ in w.got if "/receipts/" in t])
             for i in ids:                     # back to back: on the old code one commit, one batch
-                w.publish(topics.offers(i), acme.offer(tokens[i], price=100 + round_))
-            wait_for(lambda: len([1 for t, _, _ in w.got if "/receipts/" in t]) == before + 2,
+                w.c.publish(topics.offers(i), acme.offer(tokens[i], price=100 + round_), qos=1).wait_for_publish(5)
+            wait_for(lambda: len([1 for t, _, _, _ in w.got if "/receipts/" in t]) == before + 2,
                      timeout=30, what=f"two receipts in round {round_}")
-            got = [(t, p, at) for t, p, at in w.got if "/receipts/" in t][before:]
+            got = [(t, p, at) for t, p, _, at in w.got if "/receipts/" in t][before:]
             assert {t.rsplit("/", 1)[1] for t, _, _ in got} == set(ids)
             gaps.append(abs(got[1][2] - got[0][2]))
         # independent delays of 0.2-2.5 s: a gap under 50 ms is a 4 % chance each round; the old
@@ -170,7 +147,7 @@ def test_a_restart_republishes_nothing_by_itself(tmp_path, broker, monkeypatch):
            for _ in range(3)]
     w = Watcher(broker, topics.intents("bikes"))
     try:
-        wait_for(lambda: {t for t, p, _ in w.got if p} == {topics.intent("bikes", i) for i in ids},
+        wait_for(lambda: {t for t, p, _, _ in w.got if p} == {topics.intent("bikes", i) for i in ids},
                  what="the three intents retained")
         for restart in range(2):
             proc.stop()
@@ -182,7 +159,7 @@ def test_a_restart_republishes_nothing_by_itself(tmp_path, broker, monkeypatch):
             # three slots): 45 ticks (22.5 s) of the box's own periodic work, counted by the box
             # itself, and nothing may have come.
             wait_for(lambda: _status(data)["ticks"] >= start + 45, timeout=90, what="45 ticks")
-            after = [t for t, p, _ in w.got[seen:] if p]
+            after = [t for t, p, _, _ in w.got[seen:] if p]
             assert after == [], after
     finally:
         w.close()
