@@ -10,26 +10,14 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops, ImageDraw
 
-from device.ui.navigation import step
 from device.ui.samples import states
 from device.ui.screens import (HEADER_H, Canvas, consent_text, frame, pairing_alert, scroll_end)
 from device.ui.state import CONSENT_OPS, EVENT_READS, READS, BoxEvent, Key, Loaded
 from device.ui.text import clean
+from test_ui_navigation import press, run
 
 GOLDEN = Path(__file__).parent / "golden" / "ui"
 SIZES = (64, 32)
-
-
-def run(state, *events):
-    out = []
-    for e in events:
-        state, reqs = step(state, e)
-        out += reqs
-    return state, out
-
-
-def press(role):
-    return [Key(role, "down"), Key(role, "short")]
 
 
 def hold():

@@ -14,25 +14,13 @@ from PIL import ImageChops
 from device import config, pairing
 from device.store import Store
 from device.ui.app import CERT_LIMIT, companion_fingerprint_of, companion_url_of
-from device.ui.navigation import step
 from device.ui.samples import FINGERPRINT, NOW, states
 from device.ui.screens import font, frame, pair_cert_shown, pair_text, qr_side
-from device.ui.state import MENU, Key, Loaded
+from device.ui.state import MENU, Loaded
 from provisioning import pki
+from test_ui_navigation import press, run
 
 URL = "https://vrmbox.local:8443/pair"
-
-
-def run(state, *events):
-    out = []
-    for e in events:
-        state, reqs = step(state, e)
-        out += reqs
-    return state, out
-
-
-def press(role):
-    return [Key(role, "down"), Key(role, "short")]
 
 
 @pytest.fixture
