@@ -47,6 +47,7 @@ OFFER = {"type": "object", "required": ["offer", "intent", "vendor", "eligible",
          "properties": {"offer": {"type": "string"}, "intent": {"type": "string"},
                         "vendor": {"type": "string"}, "item": STR_OR_NULL, "price": NUM_OR_NULL,
                         "currency": STR_OR_NULL, "eligible": {"type": "boolean"},
+                        "delivery_days": {"type": ["integer", "null"]}, "region": STR_OR_NULL,
                         "score": {"type": "number"}, "status": {"type": "string"},
                         "explanation": {"type": "object"}}}
 AGREEMENT = {"type": "object", "required": ["agreement", "vendor", "status"],

@@ -245,6 +245,7 @@ class Market:
         return {"offer": o.offer_id, "intent": o.intent_id, "vendor": o.vendor,
                 "item": o.body.get("item", {}).get("name"), "price": o.body.get("price"),
                 "currency": o.body.get("currency"), "valid_until": o.body.get("valid_until"),
+                "delivery_days": o.body.get("delivery_days"), "region": o.body.get("region"),
                 "status": o.status, "eligible": eligible, "score": score,
                 "terms_accepted": o.body.get("terms_response", {}).get("decision") == "accept",
                 "explanation": explanation}
