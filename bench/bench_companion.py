@@ -103,7 +103,7 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
         print(f"stored {n} signed offers in {time.perf_counter() - t0:.1f} s")
         env = {**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
         # no broker needed for this: the daemon keeps trying one on an unused loopback port
-        daemon = subprocess.Popen([sys.executable, "-m", "device.cli", "run", "--data-dir", str(data),
+        daemon = subprocess.Popen([sys.executable, "-m", "vrmbox", "run", "--data-dir", str(data),
                                    "--broker", f"mqtt://127.0.0.1:{_free_port()}"], env=env, cwd=ROOT,
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
@@ -118,7 +118,7 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
             print(f"daemon: `offers` ranks {n} stored offers ({len(ranked)} eligible) in "
                   f"{(time.perf_counter() - t0) / 3 * 1000:.0f} ms (what a cache miss costs)")
             port = _free_port()
-            app = subprocess.Popen([sys.executable, "-m", "device.cli", "companion", "--bind", "127.0.0.1",
+            app = subprocess.Popen([sys.executable, "-m", "vrmbox", "companion", "--bind", "127.0.0.1",
                                     "--port", str(port), "--data-dir", str(data)], env=env, cwd=ROOT,
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             assert app.stdout is not None
@@ -126,7 +126,7 @@ def main(n: int = 10_000, clients: int = 20, each: int = 25) -> None:
                 if line.strip() == "READY":
                     break
             base = f"http://127.0.0.1:{port}"
-            code = json.loads(subprocess.run([sys.executable, "-m", "device.cli", "pair", "--json"], env=env,
+            code = json.loads(subprocess.run([sys.executable, "-m", "vrmbox", "pair", "--json"], env=env,
                                              cwd=ROOT, capture_output=True, text=True, check=True).stdout)["code"]
             s = requests.Session()
             token = s.get(base + "/api/v1/session").json()["csrf_token"]

@@ -81,7 +81,7 @@ def run(offers: int = 100_000, idle_s: float = 60.0) -> dict:
         broker = Broker(tmp_path / "broker").start()
         env = child_env()
         env["VRMBOX_CONFIG"] = os.devnull
-        proc = Proc(python_module("device.cli", "run", "--data-dir", str(data), "--broker", broker.url),
+        proc = Proc(python_module("vrmbox", "run", "--data-dir", str(data), "--broker", broker.url),
                     tmp_path / "daemon.log", env=env)
         try:
             t0 = time.perf_counter()

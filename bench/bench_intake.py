@@ -239,7 +239,7 @@ class WireBox:
         (tmp / "vrmbox.toml").write_text(config)
         env = child_env()
         env["VRMBOX_CONFIG"] = str(tmp / "vrmbox.toml")
-        self.proc = Proc(python_module("device.cli", "run", "--data-dir", str(data), "--broker",
+        self.proc = Proc(python_module("vrmbox", "run", "--data-dir", str(data), "--broker",
                                        self.broker.url), tmp / "daemon.log", env=env)
         self.proc.start(timeout=60)
         self.events = Events(data / "control.sock")

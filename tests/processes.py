@@ -41,7 +41,7 @@ def box_config(tmp_path: Path, monkeypatch: Any, text: str = "# defaults only\n"
 
 
 def daemon(data_dir: Path, broker_url: str, log: Path) -> Proc:
-    return Proc(python_module("device.cli", "-v", "run", "--data-dir", str(data_dir),
+    return Proc(python_module("vrmbox", "-v", "run", "--data-dir", str(data_dir),
                               "--broker", broker_url), log)
 
 
@@ -54,7 +54,7 @@ def vrmbox(*args: str, data_dir: Path, check: bool = True) -> subprocess.Complet
     """The data dir goes in $VRMBOX_DATA_DIR so ids (which may start with '-') can follow `--`."""
     env = _env()
     env["VRMBOX_DATA_DIR"] = str(data_dir)
-    p = subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "vrmbox", *args], capture_output=True, text=True,
                        env=env, cwd=ROOT, timeout=60)
     if check and p.returncode != 0:
         raise AssertionError(f"vrmbox {' '.join(args)} failed: {p.stdout}{p.stderr}")

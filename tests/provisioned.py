@@ -36,7 +36,7 @@ def vrmbox(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     e = child_env()
     e.setdefault("VRMBOX_CONFIG", os.devnull)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vrmbox", *args], capture_output=True, text=True,
                           env=e, cwd=ROOT, timeout=120)
 
 

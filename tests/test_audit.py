@@ -175,7 +175,7 @@ def test_handover_chain_verifies_and_a_forged_handover_does_not():
 
 @pytest.mark.slow
 def test_cli_verify_names_first_bad_entry_and_show_pages(box):
-    base = [sys.executable, "-m", "device.cli", "audit"]
+    base = [sys.executable, "-m", "vrmbox", "audit"]
     ok = subprocess.run(base + ["verify", "--data-dir", str(box)], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "OK" in ok.stdout
     page = subprocess.run(base + ["show", "--offset", "2", "--limit", "3", "--json", "--data-dir", str(box)],

@@ -108,7 +108,7 @@ def test_cli_claims_trust_import_list(tmp_path, issuer):
     f.write_text(vc_jwt(issuer, nbf=int(time.time()) - 60, exp=int(time.time()) + 3600))
 
     def run(*a):
-        return subprocess.run([sys.executable, "-m", "device.cli", "claims", *a, "--data-dir", str(d),
+        return subprocess.run([sys.executable, "-m", "vrmbox", "claims", *a, "--data-dir", str(d),
                                "--json"], capture_output=True, text=True, timeout=60)
 
     r = run("import", str(f))

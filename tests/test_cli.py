@@ -3,7 +3,7 @@ import sys
 
 
 def test_vrmbox_cli_starts():
-    out = subprocess.run([sys.executable, "-m", "device.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "vrmbox", "--version"], capture_output=True, text=True)
     assert out.returncode == 0
     from vrm_protocol.messages import VERSION
     assert f"protocol v{VERSION}" in out.stdout
@@ -22,7 +22,7 @@ def _leaves(parser, path=()):
 
 
 def test_every_command_has_json_output():
-    from device.cli import build_parser
+    from vrmbox.cli import build_parser
     leaves = list(_leaves(build_parser()))
     assert len(leaves) > 30
     missing = [" ".join(path) for path, p in leaves
@@ -31,7 +31,7 @@ def test_every_command_has_json_output():
 
 
 def test_a_bad_setting_names_the_key_and_the_value(tmp_path, capsys, monkeypatch):
-    from device.cli import main
+    from vrmbox.cli import main
     from device.cli.common import EXIT_CONFIG
     monkeypatch.setenv("VRMBOX_CONFIG", str(tmp_path / "c.toml"))
     (tmp_path / "c.toml").write_text("[intake]\nper_vendor_burst = -3\n")

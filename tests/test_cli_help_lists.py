@@ -8,7 +8,7 @@ import importlib
 
 import pytest
 
-from device.cli import build_parser
+from vrmbox.cli import build_parser
 
 BOX_MODULES = ("device.cli.data", "device.cli.market")
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def vrmbox(*args: str, config: Path | str = os.devnull, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vrmbox", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "VRMBOX_CONFIG": str(config), **env})
 

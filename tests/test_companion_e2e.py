@@ -86,7 +86,7 @@ def system(box):
 def dev_system(box):
     """The development set-up: no certificate, plain HTTP on loopback."""
     port = free_port()
-    app = Proc([sys.executable, "-m", "device.cli", "-v", "companion", "--bind", "127.0.0.1",
+    app = Proc([sys.executable, "-m", "vrmbox", "-v", "companion", "--bind", "127.0.0.1",
                 "--port", str(port), "--data-dir", str(box["data"])], box["tmp"] / "companion-dev.log").start()
     try:
         yield {**box, "base": f"http://127.0.0.1:{port}"}

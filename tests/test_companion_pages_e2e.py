@@ -67,7 +67,7 @@ def system(tmp_path_factory):
                            "price": price, "delivery_days": 3}]}))
             procs.append(vendor(vdir, box["broker"].url, cat, tmp / f"v-{slug}.log").start())
         port = free_port()
-        app = Proc([sys.executable, "-m", "device.cli", "-v", "companion", "--bind", "127.0.0.1",
+        app = Proc([sys.executable, "-m", "vrmbox", "-v", "companion", "--bind", "127.0.0.1",
                     "--port", str(port), "--data-dir", str(data)], tmp / "companion.log").start()
         try:
             offers = wait_for(lambda: (o := json.loads(vrmbox("offers", "--all", "--json", data_dir=data).stdout))

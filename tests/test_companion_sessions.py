@@ -276,7 +276,7 @@ def https_box(tmp_path_factory):
         conf = tmp / "companion.toml"
         conf.write_text(f'[companion]\nbind = "127.0.0.1"\nport = {port}\n'
                         f'cert_file = "{tls / "companion.pem"}"\nkey_file = "{tls / "companion.key"}"\n')
-        argv = [sys.executable, "-m", "device.cli", "-v", "companion", "--config", str(conf),
+        argv = [sys.executable, "-m", "vrmbox", "-v", "companion", "--config", str(conf),
                 "--data-dir", str(box["data"]), "--no-mdns"]
         state: dict[str, Any] = {"proc": Proc(argv, tmp / "companion.log").start()}
 

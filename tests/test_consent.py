@@ -145,7 +145,7 @@ def test_offline_cli_refuses_to_confirm_and_says_why(tmp_path):
     data = tmp_path / "box"
     agreement = seed(data)
     env = {**child_env(), "VRMBOX_CONFIG": os.devnull, "VRMBOX_DATA_DIR": str(data)}
-    r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm", "--", agreement],
+    r = subprocess.run([sys.executable, "-m", "vrmbox", "agreement", "confirm", "--", agreement],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
     assert r.returncode == 1
     assert "needs the box daemon running" in r.stderr
@@ -226,7 +226,7 @@ def test_once_deployed_the_boxs_own_user_cannot_press(tmp_path, sock_dir):
             box.button("confirm", {"agreement": agreement})
         # what `vrmbox agreement confirm` does: refused the same way
         env = {**child_env(), "VRMBOX_CONFIG": os.devnull}
-        r = subprocess.run([sys.executable, "-m", "device.cli", "agreement", "confirm",
+        r = subprocess.run([sys.executable, "-m", "vrmbox", "agreement", "confirm",
                             "--data-dir", str(tmp_path / "box"), "--", agreement],
                            capture_output=True, text=True, env={
                                **env, "VRMBOX_CONFIG": str(_config_file(tmp_path, sock_dir, other))},

@@ -309,7 +309,7 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(box, broker):
     import subprocess
     import sys
     from processes import ROOT, _env
-    second = subprocess.run([sys.executable, "-m", "device.cli", "run", "--data-dir", str(box["data"]),
+    second = subprocess.run([sys.executable, "-m", "vrmbox", "run", "--data-dir", str(box["data"]),
                              "--broker", broker.url], capture_output=True, text=True, env=_env(),
                             cwd=ROOT, timeout=30)
     assert second.returncode == 1 and "already running" in second.stderr

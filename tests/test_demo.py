@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioning.demo import (DemoError, DemoIntent, Layout, Tally, box_config_text, event_line,
-                               intent_argv, load_scene, panel_bytes, panel_top, parse_scene, summarise,
-                               ui_display)
-from provisioning.demo_mischief import EXPECTED_REASON, Plan
+from demo.mischief import EXPECTED_REASON, Plan
+from demo.output import Tally, event_line, panel_bytes, panel_top, summarise
+from demo.run import intent_argv, ui_display
+from demo.scene import DemoError, DemoFolder, DemoIntent, box_config_text, load_scene, parse_scene
 from vrm_protocol import (Identity, Item, Offer, ProtocolError, ReplayGuard, TermsResponse, read_header,
                           sign, topics, verify)
 
@@ -122,7 +122,7 @@ class Running:
     """`vrmbox demo ...` as a subprocess; stderr lines collected as they come."""
 
     def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "device.cli", "demo", *args], cwd=ROOT, env=_env(),
+        self.proc = subprocess.Popen([sys.executable, "-m", "vrmbox", "demo", *args], cwd=ROOT, env=_env(),
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.watch = Watcher(self.proc.pid)
         self.err: list[str] = []
@@ -168,9 +168,9 @@ class Running:
         cmds = self.watch.commands()
         # the collection saw the real parts (else "nothing left" would prove nothing)
         assert any("mosquitto" in c for c in cmds), cmds
-        assert any("device.cli -v run" in c for c in cmds), cmds
+        assert any("vrmbox -v run" in c for c in cmds), cmds
         assert sum("vendor_kit.cli run" in c for c in cmds) == 3, cmds
-        assert any("provisioning.demo_mischief" in c for c in cmds), cmds
+        assert any("demo.mischief" in c for c in cmds), cmds
         left = self.watch.leftovers()
         if left:
             self.watch.kill_leftovers()
@@ -181,7 +181,7 @@ def _box(data_dir: Path, *args: str) -> list:
     env = _env()
     env["VRMBOX_DATA_DIR"] = str(data_dir)
     env["VRMBOX_CONFIG"] = os.devnull
-    p = subprocess.run([sys.executable, "-m", "device.cli", *args, "--json"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "vrmbox", *args, "--json"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stdout + p.stderr
     return json.loads(p.stdout)
@@ -313,7 +313,7 @@ def test_display_falls_back_to_frames_without_a_terminal():
 
 
 def test_config_and_intent_commands(tmp_path):
-    layout = Layout(tmp_path / 'we"ird', tmp_path / "frames")
+    layout = DemoFolder(tmp_path / 'we"ird', tmp_path / "frames")
     cfg = tomllib.loads(box_config_text(layout, "mqtt://127.0.0.1:1234"))
     assert cfg == {"data_dir": str(layout.box), "broker": {"url": "mqtt://127.0.0.1:1234"}}
     argv = intent_argv(DemoIntent("bikes", {"budget_max": 800, "postcode_district": "SW1A", "e": True}, "d"), 60)
@@ -365,7 +365,7 @@ def test_forger_stops_at_its_limit():
 
 
 def test_guard_reads_groups_by_tier_and_ignores_junk():
-    from provisioning.demo_guard import parse
+    from demo.guard import parse
     tiers, done, remove = parse(["2 100\n", "0 200\n", "0 201\n", "1 300\n", "0 1\n", "x y\n",
                                  "remove /tmp/vrmbox-demo-x\n", "remove relative\n"])
     assert tiers == {0: [200, 201], 1: [300], 2: [100]} and done is False

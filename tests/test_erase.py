@@ -89,7 +89,7 @@ def test_cli_erase_needs_confirmation(tmp_path):
     d = tmp_path / "box"
     with Store.open(d) as s:
         s.set_profile_field("name", "Ann")
-    base = [sys.executable, "-m", "device.cli", "erase", "--data-dir", str(d), "--json"]
+    base = [sys.executable, "-m", "vrmbox", "erase", "--data-dir", str(d), "--json"]
     r = subprocess.run(base, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert r.returncode == 2
     with Store.open(d) as s:

@@ -25,7 +25,7 @@ GOOD = {"name": "t", "display": {"driver": "ssd1306", "interface": "i2c", "addre
 
 
 def vrmbox(*args):
-    return subprocess.run([sys.executable, "-m", "device.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vrmbox", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=60)
 
 
@@ -202,7 +202,7 @@ def test_vrmbox_ui_needs_no_broker_password(tmp_path):
     cfg.write_text('[broker]\nusername = "box"\npassword_file = "/nonexistent/broker.password"\n'
                    '[home_broker]\nurl = "mqtts://127.0.0.1:8883"\nusername = "box"\n'
                    'password_file = "/nonexistent/broker.password"\nca_file = "/nonexistent/ca.pem"\n')
-    ui = Proc([sys.executable, "-m", "device.cli", "ui", "--display", "capture", "--frames", str(tmp_path / "f"),
+    ui = Proc([sys.executable, "-m", "vrmbox", "ui", "--display", "capture", "--frames", str(tmp_path / "f"),
                "--config", str(cfg), "--data-dir", str(tmp_path / "box")], tmp_path / "ui.log").start()
     try:
         assert ui.proc.poll() is None

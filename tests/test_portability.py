@@ -226,7 +226,7 @@ def test_cli_export_import_backup_restore(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "VRMBOX_PASSPHRASE"}
 
     def run(*a, env=env):
-        return subprocess.run([sys.executable, "-m", "device.cli", *a, "--json"], capture_output=True,
+        return subprocess.run([sys.executable, "-m", "vrmbox", *a, "--json"], capture_output=True,
                               text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
 
     assert run("export", str(tmp_path / "e.json"), "--data-dir", str(src)).returncode == 0

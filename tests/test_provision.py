@@ -273,7 +273,7 @@ NOBODY_SCRIPT = """
 import json, os, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
-from device.cli import main
+from vrmbox.cli import main
 from provisioned import Client, box_credentials
 from provisioning.launch import Broker, free_port
 from provisioning.layout import layout_for

@@ -208,11 +208,11 @@ def test_read_only_field_cannot_be_edited_through_cli(tmp_path):
     with Store.open(d) as s:
         s.set_profile_field("blood_group", "A+", provenance="read-only", source="dr-jones-clinic")
     env = {**os.environ, "VRMBOX_DATA_DIR": str(d)}
-    out = subprocess.run([sys.executable, "-m", "device.cli", "profile", "set", "blood_group", "B-",
+    out = subprocess.run([sys.executable, "-m", "vrmbox", "profile", "set", "blood_group", "B-",
                           "--json"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 1
     assert "read-only" in json.loads(out.stdout)["error"]
-    out = subprocess.run([sys.executable, "-m", "device.cli", "profile", "annotate", "blood_group",
+    out = subprocess.run([sys.executable, "-m", "vrmbox", "profile", "annotate", "blood_group",
                           "disputed"], capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
     with Store.open(d) as s:
@@ -379,7 +379,7 @@ def test_records_are_frozen(store):
 @pytest.mark.slow
 def test_cli_json_commands(tmp_path):
     d = tmp_path / "box"
-    run = lambda *a: subprocess.run([sys.executable, "-m", "device.cli", *a, "--data-dir", str(d),
+    run = lambda *a: subprocess.run([sys.executable, "-m", "vrmbox", *a, "--data-dir", str(d),
                                      "--json"], capture_output=True, text=True, timeout=60)
     assert run("stuff", "add", "kettle", "--supplier", "acme-bikes", "--price", "20").returncode == 0
     out = run("stuff", "list")

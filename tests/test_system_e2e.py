@@ -140,7 +140,7 @@ def test_erase_while_running_tells_the_vendor_who_deletes(system):
     assert refused.returncode != 0 and "daemon is running" in refused.stdout + refused.stderr
     old_box = json.loads(vrmbox("status", "--json", data_dir=data).stdout)["box_id"]
     # erase waits for a press on the box; the button socket stands in for it here
-    eraser = subprocess.Popen([sys.executable, "-m", "device.cli", "erase", "--yes", "--json"],
+    eraser = subprocess.Popen([sys.executable, "-m", "vrmbox", "erase", "--yes", "--json"],
                               env={**processes._env(), "VRMBOX_DATA_DIR": str(data)}, cwd=processes.ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     held = wait_for(lambda: json.loads(vrmbox("pending", "--json", data_dir=data).stdout)["requests"],

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 
 from device import textsafe
 from device.cli.market import _offers_text, _pending_text, _table
-from provisioning.demo import Tally, _emit, event_line, summary_text
+from demo.output import Tally, event_line, summary_text
+from demo.run import _emit
 
 RLO, LRI = "\u202e", "\u2066"
 # Every character the issue names (U+202A-U+202E, U+2066-U+2069, U+200B-U+200F, U+FEFF, U+061C),

@@ -236,7 +236,7 @@ def test_the_ui_says_when_the_daemon_is_gone_and_picks_up_when_it_is_back(system
 
 
 def _ui_proc(data, frames, log):
-    return Proc([sys.executable, "-m", "device.cli", "-v", "ui", "--display", "capture", "--frames",
+    return Proc([sys.executable, "-m", "vrmbox", "-v", "ui", "--display", "capture", "--frames",
                  str(frames), "--data-dir", str(data)], log)
 
 

@@ -45,7 +45,7 @@ def https_companion(tmp: Path, data_dir: Path | None = None, socket: Path | None
             text = set_key(text, "control.socket", str(socket))
         conf = tmp / "companion-https.toml"
         conf.write_text(text)
-        app = Proc([sys.executable, "-m", "device.cli", "-v", "companion", "--config", str(conf), "--no-mdns"],
+        app = Proc([sys.executable, "-m", "vrmbox", "-v", "companion", "--config", str(conf), "--no-mdns"],
                    tmp / "companion-https.log").start()
         try:
             yield {"port": port, "redirect": redirect, "ca": lay.pem("ca"), "config": conf, "root": root}

@@ -15,7 +15,7 @@ the replay), so run it next to that vendor's worker. The attack builders are pur
 the shell (MQTT, signals). A real deployment's broker ACLs would not even let it read another
 vendor's offers; on the demo's open broker it can, which makes the box's own checks visible.
 
-    python -m provisioning.demo_mischief --dir VENDOR_DIR --broker mqtt://127.0.0.1:PORT [--limit N]
+    python -m demo.mischief --dir VENDOR_DIR --broker mqtt://127.0.0.1:PORT [--limit N]
 
 Prints `READY` on stdout once subscribed, then one line per attack sent; logs go to stderr.
 """

@@ -9,7 +9,7 @@ groups tier by tier (lowest first: vendors and front ends, the daemon, the broke
 each tier, then SIGKILLs what is left; a line `remove PATH` names the demo's temporary folder,
 which it then deletes too.
 
-    python -m provisioning.demo_guard < pipe
+    python -m demo.guard < pipe
 """
 from __future__ import annotations
 
