@@ -1,4 +1,4 @@
-"""`vrmbox provision`, `vrmbox broker add-vendor`, `vrmbox config check` (see device/cli.py).
+"""`vrmbox provision`, `vrmbox broker add-vendor`, `vrmbox config check` (see vrmbox/cli.py).
 
 Thin commands: the work is in provisioning/provision.py and device/config/; here are only the
 arguments, the messages and the exit codes (0 done, 1 refused).

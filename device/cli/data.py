@@ -227,7 +227,7 @@ def cmd_claims_import(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ registration
 def register(subparsers: Any) -> None:
-    """Add this area's subcommands to the `vrmbox` parser (see device/cli.py)."""
+    """Add this area's subcommands to the `vrmbox` parser (see vrmbox/cli.py)."""
     c = common()
 
     p = subparsers.add_parser("export", parents=[c], help="write everything as signed JSON")
