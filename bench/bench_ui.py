@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -17,7 +18,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))      # the same broker and process helpers the tests use
 
 from device.ui.app import App  # noqa: E402
 from device.ui.samples import NOW, states  # noqa: E402
@@ -25,6 +25,36 @@ from device.ui.screens import frame  # noqa: E402
 from device.ui.state import BoxEvent  # noqa: E402
 from hardware.display import make_display  # noqa: E402
 from hardware.profile import emulated_profile  # noqa: E402
+from provisioning.launch import Broker, Proc, child_env, python_module  # noqa: E402
+
+
+# The same broker and children the tests and the demo start (provisioning/launch.py).
+def _run(module: str, *args: str, data_dir: Path | None = None) -> subprocess.CompletedProcess:
+    env = child_env()
+    if data_dir is not None:   # in the environment, so ids starting with '-' can follow `--`
+        env["VRMBOX_DATA_DIR"] = str(data_dir)
+    p = subprocess.run(python_module(module, *args), capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=60)
+    if p.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed: {p.stdout}{p.stderr}")
+    return p
+
+
+def vrmbox(*args: str, data_dir: Path) -> subprocess.CompletedProcess:
+    return _run("vrmbox", *args, data_dir=data_dir)
+
+
+def vrm_vendor(*args: str) -> subprocess.CompletedProcess:
+    return _run("vendor_kit.cli", *args)
+
+
+def daemon(data_dir: Path, broker_url: str, log: Path) -> Proc:
+    return Proc(python_module("vrmbox", "-v", "run", "--data-dir", str(data_dir), "--broker", broker_url), log)
+
+
+def vendor(vendor_dir: Path, broker_url: str, catalogue: Path, log: Path) -> Proc:
+    return Proc(python_module("vendor_kit.cli", "run", "--dir", str(vendor_dir), "--broker", broker_url,
+                              "--catalogue", str(catalogue)), log)
 
 
 def frames_per_second(n: int) -> None:
@@ -46,8 +76,6 @@ def offer_to_frame(offers: int) -> None:
     """Cast `offers` intents; the vendor answers each; time each offer event's arrival at the
     UI to the first frame whose state holds that offer."""
     import yaml
-    from broker import Broker
-    from processes import daemon, vendor, vrm_vendor, vrmbox
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
