@@ -1,8 +1,8 @@
 """Pairing: the only page an unpaired browser may see, and the gate in front of all others.
 
 No password anywhere: the person reads the one-time code off the box (or `vrmbox pair`) and
-types it here. The box checks it (device/pairing.py, global lockout); this app throttles each
-client on top and answers 429 with Retry-After while a client or the box is locked.
+types it here. The box checks it (device/pairing.py: wrong codes limited per client and per
+code); this app throttles each client on top and answers 429 with Retry-After while locked.
 """
 from __future__ import annotations
 
@@ -57,8 +57,9 @@ def install_gate(app: Flask) -> None:
             return None                        # 404/405 follow
         if ep not in PUBLIC:
             phone = current_phone(app)
-            # Daemon down: a phone holding a cookie signed by us sees pages (with the banner and
-            # no data: there is nothing to read); anyone else is sent to pairing.
+            # Daemon down: a browser holding a session cookie sees pages with the banner and no
+            # data; the cookie cannot be checked, so that request reaches neither the box nor
+            # its cached answers (pages.box, pages.reads). Anyone else is sent to pairing.
             if phone is None and not (g.get("box_down") and SESSION_KEY in session):
                 if _is_api():
                     return _refuse(401, "this phone is not paired with the box: pair it first",

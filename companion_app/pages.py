@@ -24,11 +24,38 @@ from .readcache import ReadCache
 log = logging.getLogger(__name__)
 
 
+class _Unconfirmed:
+    """Stands in for the box in a request whose cookie the box could not confirm (it was down):
+    with nothing to check it against, a cookie is just a string anyone on the Wi-Fi could send,
+    so such a request reaches neither the box (were it back a moment later) nor its cached
+    answers. Its pages still render, with the banner and no data."""
+
+    def running(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str) -> Any:
+        def refuse(*_a: Any, **_k: Any) -> Any:
+            raise BoxDown("this phone could not be confirmed while the box was down")
+        return refuse
+
+
+_UNCONFIRMED = _Unconfirmed()
+
+
+def _unconfirmed() -> bool:
+    """A request that came in with a cookie while the box could not say whose it is."""
+    return bool(g.get("box_down")) and g.get("phone") is None
+
+
 def box() -> Box:
+    if _unconfirmed():
+        return _UNCONFIRMED     # type: ignore[return-value]
     return current_app.config["BOX"]
 
 
 def reads() -> ReadCache:
+    if _unconfirmed():
+        return ReadCache(_UNCONFIRMED, ttl_s=0)     # type: ignore[arg-type]  (empty: nothing cached is shown)
     return current_app.extensions["vrmbox_reads"]
 
 

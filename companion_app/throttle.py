@@ -1,8 +1,8 @@
-"""Per-client throttle of wrong pairing codes, in front of the box's own global lockout.
+"""Per-client throttle of wrong pairing codes, in front of the box's own limits.
 
-Why both: the box (device/pairing.py) counts every wrong code whoever sends it, so guessing is
-bounded even if this app were compromised; this throttle stops one noisy client on the Wi-Fi
-from locking everyone else out quickly, and answers it without bothering the daemon.
+Why both: the box (device/pairing.py) bounds the wrong codes per client and per code, so
+guessing is bounded even if this app were compromised; this throttle slows one noisy client on
+the Wi-Fi and answers it without bothering the daemon.
 Pure state + a clock passed in, so tests drive time.
 """
 from __future__ import annotations

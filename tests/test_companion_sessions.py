@@ -446,3 +446,37 @@ def test_e2e_sigterm_with_a_stream_open_stops_the_app_at_once(https_box):
     print(f"the app stopped {took:.2f} s after SIGTERM with a stream open (exit {code})")
     assert code == 0 and took < 5, (code, took)
     hb["restart"]()                                                 # for the tests after this one
+
+
+class _DownForSessions(FakeBox):
+    """The box answers every operation but cannot confirm sessions (as in a restart's race: the
+    check fails, the daemon is back by the time the page's own call goes out)."""
+
+    def call(self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        self.calls.append(op)
+        if op == "phone_session":
+            raise BoxDown("the box daemon closed the connection")
+        if op == "profile":
+            return {"email": "ann@example.org"}
+        if op == "phones":
+            return [dict(PHONE)]
+        return {}
+
+
+def test_a_made_up_cookie_while_the_box_is_down_reaches_neither_the_box_nor_its_cache():
+    box = _DownForSessions()
+    app = make(box)
+    c = app.test_client()
+    c.set_cookie("vrmbox", "A" * 20)                  # a value nobody was ever given
+    try:
+        for path in ("/api/v1/profile", "/api/v1/phones"):
+            r = c.get(path)
+            assert r.status_code == 503 and "ann@example.org" not in r.get_data(as_text=True), path
+        page = c.get("/settings/")
+        assert page.status_code == 200 and 'id="box-down"' in page.get_data(as_text=True)
+        token = csrf_from(c.get("/mydata/").get_data(as_text=True))
+        r = c.put("/api/v1/rules", json={"rules": {}}, headers={"X-CSRFToken": token})
+        assert r.status_code in (400, 503), r.status_code
+        assert [op for op in box.calls if op != "phone_session"] == [], box.calls
+    finally:
+        box.stop.set()
