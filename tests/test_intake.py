@@ -10,7 +10,7 @@ from device.intake import Intake, Outcome, Rejection
 from device.market import Market, MarketError
 from device.ratelimit import RateLimiter
 from device.store import Store
-from vrm_protocol import DecryptionKey, Identity, decrypt_json, sign, topics, verify
+from vrm_protocol import DecryptionKey, Identity, ProtocolError, decrypt_json, sign, topics, verify
 from vrm_protocol.codec import unverified_payload
 from vrm_protocol.messages import Agreement, Disclosure, Revocation
 
@@ -221,7 +221,7 @@ def test_agreement_flow_needs_the_button_and_discloses_exactly_the_fields(box, i
     d = verify(disclosure, now=time.time(), expect=Disclosure)
     assert decrypt_json(d.body.jwe, v.enc) == {"agreement": agreement_id, "fields": {
         "email": "ann@example.org", "postal_address": "1 High St"}}
-    with pytest.raises(Exception):
+    with pytest.raises(ProtocolError, match=r"^bad_encryption: "):   # another key cannot open it
         decrypt_json(d.body.jwe, DecryptionKey.generate())
     box.market.revoke(agreement_id, "moved house")
     [rev] = box.outbox(topics.revocations("acme"))

@@ -8,6 +8,7 @@ subscriptions split intents between workers without answering any intent twice.
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import signal
 import subprocess
@@ -58,14 +59,50 @@ def ledger_json(kind: str, vendor_dir: Path) -> list[dict]:
     return json.loads(res.stdout)
 
 
+CLAIMS_TOLD = """
+import sys
+from vendor_kit.cli import main
+from vendor_kit.ledger import Ledger
+claim = Ledger.claim
+def telling(self, *args, **kwargs):
+    print("CLAIMING", file=sys.stderr, flush=True)
+    return claim(self, *args, **kwargs)
+Ledger.claim = telling
+sys.exit(main())
+"""
+
+
+class LogSignal(logging.Handler):
+    """Set once `logger` logs a record whose message holds `text` (from any thread)."""
+
+    def __init__(self, logger: str, text: str) -> None:
+        super().__init__()
+        self.logger, self.text, self.seen = logging.getLogger(logger), text, threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+    def __enter__(self) -> "LogSignal":
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.logger.removeHandler(self)
+
+
 class VendorProcess:
     """`vrm-vendor run` in its own process; waits for its READY line."""
 
-    def __init__(self, vendor_dir: Path, broker, catalogue: Path, log: Path, *extra: str, verbose: bool = False) -> None:
+    def __init__(self, vendor_dir: Path, broker, catalogue: Path, log: Path, *extra: str, verbose: bool = False,
+                 tell_claims: bool = False) -> None:
         self.log = log
         self._logf = open(log, "ab")
+        # tell_claims: the same `vrm-vendor`, writing CLAIMING to its log as it starts to write an
+        # intent's answer to the ledger, so a test knows the worker holds the message.
+        program = ["-c", CLAIMS_TOLD] if tell_claims else ["-m", "vendor_kit.cli"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vendor_kit.cli", *(["-v"] if verbose else []), "run", "--dir", str(vendor_dir),
+            [sys.executable, *program, *(["-v"] if verbose else []), "run", "--dir", str(vendor_dir),
              "--broker", broker.url, "--catalogue", str(catalogue), *extra],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=self._logf, text=True)
         self._lines: queue.Queue[str] = queue.Queue()
@@ -391,14 +428,18 @@ def test_item1_sigterm_while_the_ledger_is_locked_exits_fast_and_keeps_the_messa
     import sqlite3
     vendor_dir, catalogue, _ = vendor_setup
     box = Box(broker, topics.offers("+"))
-    vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v1.log", "--client-id", "acme-1")
+    vendor = VendorProcess(vendor_dir, broker, catalogue, tmp_path / "v1.log", "--client-id", "acme-1",
+                           tell_claims=True)
     locker = None
     try:
         vendor.wait_ready()
         locker = sqlite3.connect(vendor_dir / "ledger.sqlite", isolation_level=None)
         locker.execute("BEGIN IMMEDIATE")
         _, intent_id, _ = publish_intent(box, retain=False)
-        time.sleep(1.0)                                   # the worker now waits for the lock
+        deadline = time.monotonic() + 10                  # the worker now waits for the lock
+        while "CLAIMING" not in vendor.log.read_text():
+            assert time.monotonic() < deadline, "the worker never started to store the intent"
+            time.sleep(0.05)
         started = time.monotonic()
         assert vendor.terminate(timeout=4) == 0
         assert time.monotonic() - started < 3
@@ -469,8 +510,9 @@ def test_item8_and_item2_repeats_are_answered_again_and_the_ack_waits_for_the_pu
         reader.execute("SELECT count(*) FROM intents").fetchone()     # e.g. `vrm-vendor disclosures` running
         revocation = seal(sign(key, Revocation(agreement=agreement_id, intent=intent_id, delete=True),
                                now=time.time(), ttl=600), vendor.identity.enc_key)
-        box.publish(topics.revocations("acme"), revocation)
-        time.sleep(1.5)
+        with LogSignal("vendor_kit.worker", "held: a reader blocks the WAL truncation") as held:
+            box.publish(topics.revocations("acme"), revocation)
+            assert held.seen.wait(10), "the worker never held the ack"
         assert topics.revocation_acks(intent_id) not in [t for t, _ in box.drain(0.2)]   # no "deleted: true"
         assert b"Purgeable-4410" in b"".join(p.read_bytes() for p in vendor.dir.glob("ledger.sqlite*"))
         reader.execute("COMMIT")
@@ -492,8 +534,9 @@ def test_lesser_message_the_ledger_could_not_take_is_retried_not_dropped(broker,
     locker = sqlite3.connect(vendor.dir / "ledger.sqlite", isolation_level=None)
     try:
         locker.execute("BEGIN IMMEDIATE")                            # locked for longer than the worker waits
-        _, intent_id, _ = publish_intent(box, retain=False)
-        time.sleep(1.0)
+        with LogSignal("vendor_kit.worker", "kept for a retry") as kept:
+            _, intent_id, _ = publish_intent(box, retain=False)
+            assert kept.seen.wait(10), "the worker never gave up on the locked ledger"
         assert box.drain(0.2) == []
         locker.execute("ROLLBACK")
         assert [t for t, _ in box.drain(1.5)] == [topics.offers(intent_id)] * 2

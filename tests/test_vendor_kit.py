@@ -798,10 +798,22 @@ def test_item1_request_stop_is_signal_safe(vendor, catalogue, tmp_path):
         assert w._stopping()
 
 
-def test_item1_ledger_waits_are_interruptible_and_close_does_not_hang(tmp_path, vendor, catalogue):
+def test_item1_ledger_waits_are_interruptible_and_close_does_not_hang(tmp_path, vendor, catalogue, monkeypatch):
     import sqlite3
+
+    from vendor_kit import ledger as ledger_module
+    met_the_lock = threading.Event()      # a write attempt found the other worker's lock: it waits now
+    is_busy = ledger_module._is_busy
+
+    def noticing_busy(exc: sqlite3.OperationalError) -> bool:
+        busy = is_busy(exc)
+        if busy:
+            met_the_lock.set()
+        return busy
+    monkeypatch.setattr(ledger_module, "_is_busy", noticing_busy)
     path = tmp_path / LEDGER_FILE
     led = Ledger(path)
+    met_the_lock.clear()                   # opening the ledger is not the write under test
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")                       # another worker holds the write lock
     answer = answered(vendor, catalogue, Identity.generate())
@@ -814,7 +826,7 @@ def test_item1_ledger_waits_are_interruptible_and_close_does_not_hang(tmp_path, 
             errors.append(exc)
     t = threading.Thread(target=claim, daemon=True)
     t.start()
-    time.sleep(0.5)
+    assert met_the_lock.wait(10), "the claim never reached the other worker's lock"
     assert t.is_alive()                                    # waiting, as it should, for the other worker
     started = time.monotonic()
     led.interrupt()
