@@ -84,12 +84,11 @@ def provisioned_secret(cfg: Any) -> Path | None:
 
 
 def _watchdog(stop: threading.Event) -> None:
-    import sdnotify
-    n = sdnotify.SystemdNotifier()
-    n.notify("READY=1")
+    from vrm_io.notify import notify
+    notify("READY=1")
     while not stop.wait(WATCHDOG_S):
-        n.notify("WATCHDOG=1")
-    n.notify("STOPPING=1")
+        notify("WATCHDOG=1")
+    notify("STOPPING=1")
 
 
 def cmd_companion(args: argparse.Namespace) -> int:

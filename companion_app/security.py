@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
 import socket
@@ -32,6 +31,8 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Request, Response, g, has_app_context, request, session
 from flask.sessions import SessionInterface, SessionMixin
+
+from vrm_io.files import write_private_file
 
 from .box import Box, BoxDown, BoxRefused
 
@@ -79,13 +80,15 @@ def load_secret_key(data_dir: Path | str) -> bytes:
     """The app's signing key: read it, or make it (0600, in a 0700 folder) the first time."""
     path = secret_path(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    if path.exists():
         return read_secret(path)
     key = secrets.token_hex(32).encode()
-    with os.fdopen(fd, "wb") as f:
-        f.write(key + b"\n")
+    try:
+        # synced and linked into place whole: a power cut never leaves an empty secret, and
+        # two first starts racing agree on one key
+        write_private_file(path, key + b"\n", exclusive=True)
+    except FileExistsError:
+        return read_secret(path)
     log.info("made a new companion secret in %s", path)
     return key
 

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from vrm_io.files import fsync_dir, write_private_file
 from vrm_protocol import Identity
 
 log = logging.getLogger(__name__)
@@ -50,51 +51,13 @@ def ensure_private_dir(path: Path) -> None:
     os.chmod(path, 0o700)
 
 
-def _write_temp(path: Path, data: bytes, tag: str) -> Path:
-    """A durable 0600 sibling of `path` holding `data`, to be renamed or linked into place."""
-    tmp = path.with_name(path.name + f".{tag}{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(tmp, 0o600)
-    return tmp
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically write `data` with mode 0600 (never briefly world-readable)."""
-    os.replace(_write_temp(path, data, "tmp"), path)
-    fsync_dir(path.parent)
-
-
 def _create_exclusive(path: Path, data: bytes) -> bool:
     """Write a new key file only if none exists (two first opens racing must agree on one key)."""
-    tmp = _write_temp(path, data, "new")
     try:
-        os.link(tmp, path)
-        created = True
+        write_private_file(path, data, exclusive=True)
     except FileExistsError:
-        created = False
-    finally:
-        tmp.unlink()
-    fsync_dir(path.parent)
-    return created
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename durable."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        return False
+    return True
 
 
 def shred_file(path: Path) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from vrm_io.files import write_private_file
 from vrm_protocol import Identity, ProtocolError
 from vrm_protocol.didkey import public_bytes_from_did
 
@@ -33,7 +33,6 @@ from vrm_protocol.codec import b64url, b64url_decode
 from .audit import (AuditHead, AuditEntry, canonical_json, entry_from_dict, entry_to_dict,
                     verify_chain)
 from .files import read_limited
-from .keystore import fsync_dir
 from .store import SCHEMA_VERSION, Store, StoreError, check_tables
 
 log = logging.getLogger(__name__)
@@ -109,19 +108,8 @@ def _signed_doc(store: Store) -> dict[str, Any]:
 
 def write_json_file(path: Path, obj: Any) -> None:
     """Atomic, 0600 (an export holds personal data in the clear)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
-    fsync_dir(path.parent.resolve())
+    text = json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True)
+    write_private_file(Path(path), text.encode("utf-8"))
 
 
 def export_to_file(store: Store, path: Path) -> dict[str, Any]:

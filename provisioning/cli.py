@@ -94,9 +94,8 @@ def cmd_add_vendor(args: argparse.Namespace) -> int:
     except ProvisionError as exc:
         return _fail(str(exc))
     if out is not None:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(password + "\n")
+        from vrm_io.files import write_private_file
+        write_private_file(out, (password + "\n").encode(), exclusive=True)   # synced, never over a file
     listener = mosquitto.read_listener(lay.broker_conf.read_text()) if lay.broker_conf.exists() else None
     info: dict[str, Any] = {"vendor": args.slug, "username": args.slug, "passwd": str(lay.passwd),
                             "ca_file": str(lay.pem("ca")),

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vrm_io.about import version_line
+
 from .catalogue import Catalogue, CatalogueError
 from .identity import IdentityError, VendorIdentity
 from .ledger import LEDGER_FILE, Ledger
@@ -142,7 +144,7 @@ def cmd_intents(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrm-vendor", description="Answer VRM intents with signed offers.")
-    parser.add_argument("--version", action="version", version="vrm-vendor 0.1.0 (VRM protocol v1)")
+    parser.add_argument("--version", action="version", version=version_line("vrm-vendor"))
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

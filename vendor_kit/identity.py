@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vrm_io.files import write_private_file
 from vrm_protocol.codec import b64url, b64url_decode
 from vrm_protocol import DecryptionKey, EncryptionKey, Identity, ProtocolError, VendorProfile
 from vrm_protocol.messages import check_slug
@@ -26,17 +27,6 @@ PUBLIC_FILE = "vendor.json"
 
 class IdentityError(Exception):
     """The identity directory is missing, incomplete, inconsistent, or would be overwritten."""
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create a 0600 file that must not exist yet (O_EXCL: never overwrite a key)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
 
 
 @dataclass(frozen=True)
@@ -87,9 +77,11 @@ class VendorIdentity:
         directory.mkdir(parents=True, exist_ok=True)
         os.chmod(directory, 0o700)
         try:
-            _write_new(directory / SEED_FILE, (b64url(ident.signing.seed) + "\n").encode())
-            _write_new(directory / ENC_KEY_FILE, json.dumps(ident.decryption.jwk).encode())
-            _write_new(directory / PUBLIC_FILE, json.dumps(ident.public_json(), indent=2).encode())
+            for name, data in ((SEED_FILE, b64url(ident.signing.seed) + "\n"),
+                               (ENC_KEY_FILE, json.dumps(ident.decryption.jwk)),
+                               (PUBLIC_FILE, json.dumps(ident.public_json(), indent=2))):
+                # exclusive: never overwrite a key
+                write_private_file(directory / name, data.encode(), exclusive=True)
         except FileExistsError as exc:  # a concurrent init won the race
             raise IdentityError(f"{directory} already holds a vendor identity") from exc
         log.info("created vendor identity %s (%s) in %s", vendor, ident.did, directory)

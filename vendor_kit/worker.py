@@ -28,6 +28,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from vrm_io import mqtt as shared_mqtt
 from vrm_protocol import (Agreement, Disclosure, Intent, IntentWithdrawal, Message, ProtocolError, Receipt,
                           ReplayGuard, Revocation, token_hash, topics, unseal, verify)
 
@@ -141,13 +142,10 @@ class VendorWorker:
 
     # ------------------------------------------------------------------------------ lifecycle
     def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
-        if self.broker.username is not None:
-            c.username_pw_set(self.broker.username, self.broker.password)
-        if self.broker.tls:
-            c.tls_set(ca_certs=self.broker.tls_ca)
-        c.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)
+        c = shared_mqtt.new_client(self.client_id, manual_ack=True, username=self.broker.username,
+                                   password=self.broker.password, tls=self.broker.tls,
+                                   ca_certs=self.broker.tls_ca, reconnect_min=self.broker.reconnect_min_s,
+                                   reconnect_max=self.broker.reconnect_max_s)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
@@ -164,15 +162,12 @@ class VendorWorker:
         log.info("vendor %s (%s) as %s -> %s:%s%s", self.identity.vendor, self.identity.did, self.client_id,
                  self.broker.host, self.broker.port,
                  f" share group {self.broker.share_group}" if self.broker.share_group else "")
-        props = None
         persistent = self.broker.session_expiry_s > 0
-        if persistent:
-            if self.broker.client_id is None:
-                raise ValueError("a persistent session needs a fixed client_id")
-            props = Properties(PacketTypes.CONNECT)
-            props.SessionExpiryInterval = self.broker.session_expiry_s
-        self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive,
-                                   clean_start=not persistent, properties=props)
+        if persistent and self.broker.client_id is None:
+            raise ValueError("a persistent session needs a fixed client_id")
+        shared_mqtt.connect(self._client, self.broker.host, self.broker.port, keepalive=self.broker.keepalive,
+                            clean_start=not persistent,
+                            session_expiry=self.broker.session_expiry_s if persistent else None)
         self._client.loop_start()
         try:
             while not self._stopping():
@@ -584,17 +579,17 @@ class VendorWorker:
 
     # ------------------------------------------------------------------------------ output
     def _publish(self, out: core.Outgoing) -> None:
-        remaining = out.exp - int(self._clock())
+        remaining = shared_mqtt.seconds_left(out.exp, int(self._clock()))
         if remaining <= 0:
             log.info("not sending expired message %s", out.msg_id)
             return
         self._send(out.topic, out.token, out.retain, remaining, out.msg_id)
 
     def _send(self, topic: str, token: str, retain: bool, expiry: int, msg_id: str | None) -> None:
-        props = Properties(PacketTypes.PUBLISH)
-        props.MessageExpiryInterval = expiry
-        info = self._client.publish(topic, token, qos=topics.QOS, retain=retain, properties=props)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: paho queues it
+        info = shared_mqtt.publish(self._client, topic, token, retain=retain, expiry=expiry, qos=topics.QOS)
+        # one client for the worker's life: paho sends what it queued while the link was down,
+        # and _pending keeps the outbox from sending it twice (vrm_io.mqtt.queued)
+        if not shared_mqtt.queued(info.rc, paho_resends_offline=True):
             log.error("publish of %s failed: %s", msg_id or topic, mqtt.error_string(info.rc))
             return
         with self._lock:

@@ -1,8 +1,9 @@
-"""paho-mqtt at the edge: a client for a configured broker, and publishing with the MQTT 5
-message expiry set to what is left of a signed payload's lifetime.
+"""paho-mqtt at the box's edge: a client for a configured broker, and publishing with the
+MQTT 5 message expiry set to what is left of a signed payload's lifetime.
 
-Why a module: the market connection and the home-broker connection are made the same way, and
-"never let the broker keep a message longer than its signature is valid" is one rule.
+Why a module: the market connection and the home-broker connection are made the same way from
+a `BrokerConfig`. The paho set-up and the expiry rule themselves are shared with the vendor
+kit (vrm_io/mqtt.py); this module only reads the box's config into them.
 """
 from __future__ import annotations
 
@@ -10,28 +11,25 @@ import logging
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from vrm_protocol.codec import unverified_payload
+from vrm_io import mqtt as shared
+from vrm_io.mqtt import expiry_props, remaining
 
 from ..config import BrokerConfig, broker_password
 
 log = logging.getLogger(__name__)
 
+__all__ = ["RECEIVE_MAXIMUM", "connect", "expiry_props", "is_refusal", "make_client", "publish", "remaining"]
+
 
 def make_client(b: BrokerConfig, client_id: str, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
-                         manual_ack=manual_ack)
-    if b.username:
-        client.username_pw_set(b.username, broker_password(b))
-    if b.tls:
-        client.tls_set(ca_certs=str(b.ca_file) if b.ca_file else None,
-                       certfile=str(b.cert_file) if b.cert_file else None,
-                       keyfile=str(b.key_file) if b.key_file else None)
-    client.reconnect_delay_set(b.reconnect_min, b.reconnect_max)
-    return client
+    return shared.new_client(
+        client_id, manual_ack=manual_ack,
+        username=b.username or None, password=broker_password(b) if b.username else None,
+        tls=b.tls, ca_certs=str(b.ca_file) if b.ca_file else None,
+        certfile=str(b.cert_file) if b.cert_file else None,
+        keyfile=str(b.key_file) if b.key_file else None,
+        reconnect_min=b.reconnect_min, reconnect_max=b.reconnect_max)
 
 
 RECEIVE_MAXIMUM = 100    # unacknowledged messages the broker may have in flight (home link)
@@ -44,27 +42,9 @@ def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False,
     by forgeries waiting for their signature check must leave room for genuine offers, and
     the fair lanes hold them all without blocking (service.py). `session_expiry` overrides the
     config's (the market link keeps no session at all)."""
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = b.session_expiry if session_expiry is None else session_expiry
-    props.ReceiveMaximum = receive_maximum
-    client.connect_async(b.host, b.port, keepalive=b.keepalive, clean_start=clean_start,
-                         properties=props)
-
-
-def remaining(payload: str, now: int) -> int | None:
-    """Seconds until a signed payload expires (0 if it has); None for an empty/unsigned one."""
-    if payload.count(".") == 4:                 # a JWE: its exp is sealed (outbox.expires_at)
-        return None
-    exp = unverified_payload(payload).get("exp") if payload else None
-    return max(0, exp - now) if isinstance(exp, int) and not isinstance(exp, bool) else None
-
-
-def expiry_props(seconds: int | None) -> Properties | None:
-    if seconds is None:
-        return None
-    props = Properties(PacketTypes.PUBLISH)
-    props.MessageExpiryInterval = seconds
-    return props
+    shared.connect(client, b.host, b.port, keepalive=b.keepalive, clean_start=clean_start,
+                   session_expiry=b.session_expiry if session_expiry is None else session_expiry,
+                   receive_maximum=receive_maximum)
 
 
 def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool,
@@ -73,11 +53,12 @@ def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool,
     `expires_at` for a sealed payload, whose exp is inside the encryption."""
     left = remaining(payload.decode() if isinstance(payload, bytes) else payload, now)
     if left is None and expires_at is not None:
-        left = max(0, expires_at - now)
+        left = shared.seconds_left(expires_at, now)
     if left == 0:
         return None
-    info = client.publish(topic, payload, qos=1, retain=retain, properties=expiry_props(left))
-    if info.rc != mqtt.MQTT_ERR_SUCCESS:
+    info = shared.publish(client, topic, payload, retain=retain, expiry=left)
+    # the outbox, not paho's queue, resends what a dropped link did not take (vrm_io.mqtt.queued)
+    if not shared.queued(info.rc, paho_resends_offline=False):
         log.warning("publish to %s not queued: %s", topic, info.rc)
         return None
     return info

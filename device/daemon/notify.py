@@ -1,17 +1,10 @@
-"""systemd notify (Type=notify, WatchdogSec): READY=1, WATCHDOG=1, STOPPING=1.
+"""systemd notify for the daemon (Type=notify, WatchdogSec): READY=1, WATCHDOG=1, STOPPING=1.
 
-A no-op when not run by systemd (no $NOTIFY_SOCKET), so the daemon needs no flag for it.
+The protocol itself is shared with the box's face and the companion app (vrm_io/notify.py);
+a no-op when not run by systemd.
 """
 from __future__ import annotations
 
-import logging
-import os
+from vrm_io.notify import notify
 
-import sdnotify
-
-log = logging.getLogger(__name__)
-
-
-def notify(state: str) -> None:
-    if os.environ.get("NOTIFY_SOCKET"):
-        sdnotify.SystemdNotifier().notify(state)
+__all__ = ["notify"]

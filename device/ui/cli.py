@@ -14,17 +14,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vrm_io.notify import notify as systemd_notify   # the unit's Type=notify; a no-op outside systemd
+
 log = logging.getLogger(__name__)
 
 DISPLAYS = ("ssd1306", "sh1106", "dummy", "capture", "gifanim", "pygame", "asciiblock")
 DEFAULT_PROFILE = "adafruit-oled-bonnet"
-
-
-def systemd_notify(state: str) -> None:
-    """READY=1 / WATCHDOG=1 / STOPPING=1 for the unit's Type=notify; a no-op outside systemd."""
-    if os.environ.get("NOTIFY_SOCKET"):
-        import sdnotify
-        sdnotify.SystemdNotifier().notify(state)
 
 
 def watchdog_interval() -> float:
