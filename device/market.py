@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from vrm_protocol import EncryptionKey, ProtocolError, Terms, new_id, topics
 from vrm_protocol.codec import MAX_LIFETIME, unverified_payload
+from vrm_protocol.encryption import seal
 from vrm_protocol.messages import parse_dataclass
 
 from . import agreements as agr
@@ -23,7 +24,8 @@ from .leaderboard import Leaderboard, Placement
 from .ranking import rank
 from .records import IntentRecord, OfferRecord
 from .config import AgreementsConfig, Config, IntentsConfig
-from .rules import CompiledRules, Context, OfferFacts, compile_rules, default_rules, reputation_from, validate_rules
+from .reputation import reputation_from
+from .rules import CompiledRules, Context, OfferFacts, compile_rules, default_rules, validate_rules
 from .store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -471,6 +473,37 @@ class Market:
             self.store.queue_outbox(topics.revocations(rec.vendor), sealed,
                                     expires_at=unverified_payload(token)["exp"])
         return {"agreement": agreement_id, "status": "revoked", "acknowledged": False}
+
+    def waiting_for_answer(self) -> list[tuple[str, str]]:
+        """(kind, agreement) of what waits for the vendor's answer: a confirmed agreement its
+        countersignature, a revocation its acknowledgement (clear columns only)."""
+        out = []
+        for s in self.store.agreement_states():
+            if s.revoked and not s.acknowledged:
+                out.append(("revocation", s.agreement_id))
+            elif s.status == "confirmed" and not s.revoked:
+                out.append(("agreement", s.agreement_id))
+        return out
+
+    def message_again(self, kind: str, agreement_id: str) -> tuple[str, str, int] | None:
+        """(topic, sealed token, exp) of a message waiting for its answer, sealed afresh to the
+        vendor's key; None when it no longer waits or cannot be sealed. The signed token is the
+        one sent before: the vendor knows it and answers it again."""
+        rec = self.store.get_agreement(agreement_id)
+        if rec is None:
+            return None
+        token = rec.revocation_token if kind == "revocation" else rec.token
+        waits = (rec.revocation_ack is None) if kind == "revocation" else (rec.status == "confirmed")
+        vendor = self.store.get_vendor(rec.vendor)
+        if not token or not waits or vendor is None or not vendor.profile.get("enc_key"):
+            return None
+        try:
+            sealed = seal(token, parse_dataclass(EncryptionKey, vendor.profile["enc_key"]))
+        except (ProtocolError, ValueError) as exc:
+            log.warning("cannot seal the %s for %s again: %s", kind, rec.vendor, exc)
+            return None
+        topic = topics.revocations(rec.vendor) if kind == "revocation" else topics.agreements(rec.vendor)
+        return topic, sealed, int(unverified_payload(token)["exp"])
 
     def list_agreements(self) -> list[dict[str, Any]]:
         """`overdue`: confirmed and sent, but the vendor has not countersigned in time (no data

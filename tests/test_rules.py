@@ -8,8 +8,8 @@ from dataclasses import FrozenInstanceError, replace
 import pytest
 
 from device import ranking, rules
-from device.rules import (Context, Money, OfferFacts, RulesError, compile_rules, default_rules,
-                          reputation_from, validate_rules)
+from device.reputation import reputation_from
+from device.rules import Context, Money, OfferFacts, RulesError, compile_rules, default_rules, validate_rules
 from vrm_protocol import messages
 
 NOW = 1_800_000_000

@@ -25,6 +25,7 @@ MAX_LIST = 100          # longest list field
 MAX_ATTRS = 50          # most keys in an attribute map
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")      # vendor and category slugs: the one pattern
+SLUG_RULE = "must be a lower-case slug ([a-z0-9._-], at most 63)"   # what SLUG_RE means, for errors
 CURRENCY_RE = re.compile(r"^[A-Z]{3}\Z")                   # ISO 4217 codes
 _HASH_RE = re.compile(r"^[A-Za-z0-9_-]{43}\Z")  # base64url, unpadded, of a SHA-256 digest
 
@@ -43,7 +44,7 @@ def check_id(value: str, name: str) -> None:
 
 def check_slug(value: str, name: str) -> None:
     if not SLUG_RE.match(value):
-        raise _bad(f"{name} must be a lower-case slug ([a-z0-9._-], at most 63)")
+        raise _bad(f"{name} {SLUG_RULE}")
 
 
 def check_hash(value: str, name: str) -> None:

@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
-from vrm_protocol.messages import SLUG_RE
+from vrm_protocol.messages import SLUG_RE, SLUG_RULE
 
 from .preset import MAX_ATTRS, MAX_PRESETS, MAX_STR, Preset
 
@@ -124,7 +124,7 @@ def url(value: Any, key: str) -> str:
 
 def slug(value: Any, key: str) -> str:
     if not isinstance(value, str) or not SLUG_RE.match(value):
-        raise ConfigError(key, value, "must be a lower-case slug ([a-z0-9._-], at most 63)")
+        raise ConfigError(key, value, SLUG_RULE)
     return value
 
 
