@@ -1,4 +1,4 @@
-"""VRM protocol v1 codec: every message type round-trips, and every refusal has its reason code.
+"""VRM protocol codec: every message type round-trips, and every refusal has its reason code.
 
 Hostile messages are built with `craft`, which signs arbitrary header/payload bytes with Ed25519
 straight through `cryptography`, so a refusal can only come from the verifier's own rules, not

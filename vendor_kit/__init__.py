@@ -1,4 +1,4 @@
-"""Vendor kit: the vendor side of VRM protocol v1 (API and the vrm-vendor CLI).
+"""Vendor kit: the vendor side of the VRM protocol (version: vrm_protocol.VERSION; API and the vrm-vendor CLI).
 
     identity   VendorIdentity: keys and public profile on disk
     catalogue  Catalogue, price_for: items and pricing rules (pure after loading)

@@ -1,7 +1,7 @@
 """`vrmbox` subcommands for the market: run, intent, offers, offer, agreement(s), revoke, rules,
 vendors, rejections, events, status.
 
-Why thin: each command is one operation of the local interface (device/control.py). With the
+Why thin: each command is one operation of the local interface (device/daemon/ops.py). With the
 daemon running it goes over the control socket (so the daemon publishes at once); without it,
 the same operation runs here on the store and its messages wait in the outbox for the daemon.
 """

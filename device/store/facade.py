@@ -1,6 +1,6 @@
 """`Store`: the one object through which the daemon, the CLI and the companion app change data.
 
-Why a facade over mixins: callers keep one API (the contract in CONTEXT.md) while each concern
+Why a facade over mixins: callers keep one API (the contract in docs/store.md) while each concern
 lives in its own module: profile.py, market.py, vendors.py, personal.py, outbox.py,
 snapshot.py, on top of connection.py. One `Store` per thread (one sqlite3 connection each).
 """
