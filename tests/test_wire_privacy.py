@@ -110,6 +110,7 @@ def _connect_as(broker, client_id: str, clean_start: bool, got: list | None = No
     flags: dict = {}
     c.on_connect = lambda cl, u, f, rc, p: flags.setdefault("present", f.session_present)
     c.on_disconnect = lambda cl, u, f, rc, p: flags.setdefault("kicked", rc)
+    c.on_subscribe = lambda *a: flags.__setitem__("subacks", flags.get("subacks", 0) + 1)
     if got is not None:
         c.on_message = lambda cl, u, m: got.append(m.topic)
     c.connect(broker.host, broker.port, clean_start=clean_start)
@@ -148,6 +149,7 @@ def test_an_id_read_from_the_log_names_no_session_once_the_box_is_away(tmp_path,
             assert flags["present"] is False, cid
             marker = uuid.uuid4().hex
             c.subscribe(f"zz/{marker}", qos=1)
+            wait_for(lambda: flags.get("subacks") == 1, what="SUBACK")   # listening before the marker
             watch.c.publish(f"zz/{marker}", b"m", qos=1).wait_for_publish(5)
             wait_for(lambda: f"zz/{marker}" in got, what="the barrier")   # what was queued came first
             assert got == [f"zz/{marker}"], got

@@ -50,13 +50,23 @@ def test_the_delays_of_two_intents_are_independent_draws():
     assert sum(g < 0.01 for g in gaps) < 10, sorted(gaps)[:10]
 
 
-def test_a_full_receipt_is_due_at_once_for_that_intent_only():
+def test_a_full_receipt_is_due_soon_for_that_intent_only():
     w = Waiting(random.Random(1))
     w.add([Stored("slow", "s")], now=0.0)
     w.add([Stored("busy", f"t{n}") for n in range(MAX_RECEIPT_OFFERS)], now=0.0)
-    assert [s.intent for s in w.take_due(0.0)] == ["busy"] * MAX_RECEIPT_OFFERS
-    assert w.take_due(0.0) == []                                          # the other keeps its time
+    soon = RECEIPT_DELAY_S[0]                       # full: within the shortest delay, not at once
+    assert [s.intent for s in w.take_due(soon)] == ["busy"] * MAX_RECEIPT_OFFERS
+    assert w.take_due(soon) == []                                         # the other keeps its time
     assert w.drop_all() == 1 and len(w) == 0
+
+
+def test_copies_do_not_fill_a_receipt():
+    """A vendor's copies of one offer must not make an intent's receipt due at once (it could
+    time two intents' receipts that way)."""
+    w = Waiting(random.Random(2))
+    w.add([Stored("a", "same")] * (MAX_RECEIPT_OFFERS * 2), now=0.0)
+    due = w.next_due()
+    assert due is not None and due >= RECEIPT_DELAY_S[0]
 
 
 # ------------------------------------------------------------------ re-publish: pure
@@ -221,6 +231,40 @@ def test_receipts_wait_through_an_outage_and_leave_on_fresh_delays(tmp_path):
         d._connected.set()
         d._send_due_receipt()
         assert len(d._unreceipted) == 1                                   # waits again
+    finally:
+        d.store.close()
+        d._lockfile.close()
+
+
+def test_a_refused_login_keeps_pahos_back_off_and_a_lost_connection_renews_the_id(tmp_path):
+    """A new client for every disconnect threw paho's 1-60 s back-off away: a broker refusing
+    the login (a wrong password) got a connect a second for ever. Now only a connection that
+    was up is followed by a new client id; and a new connection starts a new ack generation."""
+    from types import SimpleNamespace
+    from device.config import load_config
+    from device.daemon import Daemon
+    d = Daemon(load_config(None, {"data_dir": str(tmp_path / "box")}, env={}))
+    try:
+        def queued() -> list:
+            out = []
+            while not d._queue.empty():
+                out.append(d._queue.get_nowait())
+            return out
+        refused = SimpleNamespace(is_failure=True, value=0x87)
+        ok = SimpleNamespace(is_failure=False, value=0)
+        lost = SimpleNamespace(is_failure=True, value=0x80)
+        flags = SimpleNamespace(session_present=False)
+        for _ in range(3):                                     # refused, again and again
+            d._on_connect(d.client, None, flags, refused, None)
+            d._on_disconnect(d.client, None, flags, lost, None)
+        assert ("renew", None) not in queued()
+        before = d._conn
+        d._on_connect(d.client, None, flags, ok, None)
+        assert d._conn == before + 1
+        d._on_disconnect(d.client, None, flags, lost, None)
+        assert ("renew", None) in queued()
+        d._on_disconnect(d.client, None, flags, lost, None)    # paho's own retries after it
+        assert ("renew", None) not in queued()
     finally:
         d.store.close()
         d._lockfile.close()

@@ -88,6 +88,7 @@ class Waiting:
         self._rng = rng
         self._delay = delay_s
         self._stored: dict[str, list[Stored]] = {}
+        self._distinct: dict[str, set[str]] = {}     # the tokens among them, copies once
         self._due: dict[str, float] = {}
 
     def __len__(self) -> int:
@@ -101,8 +102,13 @@ class Waiting:
             waiting.append(s)
             if s.intent not in self._due:
                 self._due[s.intent] = now + self._rng.uniform(*self._delay)
-            if len(waiting) >= MAX_RECEIPT_OFFERS:
-                self._due[s.intent] = min(self._due[s.intent], now)
+            # full by distinct offers only (copies must not let a vendor time two intents'
+            # receipts), and even then a short random wait of its own
+            distinct = self._distinct.setdefault(s.intent, set())
+            distinct.add(s.token)
+            if len(distinct) >= MAX_RECEIPT_OFFERS:
+                self._due[s.intent] = min(self._due[s.intent],
+                                          now + self._rng.uniform(0, self._delay[0]))
 
     def next_due(self) -> float | None:
         return min(self._due.values()) if self._due else None
@@ -115,6 +121,7 @@ class Waiting:
             return []
         _at, intent = min(due)
         del self._due[intent]
+        self._distinct.pop(intent, None)
         return self._stored.pop(intent)
 
     def redraw(self, now: float) -> None:
@@ -127,5 +134,6 @@ class Waiting:
         each vendor's re-send is receipted after the restart). Returns how many offers."""
         n = len(self)
         self._stored.clear()
+        self._distinct.clear()
         self._due.clear()
         return n

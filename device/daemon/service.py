@@ -6,8 +6,9 @@ round-robin in batches, has their signatures checked (verify_pool.py: a process 
 in-process on one CPU), finishes the checks and queues the verified ones; one worker thread
 owns the store (storing, ranking, the outbox, control requests); the control socket has its own
 accept thread that hands requests to the worker. Messages addressed
-to the box are acknowledged (manual PUBACK) only after they are stored, and the session is
-persistent, so an offer is never lost to a crash, a restart or a broker outage.
+to the box are acknowledged (manual PUBACK) only after they are stored, on the connection they
+came on; the market connection keeps no session, so what a crash, a restart or an outage kept
+from the box comes again as the vendors' re-sends of what no receipt named (docs/protocol.md).
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ from .access import BUTTON_SOCKET, CONTROL_SOCKET, build_access
 from .events import EventBus
 from . import mqtt as mqtt_edge
 from . import receipts
+from .resend import Resends
 from . import lastrun
 from .held import HeldError, HeldRequests
 from .home import HomeLink
@@ -86,6 +88,7 @@ ASKERS = {"companion": "the phone app", "owner": "the box's own user", "button":
 EVENTS_PER_MINUTE = 600  # refusals on the network thread that reach the event stream (the rest are counted)
 MAX_ATTEMPTS = 3   # a message that keeps failing while the store works is dropped (its content is at fault)
 BATCH_MAX = 64      # messages stored in one transaction (group commit)
+RESEND_CHECK_S = 5.0    # how often waiting agreements and revocations are looked at (resend.py)
 STORAGE_RETRY_S = 2.0   # while the store cannot write: try the oldest held message again this often
 VERIFY_BATCH = 32       # messages handed to one verify process at a time (the hand-off is small next to them)
 
@@ -123,6 +126,8 @@ class Daemon:
         self._unreceipted = receipts.Waiting(self._rng)   # committed, receipt not yet signed
         self._republish_at: dict[str, float] = {}   # intent -> monotonic time to publish it again
         self._republish_rng = random.Random(secrets.randbits(64))   # its own: schedule.py
+        self._resends = Resends(random.Random(secrets.randbits(64)))   # answers lost offline
+        self._resend_checked = 0.0
         self._backoff: dict[int, tuple[float, float]] = {}   # outbox id -> (retry at, delay)
         self._refused: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         i = cfg.intake
@@ -141,6 +146,7 @@ class Daemon:
         self._client_id = ""
         self._retiring: mqtt.Client | None = None
         self._conn = 0                 # which market connection this is (acks: _ack)
+        self._was_up = False           # the current client has had a connection (renew after it)
         self.client = self._make_client()
         self.home = HomeLink(cfg.home_broker, self.box_id) if cfg.home_broker else None
         c = cfg.control
@@ -202,6 +208,8 @@ class Daemon:
         with self._lock:
             self._subscribed.clear()
             self._inflight.clear()
+            self._conn += 1         # a new connection: packet ids of the last one mean nothing here
+            self._was_up = True
         self._connected.set()
         self._put(("connected", None))
 
@@ -216,9 +224,11 @@ class Daemon:
             self._takeovers += 1
         else:
             log.warning("disconnected from broker (%s)", rc)
-        if not self.cfg.broker.client_id:
+        if not self.cfg.broker.client_id and self._was_up:
             # the next connection under a new id: whoever used this one (read from a log) is
-            # left with it, and the two do not throw each other out for ever
+            # left with it, and the two do not throw each other out for ever. Only after a
+            # connection that was up: a broker that refuses the login keeps paho's back-off.
+            self._was_up = False
             self._put(("renew", None))
 
     def _on_publish(self, _c: Any, _ud: Any, mid: int, rc: Any, _props: Any) -> None:
@@ -317,7 +327,7 @@ class Daemon:
             self.client.ack(mid, qos)
 
     def _put(self, item: Any) -> None:
-        """Blocks when full: backpressure to the broker (which keeps queuing for our session)."""
+        """Blocks when full: backpressure to the broker (which holds back what it has not sent)."""
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.5)
@@ -466,7 +476,7 @@ class Daemon:
     # ---------------------------------------------------------------- storage faults (worker thread)
     def _pause(self, fault: str, item: _Inbound | None, exc: BaseException) -> None:
         """The store cannot write: stop taking messages (nothing more is acknowledged, so the
-        broker keeps them for our session) and try again on a timer."""
+        broker holds back what it has not sent, up to Receive Maximum) and try again on a timer."""
         if item is not None:
             self._held.append(item)
         rest: collections.deque[Any] = collections.deque()
@@ -750,6 +760,7 @@ class Daemon:
             self.intake.refresh()
             self._sync_subscriptions()
         self._republish_due(live)
+        self._resend_due()
         self._flush_outbox()
 
     def status(self, role: str | None = None) -> dict[str, Any]:
@@ -794,6 +805,26 @@ class Daemon:
         if rec is not None and rec.status == "active" and rec.expires_at > int(self.clock()):
             mqtt_edge.publish(self.client, topics.intent(rec.category, rec.intent_id), rec.token,
                               retain=True, now=int(self.clock()))
+
+    def _resend_due(self) -> None:
+        """A message still waiting for the vendor's answer goes out again on its own clock
+        (resend.py): the market link keeps no session, so an answer sent while the box was
+        away is gone, and the vendor answers the same message again. Looked at every
+        RESEND_CHECK_S; at most one message a time."""
+        t = time.monotonic()
+        if not self._connected.is_set() or t - self._resend_checked < RESEND_CHECK_S:
+            return
+        self._resend_checked = t
+        key = self._resends.due(self.market.waiting_for_answer(), t)
+        if key is None:
+            return
+        kind, agreement_id = key            # type: ignore[misc]
+        again = self.market.message_again(kind, agreement_id)
+        if again is not None:
+            topic, sealed, exp = again
+            log.info("no answer yet from the vendor to %s %s: sent again", kind, agreement_id)
+            mqtt_edge.publish(self.client, topic, sealed, retain=False, now=int(self.clock()),
+                              expires_at=exp)
 
     def _refuse(self, outbox_id: int, reason: str) -> None:
         """The broker will not take this message (its ACL, say): record it, show it, stop."""
