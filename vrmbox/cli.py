@@ -18,7 +18,7 @@ from device.cli.as_box import drop_to_box_account
 from device.ui import cli as ui_cli
 from hardware import cli as hardware_cli
 from provisioning import cli as provisioning_cli
-from vrm_protocol.messages import VERSION as PROTOCOL_VERSION
+from vrm_io.about import version_line
 
 # The command table, in the order `vrmbox --help` lists the groups. The demo comes last: it
 # reads the finished table to know which front ends it can start.
@@ -28,7 +28,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (data_cli, market_cli, provisioning_cl
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vrmbox", description="VRM box: your data, your terms.")
-    parser.add_argument("--version", action="version", version=f"vrmbox 0.1.0 (VRM protocol v{PROTOCOL_VERSION})")
+    parser.add_argument("--version", action="version", version=version_line("vrmbox"))
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in COMMAND_MODULES:
