@@ -13,17 +13,20 @@ SHA-256 hash and compared in constant time.
 Wrong guesses are limited per code, never across codes, so that strangers cannot close pairing:
   * per client (the phone app passes the remote address): MAX_CLIENT_FAILURES = 5 wrong codes,
     then that client may not try this code again (the right code included);
-  * in total: MAX_CODE_FAILURES = 30 wrong codes from anyone, then the code is spent and no
+  * in total: MAX_CODE_FAILURES = 300 wrong codes from anyone, then the code is spent and no
     guess is checked any more (the box's status screen and `vrmbox status` say so).
 A code made on the box (its button, `vrmbox pair`) starts with no failures and no locked
 client: whatever strangers did to the one before, the owner's fresh code works. A lockout
 therefore lasts at most one code's five minutes, and nothing a stranger does persists.
-Why this is still safe: at most 30 guesses are ever checked against one code, so one code falls
-to guessing with probability at most 30 / 10**10 = 3e-9; a box that mints 10,000 codes in its
-life (one a day for 27 years) at most 3e-5. Codes exist only when the person asks for one, and
-a guess when none is live (or after expiry) is answered without being checked. Spending a code
-takes 6 addresses (30 / 5), and costs the owner a press for a fresh one, shown on the box. The
-app adds its own per-client throttle (back-off) on top.
+Why these numbers: at most 300 guesses are ever checked against one code, so one code falls to
+guessing with probability at most 300 / 10**10 = 3e-8 (a person pairs a few phones in the
+box's life: a few in 10**8 over all). Codes exist only when the person asks for one, and a guess
+when none is live (or after expiry) is answered without being checked. Spending a code takes 60
+addresses (300 / 5) within its five minutes, each slowed by the app's own per-client back-off,
+and costs the owner a press for a fresh one, shown on the box. The limit that remains: someone
+on the LAN with many addresses (IPv6 gives them freely) can keep spending codes; raising the
+total cap would trade that for a higher chance of guessing. A press on the box confirming the
+new phone would close it; not built.
 """
 from __future__ import annotations
 
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 CODE_DIGITS = 10                      # 10 ** 10 ~ 2 ** 33.2
 CODE_TTL_S = 300
 MAX_CLIENT_FAILURES = 5               # wrong codes one client may send against one code
-MAX_CODE_FAILURES = 30                # wrong codes one code may take in total (see above)
+MAX_CODE_FAILURES = 300               # wrong codes one code may take in total (see above)
 MAX_CLIENT_ID = 100                   # a client is named by its address: short, printable
 LAST_SEEN_RESOLUTION_S = 600          # last-seen is written at most this often (each write is audited)
 MAX_PHONES = 20
