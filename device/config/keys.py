@@ -116,8 +116,11 @@ def _broker_keys(section: str) -> tuple[Key, ...]:
         for k in _broker_keys("broker")) + (
         # only the home link keeps a session: the market link keeps none (its client_id)
         _k("home_broker.session_expiry", c.int_range(0, 2**32 - 1), 7 * 86400,
-           "Seconds the home broker keeps the box's session while it is offline.", _D, "integer",
-           notes="MQTT 5 session expiry (0..4294967295); default 7 days."),)
+           "Seconds the home broker keeps the box's session after it goes.", _D, "integer",
+           notes="MQTT 5 session expiry (0..4294967295); default 7 days. The home link starts clean "
+                 "under a new client id at every start (it only publishes the box's availability), "
+                 "so this bounds how long a session a crash left behind stays on the home broker; "
+                 "provisioning's broker also drops sessions of clients that never return."),)
 
 
 KEYS: tuple[Key, ...] = (
@@ -133,8 +136,8 @@ KEYS: tuple[Key, ...] = (
     *_broker_keys("home_broker"),
     _k("intake.max_queue", c.int_range(1, 1_000_000), 1000,
        "Received messages waiting for verification; full = stop reading.", _D, "integer",
-       notes="1..1000000. When full the daemon stops reading from the broker (which keeps queuing "
-             "for its persistent session) until there is room: backpressure, not loss."),
+       notes="1..1000000. When full the daemon stops reading from the broker (which holds back "
+             "what it has not sent, up to Receive Maximum) until there is room: backpressure, not loss."),
     _k("intake.per_vendor_per_minute", c.int_range(1, 100_000), 60,
        "Per vendor and intent token bucket: refill per minute.", _D, "integer",
        notes="Per intent so that a vendor cannot link two intents by spending its budget on one; "

@@ -23,7 +23,7 @@ class BrokerConfig:
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
-    client_id: str | None = None            # None: a random secret one kept in the store
+    client_id: str | None = None            # None: random, new for every connection (keys.py)
     keepalive: int = _d("broker.keepalive")
     session_expiry: int = _d("home_broker.session_expiry")   # the home link only (keys.py)
     reconnect_min: int = _d("broker.reconnect_min")
