@@ -268,7 +268,7 @@ def test_sigkill_of_the_daemon_loses_no_offer_and_stores_none_twice(box, broker)
         before = len(offer_ids(box["data"]))
         wait_for(lambda: len(offer_ids(box["data"])) >= before + 10, what="some offers stored")
         box["proc"].kill()
-        time.sleep(0.5)  # pacing: offers pile up at the broker while the box is down; decides nothing
+        time.sleep(0.5)  # pacing: the box is down for a moment (the publisher re-sends); decides nothing
         box["proc"].start()
     assert done.wait(120), "publisher did not finish"
     stored = all_sent_stored(box, sent)
