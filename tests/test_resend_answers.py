@@ -80,25 +80,14 @@ def test_an_agreement_without_its_countersignature_is_sent_again_then_no_more(tm
 
 
 def test_the_daemon_sends_it_again_on_its_clock_with_message_expiry(tmp_path):
-    from types import SimpleNamespace
-
-    import paho.mqtt.client as mqtt
-
     from device.config import load_config
     from device.daemon import Daemon
+    from test_outbox_expiry import _Client
     box, v, agreement = _confirmed(tmp_path)
     box.store.close()
-
-    class Client:
-        def __init__(self) -> None:
-            self.sent: list[tuple[str, object]] = []
-
-        def publish(self, topic, payload, qos=0, retain=False, properties=None):
-            self.sent.append((topic, properties))
-            return SimpleNamespace(rc=mqtt.MQTT_ERR_SUCCESS, mid=len(self.sent))
     d = Daemon(load_config(None, {"data_dir": str(tmp_path / "box")}, env={}))
     try:
-        d.client = Client()
+        d.client = _Client()
         d._connected.set()
         d._resend_due()                                   # its first moment is drawn: not yet
         assert d.client.sent == [] and len(d._resends) == 1
