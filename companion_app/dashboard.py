@@ -9,8 +9,7 @@ from flask import Blueprint, abort, g, redirect, render_template, request, url_f
 
 from .inputs import form_errors, summary
 from .mydata import profile_rows
-from .pages import (back, box, cached_page, change, filter_words, install_display, read, reads,
-                    score_scale)
+from .pages import (back, cached_page, change, filter_words, install_display, read, score_scale)
 
 log = logging.getLogger(__name__)
 

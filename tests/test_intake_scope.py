@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from device.intake import Outcome, Rejection
+from device.intake import Outcome
 from vrm_protocol import ReplayGuard, sign, token_hash, topics, verify
 from vrm_protocol.codec import unverified_payload
 from vrm_protocol.messages import Agreement
