@@ -173,7 +173,7 @@ def _check_unicode(value: Any) -> None:
 
 # One decoder for every strict parse (json.loads with hooks would build a new one per call).
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_unique_object)
-_SCAN = _DECODER.scan_once
+_SCAN = _DECODER.scan_once   # type: ignore[attr-defined]  # set by JSONDecoder.__init__, not in the stubs
 _JSON_SPACE = " \t\n\r"
 
 
@@ -356,7 +356,8 @@ def verify(token: bytes | str, *, now: float, replay: "ReplayGuard | None" = Non
     if replay is not None:
         replay.check_and_remember(replay_key(getattr(body, "intent", None), envelope.iss, envelope.id),
                                   envelope.exp, now)
-    return built(Message, {"envelope": envelope, "body": body, "token": token})
+    message: Message = built(Message, {"envelope": envelope, "body": body, "token": token})
+    return message
 
 
 def replay_key(intent: str | None, signer: str, msg_id: str) -> str:

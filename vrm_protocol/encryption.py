@@ -35,7 +35,7 @@ PAD_BYTE = b" "
 class DecryptionKey:
     """A vendor's X25519 private key; `public` goes into its profile."""
 
-    jwk: dict[str, str]
+    jwk: dict[str, str | list[str]]      # joserfc's JWK dict (members of X25519 keys are strings)
 
     @classmethod
     def generate(cls) -> "DecryptionKey":
@@ -43,7 +43,7 @@ class DecryptionKey:
 
     @property
     def public(self) -> EncryptionKey:
-        return EncryptionKey(kty="OKP", crv="X25519", x=self.jwk["x"])
+        return EncryptionKey(kty="OKP", crv="X25519", x=str(self.jwk["x"]))
 
 
 def pad(plaintext: bytes) -> bytes:
@@ -55,7 +55,7 @@ def pad(plaintext: bytes) -> bytes:
 
 
 def _encrypt(plaintext: bytes, recipient: EncryptionKey) -> str:
-    key = OKPKey.import_key(recipient.as_jwk())
+    key = OKPKey.import_key(dict(recipient.as_jwk()))
     return jwe.encrypt_compact({"alg": JWE_ALG, "enc": JWE_ENC}, pad(plaintext), key)
 
 

@@ -359,9 +359,9 @@ def _plain_scalar(v: Any) -> bool:
     if c is str:
         return len(v) <= MAX_STR
     if c is int:
-        return -9007199254740992 <= v <= 9007199254740992
+        return bool(-9007199254740992 <= v <= 9007199254740992)
     if c is float:
-        return -1e15 <= v <= 1e15
+        return bool(-1e15 <= v <= 1e15)
     return c is bool
 
 
@@ -498,7 +498,7 @@ def built(cls: type, values: dict[str, Any]) -> Any:
     """`cls(**values)` for a plain frozen data class whose `values` name every field: the
     instance's attributes set at once (a frozen __init__ sets them one by one through
     object.__setattr__, most of the cost of building a small message on the hot path)."""
-    obj = _new(cls)
+    obj: Any = _new(cls)
     obj.__dict__.update(values)
     return obj
 
@@ -564,7 +564,8 @@ def _build_dataclass_parser(cls: type, where: str) -> Converter:
         lines.append("    CHECK(obj)")
     lines.append("    return obj")
     exec(compile("\n".join(lines), f"<parser of {cls.__name__} at {label}>", "exec"), env)  # noqa: S102
-    return env["parse"]
+    parse: Callable[[Any], Any] = env["parse"]
+    return parse
 
 
 def parse_dataclass(cls: type, data: Any, where: str = "") -> Any:
