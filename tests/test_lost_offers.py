@@ -5,7 +5,8 @@ Every copy the kit sends gets the next number of one send order; the broker deli
 publisher's messages in order, so an offer whose latest copy went out before the first copy of
 one the box has receipted (same intent) and that is still not receipted a few seconds later was
 lost, and goes out again then, not after the 30 s timer. An offer never receipted goes out
-1 + ResendPolicy.limit times, then the ledger says the kit gave up.
+1 + ResendPolicy.limit times, then the ledger says the kit gave up (and waits for the intent's
+next re-publish: tests/test_rearm.py).
 
 The worker is driven here with an explicit clock (no sleeps); the wire tests run a real
 `vrm-vendor` process against a real Mosquitto, with the box played by test code that signs
@@ -24,7 +25,7 @@ from device.daemon import receipts
 from vendor_kit import core
 from vendor_kit.catalogue import parse_catalogue
 from vendor_kit.identity import VendorIdentity
-from vendor_kit.ledger import LEDGER_FILE, Ledger
+from vendor_kit.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
 from vendor_kit.worker import BrokerSettings, VendorWorker
 from vrm_protocol import Identity, Intent, Offer, Receipt, Terms, new_id, sign, token_hash, topics, verify
 
@@ -54,18 +55,27 @@ class Sim:
         self.worker = VendorWorker(vendor, cat, ledger, BrokerSettings(host="127.0.0.1", port=1, client_id="sim"),
                                    clock=lambda: self.now, resend=policy)
         self.published: list[tuple[float, core.Outgoing]] = []
+        self.tokens: dict[str, str] = {}                     # intent id -> the intent's token
         self.worker._publish = lambda out: self.published.append((self.now, out))   # type: ignore[method-assign]
 
     def intent(self, box: Identity, ttl: int = WEEK) -> tuple[str, list[core.Outgoing]]:
         intent_id = new_id()
         token = sign(box, Intent(intent=intent_id, category="bikes", terms=TERMS), now=self.now, ttl=ttl,
                      msg_id=intent_id)
+        self.tokens[intent_id] = token
         before = len(self.published)
         assert self.worker.handle(topics.intent("bikes", intent_id), token.encode())
         offers = [out for _, out in self.published[before:]]
         for out in offers:                                   # the broker's PUBACK
             self.ledger.mark_sent(out.msg_id, int(self.now))
         return intent_id, offers
+
+    def republish(self, intent_id: str, *, retained: bool = False) -> list[core.Outgoing]:
+        """The box re-publishes the intent (the same token); `retained`: the copy a subscribe brings."""
+        before = len(self.published)
+        assert self.worker.handle(topics.intent("bikes", intent_id), self.tokens[intent_id].encode(),
+                                  retained=retained)
+        return [out for _, out in self.published[before:]]
 
     def receipt(self, box: Identity, intent_id: str, offers: list[core.Outgoing]) -> None:
         hashes = [token_hash(o.token) for o in offers]
@@ -277,13 +287,13 @@ def test_a_v3_ledger_gets_a_send_order_in_the_order_offers_were_first_sent(vendo
         _, offers = sim.intent(box)
     db = sqlite3.connect(path, isolation_level=None)                  # make it what v3 wrote
     db.execute("DROP INDEX offers_floor")
-    for col in ("first_seq", "last_seq", "floor_seq", "gave_up_at"):
+    for col in ("first_seq", "last_seq", "floor_seq", "gave_up_at", "rearms"):
         db.execute(f"ALTER TABLE offers DROP COLUMN {col}")
     db.execute("DROP TABLE send_order")
     db.execute("PRAGMA user_version = 3")
     db.close()
     with Ledger(path) as led:
-        assert led._one("PRAGMA user_version")[0] == 4
+        assert led._one("PRAGMA user_version")[0] == SCHEMA_VERSION
         seqs = [led._one("SELECT last_seq FROM offers WHERE id = ?", o.msg_id)[0] for o in offers]
         assert seqs == sorted(seqs) and len(set(seqs)) == 3
         sim = Sim(vendor, led, catalogue(items=1))
@@ -300,7 +310,7 @@ def test_the_offers_listing_shows_delivery_and_resends(vendor, tmp_path, capsys)
         sim.run_until(NOW + 5)
     assert cli.main(["offers", "--dir", str(tmp_path)]) == 0
     line = capsys.readouterr().out.strip()
-    assert "delivery=gave_up" in line and "resends=1" in line
+    assert "delivery=gave_up" in line and "resends=1" in line and "rearms=0" in line
 
 
 # ------------------------------------------------------------------------------ real processes, the wire

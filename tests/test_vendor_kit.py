@@ -738,7 +738,7 @@ def test_ledger_v1_is_migrated(tmp_path, vendor, catalogue):
     with Ledger(tmp_path / LEDGER_FILE) as led:
         assert led.withdrawal_signer("intent-0001") == "did:key:zA"
         assert led.revocation_id("agr") == "rev-00001"
-        assert led._one("PRAGMA user_version")[0] == 4   # v1 -> v2 -> v3 (receipts) -> v4 (send order)
+        assert led._one("PRAGMA user_version")[0] == 5   # v1 -> v2 -> v3 (receipts) -> v4 (send order) -> v5 (re-arms)
         box = Identity.generate()
         msg, topic = make_intent(box)
         assert led.claim(core.answer_intent(msg, topic, vendor, catalogue, NOW), int(NOW)).offers

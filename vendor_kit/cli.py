@@ -122,7 +122,7 @@ def cmd_offers(args: argparse.Namespace) -> int:
     with _ledger(args) as ledger:
         return _show(ledger.list_offers(), args.json,
                      ("intent", "sku", "price", "currency", "decision", "valid_until", "client_id", "delivery",
-                      "resends"))
+                      "resends", "rearms"))
 
 
 def cmd_agreements(args: argparse.Namespace) -> int:

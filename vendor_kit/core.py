@@ -204,10 +204,22 @@ def accept_withdrawal(msg: Message, topic: str, known: IntentRecord | None, now:
 LOST_GRACE_S = 3.0
 # Re-sends per offer before giving up. With the default back-off (30 s, doubling, at most 15 min)
 # 8 re-sends span about an hour and the give-up comes some 75 minutes after the first send:
-# longer than a broker restart or a box reboot takes, and every copy the broker took waits in
-# the box's queue anyway, so a box that is away longer finds one when it is back. More copies
-# would only lengthen that queue (the old rule sent a 7-day offer 676 times).
+# longer than a broker restart or a box reboot takes. The box keeps no MQTT session (clean
+# start), so nothing is queued for it while it is away: an offer sent then reaches it only by a
+# re-send. A box away longer than the ladder is caught by the re-arm below, not by more re-sends
+# on the timer (the old rule sent a 7-day offer 676 times).
 RESEND_LIMIT = 8
+# After the give-up the kit waits for the box to show it is alive: the box re-publishes each live
+# intent at random moments of its own (exponential gaps, mean 15 min by default), whatever its
+# connection did, so a live copy of the intent again means its box is there. Each given-up,
+# unreceipted offer of it then goes out once more at once (same token), at most REARM_LIMIT
+# times over the offer's life: a box that refuses an offer (another revision, a rule of its own)
+# never receipts it, and with a re-publish every 15 minutes a week-long offer would otherwise go
+# out hundreds of times. Three covers a box that was off overnight and a copy or two lost again.
+REARM_LIMIT = 3
+# Two copies of one re-publish (a QoS 1 duplicate, two subscriptions) re-arm an offer once: not
+# again within this many seconds of its last copy.
+REARM_GAP_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -230,7 +242,7 @@ class ResendPolicy:
     before it: it may be queued behind them (if its box is another, this lasts only until a box
     receipts something sent after it, or the receipts stop). Else it goes out again. After
     `limit` re-sends whose wait ran out without a receipt, the kit gives up on the offer
-    (recorded in the ledger)."""
+    (recorded in the ledger) and waits for its intent's next re-publish (plan_rearms)."""
 
     first_s: float = 30.0
     factor: float = 2.0
@@ -329,6 +341,31 @@ def plan_resends(due: list[Pending], now: float, policy: ResendPolicy,
             continue
         out.append(Resend(p.offer.outgoing(), p.resends + 1, now + policy.delay(p.resends + 1), lost=lost))
     return out
+
+
+@dataclass(frozen=True)
+class GivenUp:
+    """An offer the kit gave up on, as the ledger keeps it, when its intent is seen again."""
+
+    offer: OfferRecord
+    rearms: int                 # copies sent so far because its intent was seen again
+    last_sent: float = 0.0      # when its latest copy was handed to MQTT (after the give-up: the
+                                # latest re-arm)
+    intent_exp: float = 0.0     # when its intent expires (0: unknown)
+    receipted: bool = False     # the box has receipted it (a late receipt)
+    withdrawn: bool = False     # its intent was withdrawn
+
+
+def plan_rearms(given_up: list[GivenUp], now: float, limit: int = REARM_LIMIT,
+                gap_s: float = REARM_GAP_S) -> list[GivenUp]:
+    """Which given-up offers go out once more, now that their intent was seen again (a sign its
+    box is alive; see REARM_LIMIT): those not receipted, not expired, whose intent is neither
+    expired nor withdrawn, re-armed fewer than `limit` times, and not re-armed in the last
+    `gap_s` seconds (two copies of one re-publish). Each is sent once, the same token; the timer does not start again."""
+    return [g for g in given_up
+            if not g.receipted and not g.withdrawn and g.offer.valid_until > now
+            and not (0 < g.intent_exp <= now) and g.rearms < limit
+            and (g.rearms == 0 or now - g.last_sent >= gap_s)]
 
 
 def accept_receipt(msg: Message, topic: str, known: IntentRecord | None) -> ReceiptRecord | None:
@@ -433,6 +470,6 @@ def acknowledge_revocation(msg: Message, identity: VendorIdentity, agreement: Ag
 
 
 __all__ = ["Outgoing", "IntentRecord", "OfferRecord", "IntentAnswer", "WithdrawalRecord", "AgreementRecord",
-           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "LOST_GRACE_S", "RESEND_LIMIT", "Pending", "Receipted", "Receipts", "Resend", "ReceiptRecord",
+           "DisclosureRecord", "RevocationRecord", "ResendPolicy", "LOST_GRACE_S", "RESEND_LIMIT", "REARM_LIMIT", "REARM_GAP_S", "GivenUp", "plan_rearms", "Pending", "Receipted", "Receipts", "Resend", "ReceiptRecord",
            "signed_profile", "answer_intent", "accept_withdrawal", "plan_resends", "accept_receipt",
            "countersign", "open_disclosure", "acknowledge_revocation"]

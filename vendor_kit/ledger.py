@@ -22,6 +22,8 @@ Why it looks like this:
   `send_order`, inside the transaction that decides the send, so workers sharing the ledger
   never share a number): one publisher's messages reach a box in order, so an intent's receipt
   says which older copies of its other offers were lost (core.plan_resends decides).
+- An offer given up on is sent once more when its intent is seen again (its box is alive), at
+  most core.REARM_LIMIT times (`offers.rearms`; core.plan_rearms decides).
 """
 from __future__ import annotations
 
@@ -41,13 +43,13 @@ from vrm_protocol.codec import CLOCK_SKEW, MAX_LIFETIME
 
 from vrm_protocol import token_hash
 
-from .core import (DAY, AgreementRecord, DisclosureRecord, IntentAnswer, IntentRecord, OfferRecord, Outgoing,
-                   Pending, Receipted, Receipts, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
+from .core import (DAY, AgreementRecord, DisclosureRecord, GivenUp, IntentAnswer, IntentRecord, OfferRecord,
+                   Outgoing, Pending, Receipted, Receipts, Resend, ResendPolicy, RevocationRecord, WithdrawalRecord)
 
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 30.0      # how long a write waits, in all, for other workers' transactions
 STEP_BUSY_MS = 100         # SQLite's own busy wait per attempt (also bounds a blocked checkpoint)
 PRUNE_MARGIN_S = CLOCK_SKEW + 600   # keep rows a while past exp: a late copy is refused as expired
@@ -136,6 +138,11 @@ def _migrate_3_to_4(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS offers_floor ON offers(floor_seq) WHERE receipted_at IS NOT NULL")
 
 
+def _migrate_4_to_5(db: sqlite3.Connection) -> None:
+    """v5: how many times a given-up offer was sent again because its intent was seen again."""
+    db.execute("ALTER TABLE offers ADD COLUMN rearms INTEGER NOT NULL DEFAULT 0")
+
+
 def _next_seqs(db: sqlite3.Connection, n: int) -> list[int]:
     """The next `n` numbers of the ledger's send order (inside the caller's transaction, so two
     workers never share one)."""
@@ -207,7 +214,9 @@ class Ledger:
                     self._db.execute(stmt)
                 if version < 3:
                     _migrate_2_to_3(self._db)   # a new ledger too: _SCHEMA is the v2 one
-                _migrate_3_to_4(self._db)
+                if version < 4:
+                    _migrate_3_to_4(self._db)
+                _migrate_4_to_5(self._db)
                 self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @classmethod
@@ -475,6 +484,30 @@ class Ledger:
                     db.execute("UPDATE offers SET resend_at = NULL WHERE id = ?", (p.offer.id,))
         return [r for r in resends if r.send or r.gave_up]
 
+    def take_rearms(self, intent_id: str, now: float,
+                    plan: Callable[[list[GivenUp]], list[GivenUp]]) -> list[Outgoing]:
+        """The intent was seen again: its given-up offers, planned by `plan` (core.plan_rearms),
+        counted and numbered in the send order in one transaction (two workers sharing the ledger
+        do not both send). Returns the copies to send now, in that order. The timer does not
+        start again: `gave_up_at` stays, `resend_at` stays NULL."""
+        with self._tx() as db:
+            rows = db.execute("SELECT offers.*, intents.exp AS intent_exp, intents.status FROM offers "
+                              "JOIN outbox ON outbox.id = offers.id "
+                              "LEFT JOIN intents ON intents.intent = offers.intent "
+                              "WHERE offers.intent = ? AND offers.gave_up_at IS NOT NULL "
+                              "AND offers.receipted_at IS NULL AND outbox.sent_at IS NOT NULL "
+                              "ORDER BY offers.first_seq, offers.id", (intent_id,)).fetchall()
+            if not rows:
+                return []
+            given_up = [GivenUp(_offer(r), int(r["rearms"] or 0), float(r["last_sent"] or 0.0),
+                                float(r["intent_exp"] or 0), r["receipted_at"] is not None,
+                                r["status"] == "withdrawn") for r in rows]
+            sending = plan(given_up)
+            for g, seq in zip(sending, _next_seqs(db, len(sending))):
+                db.execute("UPDATE offers SET rearms = rearms + 1, last_sent = ?, last_seq = ? WHERE id = ?",
+                           (now, seq, g.offer.id))
+        return [g.offer.outgoing() for g in sending]
+
     def stamp_sends(self, msg_ids: list[str], now: float) -> None:
         """Messages published again from the outbox, in this order: the offers among them get a
         new latest copy in the send order (a receipt must not count them as passed by the older one)."""
@@ -655,7 +688,7 @@ class Ledger:
                  "decision": r["decision"], "created_at": r["created_at"], "client_id": r["client_id"],
                  "sent": r["sent_at"] is not None, "receipted": r["receipted_at"] is not None,
                  "resends": r["resends"], "gave_up": r["receipted_at"] is None and r["gave_up_at"] is not None,
-                 "gave_up_at": r["gave_up_at"], "delivery": _delivery(r, now)}
+                 "gave_up_at": r["gave_up_at"], "rearms": r["rearms"], "delivery": _delivery(r, now)}
                 for r in self._all("SELECT offers.*, outbox.sent_at, intents.status, intents.exp AS intent_exp "
                                    "FROM offers LEFT JOIN outbox "
                                    "ON outbox.id = offers.id LEFT JOIN intents ON intents.intent = offers.intent "

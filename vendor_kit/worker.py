@@ -96,6 +96,7 @@ class _Held:
     mid: int
     qos: int
     connection: int
+    retained: bool = False
 
 
 class VendorWorker:
@@ -112,6 +113,7 @@ class VendorWorker:
         ledger.resend = self.resend
         self.refused: Counter[tuple[str, str]] = Counter()   # (message kind, reason) -> count
         self.gave_up = 0                                       # offers given up by this worker
+        self.rearmed = 0                                       # given-up offers sent again (intent seen again)
         self._resend_checked = 0.0
         self.client_id = broker.client_id or f"vrm-vendor-{identity.vendor}-{secrets.token_hex(4)}"
         ledger.client_id = self.client_id  # the ledger records which worker did what
@@ -283,7 +285,7 @@ class VendorWorker:
     def _retry_held(self) -> None:
         for _ in range(len(self._held)):
             held = self._held.popleft()
-            if not self.handle(held.topic, held.payload, retry=True):
+            if not self.handle(held.topic, held.payload, retry=True, retained=held.retained):
                 self._held.appendleft(held)
                 return
             self._ack(held.mid, held.qos, held.connection)
@@ -377,12 +379,13 @@ class VendorWorker:
             log.exception("could not mark %s sent", msg_id)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        if self._wanted(message) and not self.handle(message.topic, message.payload):
+        if self._wanted(message) and not self.handle(message.topic, message.payload, retained=bool(message.retain)):
             with self._lock:
                 connection = self._connection
             if len(self._held) < MAX_HELD:
                 log.warning("message on %s kept for a retry (not acknowledged)", message.topic)
-                self._held.append(_Held(message.topic, message.payload, message.mid, message.qos, connection))
+                self._held.append(_Held(message.topic, message.payload, message.mid, message.qos, connection,
+                                        bool(message.retain)))
                 return
             log.error("too many messages waiting for the ledger: message on %s dropped", message.topic)
         self._ack(message.mid, message.qos, None)
@@ -409,14 +412,16 @@ class VendorWorker:
         self._client.ack(mid, qos)
 
     # ------------------------------------------------------------------------------ dispatch
-    def handle(self, topic: str, payload: bytes, *, retry: bool = False) -> bool:
+    def handle(self, topic: str, payload: bytes, *, retry: bool = False, retained: bool = False) -> bool:
         """One incoming message, end to end. Never raises. False: the ledger was locked (or we
-        are stopping) and nothing was done; the message can be handled again later."""
+        are stopping) and nothing was done; the message can be handled again later. `retained`:
+        the broker sent it because we subscribed (a retained copy), not because it was published
+        now."""
         try:
             if not payload:  # a cleared retained intent (withdrawal): nothing to do
                 log.debug("empty payload on %s ignored", topic)
                 return True
-            for out in self._dispatch(topic, payload):
+            for out in self._dispatch(topic, payload, retained):
                 self._publish(out)
         except ProtocolError as exc:
             log.warning("refused message on %s: %s: %s", topic, exc.reason, exc.detail)
@@ -430,7 +435,7 @@ class VendorWorker:
             log.exception("error handling message on %s (dropped)", topic)
         return True
 
-    def _dispatch(self, topic: str, payload: bytes) -> list[core.Outgoing]:
+    def _dispatch(self, topic: str, payload: bytes, retained: bool = False) -> list[core.Outgoing]:
         vendor = self.identity.vendor
         if topic == topics.agreements(vendor):
             return self._agreement(topic, payload)
@@ -440,7 +445,7 @@ class VendorWorker:
             return self._revocation(topic, payload)
         for cat in self.identity.categories:
             if mqtt.topic_matches_sub(topics.intents(cat), topic):
-                return self._intent(topic, payload)
+                return self._intent(topic, payload, retained)
             if mqtt.topic_matches_sub(topics.withdrawals(cat), topic):
                 return self._withdrawal(topic, payload)
             if mqtt.topic_matches_sub(topics.receipts(cat), topic):
@@ -460,15 +465,18 @@ class VendorWorker:
             if msg.id not in self._replay:
                 self._replay.check_and_remember(msg.id, msg.envelope.exp, now)
 
-    def _intent(self, topic: str, payload: bytes) -> list[core.Outgoing]:
+    def _intent(self, topic: str, payload: bytes, retained: bool = False) -> list[core.Outgoing]:
         now = self._clock()
         # No replay window here: the ledger is the durable one for intents (a retained intent
         # comes back on every reconnect and must simply not be answered twice).
         msg = verify(payload, now=now, expect=Intent)
         intent_id = msg.body.intent  # type: ignore[union-attr]
-        if self.ledger.intent(intent_id) is not None:
-            log.debug("intent %s already handled", intent_id)
-            return []
+        known = self.ledger.intent(intent_id)
+        if known is not None:
+            if retained or msg.envelope.iss != known.signer:
+                log.debug("intent %s already handled", intent_id)
+                return []
+            return self._rearm(intent_id, now)
         answer = self.ledger.claim(core.answer_intent(msg, topic, self.identity, self.catalogue, now), int(now),
                                    sent_clock=now)
         if answer is None:
@@ -477,6 +485,21 @@ class VendorWorker:
         log.info("intent %s (%s): %s, %d offer(s)", intent_id, answer.intent.category, answer.intent.status,
                  len(answer.offers))
         return [o.outgoing() for o in answer.offers]
+
+    def _rearm(self, intent_id: str, now: float) -> list[core.Outgoing]:
+        """A live copy of an intent we answered, signed by its own key: the box re-publishes it on
+        a clock of its own, so its box is alive now. Offers of it we gave up on go out once more
+        (core.plan_rearms). A retained copy (sent because we subscribed) says nothing about the
+        box and re-arms nothing."""
+        outs = self.ledger.take_rearms(intent_id, now, lambda given_up: core.plan_rearms(given_up, now))
+        if outs:
+            with self._lock:
+                self.rearmed += len(outs)
+            log.info("intent %s seen again: re-sent %d offer(s) given up on before: %s", intent_id, len(outs),
+                     ", ".join(o.msg_id for o in outs))
+        else:
+            log.debug("intent %s already handled", intent_id)
+        return outs
 
     def _withdrawal(self, topic: str, payload: bytes) -> list[core.Outgoing]:
         now = self._clock()
