@@ -47,13 +47,19 @@ def connect(client: mqtt.Client, b: BrokerConfig, clean_start: bool = False,
                    receive_maximum=receive_maximum)
 
 
-def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool,
-            now: int, expires_at: int | None = None) -> mqtt.MQTTMessageInfo | None:
-    """QoS 1, expiring with the signature; None if it already expired or was not queued.
-    `expires_at` for a sealed payload, whose exp is inside the encryption."""
+def left_of(payload: str | bytes, now: int, expires_at: int | None = None) -> int | None:
+    """Seconds a message has left: its signature's exp, or `expires_at` for a sealed payload
+    (whose exp is inside the encryption); None when neither says."""
     left = remaining(payload.decode() if isinstance(payload, bytes) else payload, now)
     if left is None and expires_at is not None:
         left = shared.seconds_left(expires_at, now)
+    return left
+
+
+def publish(client: mqtt.Client, topic: str, payload: str | bytes, retain: bool,
+            now: int, expires_at: int | None = None) -> mqtt.MQTTMessageInfo | None:
+    """QoS 1, expiring with the signature (left_of); None if it already expired or was not queued."""
+    left = left_of(payload, now, expires_at)
     if left == 0:
         return None
     info = shared.publish(client, topic, payload, retain=retain, expiry=left)

@@ -849,10 +849,7 @@ class Daemon:
             retry_at, delay = self._backoff.get(rec.id, (0.0, 0.0))
             if t < retry_at:
                 continue
-            left = mqtt_edge.remaining(rec.payload, now)
-            if left is None and rec.expires_at is not None:
-                left = max(0, rec.expires_at - now)
-            if left == 0:
+            if mqtt_edge.left_of(rec.payload, now, rec.expires_at) == 0:
                 log.info("outbox message %d to %s expired unsent; dropped", rec.id, rec.topic)
                 self.store.mark_sent(rec.id)
                 continue
